@@ -36,6 +36,14 @@ pub enum BuildError {
         /// The value as given.
         value: String,
     },
+    /// A part broke the contract the runtime relies on (usually: a learner's part that
+    /// compiles and runs but answers wrongly). Names the part and the invariant.
+    PartInvariant {
+        /// The part, as `"02 osthread"`.
+        part: &'static str,
+        /// What should have held, and what happened instead.
+        invariant: String,
+    },
     /// Part 02 refused to start an M (stack too small, bad CPU, out of threads).
     StartM {
         /// Which M (0-based).
@@ -52,6 +60,12 @@ impl fmt::Display for BuildError {
                 f,
                 "bad P count {value:?} from {from}: it must be a whole number from 1 to \
                  {MAX_PROCS}; unset GMP_PROCS to use one P per CPU"
+            ),
+            BuildError::PartInvariant { part, invariant } => write!(
+                f,
+                "part {part} broke an invariant the runtime relies on: {invariant} \
+                 (run `cargo test -p ex-{}` to find the step)",
+                part.replace(' ', "-")
             ),
             BuildError::StartM { index, reason } => {
                 write!(f, "could not start M {index}: {reason}")

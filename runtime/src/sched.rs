@@ -143,6 +143,7 @@ impl Runtime {
             shared.ms[index].tid.store(handle.tid(), Relaxed);
             rt.ms.push(handle);
         }
+        check_m_tids(&shared.m_tids())?;
         let mut all = lock(&RUNTIMES);
         all.retain(|w| w.strong_count() > 0);
         all.push(Arc::downgrade(&shared));
@@ -241,6 +242,32 @@ impl Shared {
         }
         out
     }
+}
+
+/// Part 02's contract: each M reports its own kernel thread id, so no two Ms share one and
+/// none is the caller's.
+fn check_m_tids(tids: &[u32]) -> Result<(), BuildError> {
+    let caller = crate::parts::osthread::current_tid();
+    let broken = |what: String| BuildError::PartInvariant {
+        part: "02 osthread",
+        invariant: what,
+    };
+    for (i, &tid) in tids.iter().enumerate() {
+        if tid == 0 || tid == caller {
+            return Err(broken(format!(
+                "MHandle::tid() of M{i} is {tid}, {}; it must be the gettid() of the new thread",
+                if tid == 0 {
+                    "which no thread has"
+                } else {
+                    "the tid of the thread that called spawn"
+                }
+            )));
+        }
+        if let Some(j) = tids[..i].iter().position(|&t| t == tid) {
+            return Err(broken(format!("M{j} and M{i} report the same tid {tid}")));
+        }
+    }
+    Ok(())
 }
 
 /// An M's loop: take a task, run it, repeat; park when there is none.
@@ -366,4 +393,30 @@ pub fn dump_all() -> String {
         return "no gmp runtime is alive\n".to_string();
     }
     all.iter().map(|s| s.dump()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn m_tid_checks_name_part_02_and_the_invariant() {
+        let caller = crate::parts::osthread::current_tid();
+        assert!(check_m_tids(&[caller + 1, caller + 2]).is_ok());
+        for (tids, says) in [
+            (vec![0, caller + 1], "M0 is 0"),
+            (vec![caller + 1, caller], "the thread that called spawn"),
+            (
+                vec![caller + 1, caller + 1],
+                "M0 and M1 report the same tid",
+            ),
+        ] {
+            let msg = check_m_tids(&tids).unwrap_err().to_string();
+            assert!(
+                msg.contains("part 02 osthread") && msg.contains(says),
+                "{msg}"
+            );
+            assert!(msg.contains("cargo test -p ex-02-osthread"), "{msg}");
+        }
+    }
 }

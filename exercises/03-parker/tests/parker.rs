@@ -168,7 +168,7 @@ fn step2_ping_pong_loses_no_wake_up() {
 #[test]
 fn step2_wake_during_park_a_million_times() {
     let rounds = 1_000_000;
-    let limit = Duration::from_secs(90);
+    let limit = Duration::from_secs(60);
     let (ping, pong, parks) = watchdog(
         "10^6 racing hand-offs (unpark during park)",
         limit,
