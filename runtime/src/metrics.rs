@@ -18,9 +18,11 @@ pub struct Metrics {
     pub rss_bytes: u64,
     /// Virtual size in bytes (`VmSize:`).
     pub vm_bytes: u64,
-    /// Voluntary context switches of the process so far (`voluntary_ctxt_switches:`).
+    /// Voluntary context switches of the main thread so far (`voluntary_ctxt_switches:` of
+    /// `/proc/self/status`, which counts the main thread only; `getrusage(RUSAGE_SELF)`
+    /// sums every thread).
     pub voluntary_switches: u64,
-    /// Involuntary context switches so far (`nonvoluntary_ctxt_switches:`).
+    /// Involuntary context switches of the main thread so far (`nonvoluntary_ctxt_switches:`).
     pub involuntary_switches: u64,
     /// Ps of the runtime the caller runs on; 0 outside a runtime.
     pub procs: usize,

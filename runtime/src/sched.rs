@@ -22,6 +22,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -185,13 +186,24 @@ impl Drop for Runtime {
         };
         // Dropping unrun tasks tells their joiners; do it outside the lock.
         drop(dropped);
+        if std::thread::panicking() {
+            // Already unwinding, often because a part panicked (a learner's `todo!()`).
+            // A second panic here would abort the process and hide the first message, and
+            // joining Ms whose Parker is broken could wait forever: wake them as best we
+            // can and let them go.
+            for m in &self.shared.ms {
+                let _ = panic::catch_unwind(AssertUnwindSafe(|| m.idle.unpark()));
+            }
+            return;
+        }
         for m in &self.shared.ms {
             m.idle.unpark();
         }
-        for m in self.ms.drain(..) {
-            // An M's loop contains task panics, so an Err here is a runtime bug.
+        for (i, m) in self.ms.drain(..).enumerate() {
+            // Task panics are contained, so an M only dies of a panic in a part or the
+            // runtime itself; that panic's message was printed when it happened.
             if m.join().is_err() {
-                eprintln!("gmp: an M panicked outside a task; this is a runtime bug");
+                eprintln!("gmp: M{i} died of a panic outside any task (see the message above)");
             }
         }
     }

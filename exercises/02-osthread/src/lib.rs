@@ -180,7 +180,10 @@ pub fn current_tid() -> u32 {
     todo!("ch02 step 1: return gettid() (book: ch02-osthread.html#step-1)")
 }
 
-/// The CPUs this process may run on, ascending (`sched_getaffinity`). Any thread.
+/// The CPUs the calling thread may run on, ascending (`sched_getaffinity(0)`). Any thread.
+///
+/// A new thread inherits its creator's mask, so on the main thread of an unpinned process
+/// this is the process's CPU set; on a pinned thread it is only the pinned CPUs.
 pub fn allowed_cpus() -> io::Result<Vec<usize>> {
     todo!("ch02 step 1: read the CPU set with sched_getaffinity (book: ch02-osthread.html#step-1)")
 }

@@ -47,9 +47,12 @@ pub struct ProcStatus {
     pub vm_rss_kib: u64,
     /// `VmSize:` virtual size: every mapping, touched or not, in KiB.
     pub vm_size_kib: u64,
-    /// `voluntary_ctxt_switches:` times a thread gave up the CPU because it blocked.
+    /// `voluntary_ctxt_switches:` times the thread gave up the CPU because it blocked.
+    /// Like the next field, it counts one thread: `/proc/<pid>/status` reports the main
+    /// thread's, `/proc/<pid>/task/<tid>/status` another thread's.
     pub voluntary_switches: u64,
-    /// `nonvoluntary_ctxt_switches:` times the kernel took the CPU away (time slice over).
+    /// `nonvoluntary_ctxt_switches:` times the kernel took the CPU away from the thread
+    /// (time slice over, or a higher-priority thread woke).
     pub involuntary_switches: u64,
 }
 

@@ -220,7 +220,10 @@ pub fn current_tid() -> u32 {
     tid as u32
 }
 
-/// The CPUs this process may run on, ascending (`sched_getaffinity`). Any thread.
+/// The CPUs the calling thread may run on, ascending (`sched_getaffinity(0)`). Any thread.
+///
+/// A new thread inherits its creator's mask, so on the main thread of an unpinned process
+/// this is the process's CPU set; on a pinned thread it is only the pinned CPUs.
 pub fn allowed_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: cpu_set_t is plain bits; all-zero is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
