@@ -1,1 +1,764 @@
-//! Placeholder.
+//! The workbook's measurements of OS processes and threads (chapters 1–3), shared by the
+//! criterion benches (`benches/os.rs`) and the class bench report (`class-bench`).
+//!
+//! Each measurement lives here once. The criterion benches call it through `iter_custom`,
+//! the class bench calls it several times and keeps the median. Nothing here asserts a
+//! time: a figure means something only beside another figure measured in the same run
+//! (README, "Rules the code keeps").
+//!
+//! | measurement | function | chapter |
+//! |-------------|----------|---------|
+//! | start `/bin/true` and wait for it | [`process_spawn_wait`] | 1 |
+//! | start and join a thread, std and part 02 | [`std_spawn_join`], [`osthread_spawn_join`] | 2 |
+//! | ping-pong hand-off, futex / Condvar / mpsc, cross- and same-core | [`handoff`] | 3 |
+//! | many sleeping threads: RSS, virtual size, create cost | [`sleeping_threads`] | 2 |
+//!
+//! The threads are pinned with part 02 (`osthread`), the sleeping threads are weighed with
+//! part 01 (`procinfo`), and the futex hand-off is part 03 (`parker`), all from
+//! `solutions/`.
+
+pub mod report;
+
+use std::fmt;
+use std::hint::black_box;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Condvar, Mutex, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use osthread::{MBuilder, MHandle};
+use parker::Parker;
+use procinfo::Pid;
+
+/// A measurement could not run; the message says what failed and what to check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BenchError(pub String);
+
+impl BenchError {
+    fn new(what: &str, why: impl fmt::Display) -> BenchError {
+        BenchError(format!("{what}: {why}"))
+    }
+}
+
+impl fmt::Display for BenchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+/// How much work one run of the class bench does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Runs of each timed measurement; the report keeps the median.
+    pub runs: usize,
+    /// Processes started per run of [`process_spawn_wait`].
+    pub process_spawns: u64,
+    /// Threads started and joined per run of the spawn+join measurements.
+    pub thread_spawns: u64,
+    /// Round trips (two hand-offs each) per run of [`handoff`].
+    pub round_trips: u64,
+    /// Sleeping threads started per run of [`sleeping_threads`].
+    pub sleepers: usize,
+    /// Runs of [`sleeping_threads`] per stack size.
+    pub sleeper_runs: usize,
+}
+
+impl Plan {
+    /// `--quick`: well under a minute on 2 cores; 1,000 sleeping threads.
+    pub const QUICK: Plan = Plan {
+        runs: 5,
+        process_spawns: 200,
+        thread_spawns: 1_000,
+        round_trips: 2_000,
+        sleepers: 1_000,
+        sleeper_runs: 3,
+    };
+
+    /// The full class bench: 10,000 sleeping threads, as in chapter 2.
+    pub const FULL: Plan = Plan {
+        runs: 7,
+        process_spawns: 300,
+        thread_spawns: 2_000,
+        round_trips: 5_000,
+        sleepers: 10_000,
+        sleeper_runs: 3,
+    };
+
+    /// Tiny counts for the unit tests: proves the code runs, measures nothing.
+    pub const TINY: Plan = Plan {
+        runs: 1,
+        process_spawns: 2,
+        thread_spawns: 3,
+        round_trips: 20,
+        sleepers: 16,
+        sleeper_runs: 1,
+    };
+}
+
+/// The median of `values` (the mean of the middle two for an even count); 0 when empty.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Chapter 1: a process.
+
+/// The program [`process_spawn_wait`] starts: does nothing and exits 0.
+pub const TRUE_PROGRAM: &str = "/bin/true";
+
+/// Starts `/bin/true` and waits for it to exit, `iters` times; returns the total time.
+///
+/// `std::process::Command::spawn` + `Child::wait`: fork (or `clone(CLONE_VM|CLONE_VFORK)` /
+/// `posix_spawn`, which std prefers when it can) + exec + the child's whole life + reaping it.
+pub fn process_spawn_wait(iters: u64) -> Result<Duration, BenchError> {
+    let start = Instant::now();
+    for _ in 0..iters {
+        let status = Command::new(TRUE_PROGRAM)
+            .spawn()
+            .and_then(|mut child| child.wait())
+            .map_err(|e| BenchError::new(&format!("starting {TRUE_PROGRAM}"), e))?;
+        if !status.success() {
+            return Err(BenchError::new(
+                &format!("running {TRUE_PROGRAM}"),
+                format!("it exited with {status}"),
+            ));
+        }
+    }
+    Ok(start.elapsed())
+}
+
+// ---------------------------------------------------------------------------------------
+// Chapter 2: a thread.
+
+/// Starts a `std::thread` (default stack) and joins it, `iters` times; returns the total time.
+pub fn std_spawn_join(iters: u64) -> Result<Duration, BenchError> {
+    let start = Instant::now();
+    for i in 0..iters {
+        let handle = thread::Builder::new()
+            .spawn(move || black_box(i))
+            .map_err(|e| BenchError::new("std::thread::Builder::spawn", e))?;
+        black_box(handle.join().expect("the thread only returns a number"));
+    }
+    Ok(start.elapsed())
+}
+
+/// Starts an M with part 02's `osthread::MBuilder` (named, 2 MiB stack, unpinned) and joins
+/// it, `iters` times; returns the total time.
+///
+/// This includes MBuilder's tid handshake: `spawn` returns only after the new thread has
+/// run and sent back its tid over a channel, so every spawn costs one more wake-up of the
+/// spawning thread than `std::thread::spawn`, which returns as soon as `clone` does.
+pub fn osthread_spawn_join(iters: u64) -> Result<Duration, BenchError> {
+    let start = Instant::now();
+    for i in 0..iters {
+        let m = MBuilder::new("bench-m")
+            .spawn(move || black_box(i))
+            .map_err(|e| BenchError::new("osthread::MBuilder::spawn", e))?;
+        black_box(m.join().expect("the M only returns a number"));
+    }
+    Ok(start.elapsed())
+}
+
+/// The stack of each thread in [`sleeping_threads`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SleeperStack {
+    /// `std::thread::Builder` without `stack_size`: 2 MiB, or `RUST_MIN_STACK` if set.
+    StdDefault,
+    /// This many bytes, as `Builder::stack_size` (8 MiB is glibc's and C's default).
+    Bytes(usize),
+}
+
+/// Rust's default stack for spawned threads when `RUST_MIN_STACK` is unset (osthread's
+/// `MBuilder::new` uses the same).
+pub const RUST_DEFAULT_STACK: usize = 2 << 20;
+
+/// The C default stack of a thread (glibc takes `ulimit -s`, 8 MiB on most systems): the
+/// seed's figure.
+pub const C_DEFAULT_STACK: usize = 8 << 20;
+
+impl SleeperStack {
+    /// The stack size in bytes the threads really get, and where it comes from.
+    pub fn resolve(self) -> (usize, &'static str) {
+        match self {
+            SleeperStack::StdDefault => match std::env::var("RUST_MIN_STACK")
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+            {
+                Some(bytes) => (bytes, "std, RUST_MIN_STACK"),
+                None => (RUST_DEFAULT_STACK, "std default"),
+            },
+            SleeperStack::Bytes(bytes) => (bytes, "Builder::stack_size"),
+        }
+    }
+
+    fn builder(self) -> thread::Builder {
+        match self {
+            SleeperStack::StdDefault => thread::Builder::new(),
+            SleeperStack::Bytes(bytes) => thread::Builder::new().stack_size(bytes),
+        }
+    }
+}
+
+/// What [`sleeping_threads`] found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sleepers {
+    /// Threads asked for.
+    pub requested: usize,
+    /// Threads that started (fewer than `requested` only if the kernel refused one).
+    pub started: usize,
+    /// Stack size of each thread, bytes.
+    pub stack_bytes: usize,
+    /// Where that size came from ("std default", "std, RUST_MIN_STACK", "Builder::stack_size").
+    pub stack_source: &'static str,
+    /// `VmRSS` before the threads started and once all sleep, KiB.
+    pub rss_kib: (u64, u64),
+    /// `VmSize` before and once all sleep, KiB.
+    pub vm_kib: (u64, u64),
+    /// Wall time of the loop that started them (all `spawn` calls).
+    pub create: Duration,
+    /// Why the start loop stopped early, if it did.
+    pub failure: Option<String>,
+}
+
+impl Sleepers {
+    /// Resident memory per started thread, KiB: the stack pages it touched, its TLS, its
+    /// share of malloc arenas. Kernel memory (task_struct, the 16 KiB kernel stack) is not
+    /// in `VmRSS` and not counted.
+    pub fn rss_per_thread_kib(&self) -> f64 {
+        per(self.rss_kib.1.saturating_sub(self.rss_kib.0), self.started)
+    }
+
+    /// Virtual size per started thread, KiB: its whole stack mapping plus the guard page.
+    pub fn vm_per_thread_kib(&self) -> f64 {
+        per(self.vm_kib.1.saturating_sub(self.vm_kib.0), self.started)
+    }
+
+    /// Wall time of one `spawn` in the start loop.
+    pub fn create_per_thread(&self) -> Duration {
+        self.create / self.started.max(1) as u32
+    }
+}
+
+fn per(total: u64, n: usize) -> f64 {
+    if n == 0 { 0.0 } else { total as f64 / n as f64 }
+}
+
+/// Starts `n` threads that each block on one shared gate (a Mutex + Condvar), reads
+/// `VmRSS`/`VmSize` (part 01) before and once all sleep, then opens the gate and joins them.
+///
+/// If the kernel refuses a thread (out of memory for the stack, `threads-max`,
+/// `vm.max_map_count`), the loop stops there: the result says how many started and why,
+/// and the threads that did start are released and joined.
+pub fn sleeping_threads(n: usize, stack: SleeperStack) -> Result<Sleepers, BenchError> {
+    let (stack_bytes, stack_source) = stack.resolve();
+    let refused = |i: usize, e: std::io::Error| {
+        format!(
+            "the kernel refused thread {i} of {n} ({} MiB stack): {e} (see \
+             /proc/sys/kernel/threads-max, `ulimit -u`, /proc/sys/vm/max_map_count and \
+             /proc/sys/vm/overcommit_memory)",
+            stack_bytes >> 20
+        )
+    };
+    let mut result = Sleepers {
+        requested: n,
+        started: 0,
+        stack_bytes,
+        stack_source,
+        rss_kib: (0, 0),
+        vm_kib: (0, 0),
+        create: Duration::ZERO,
+        failure: None,
+    };
+    // Start and join one thread first, so one-time costs (a malloc arena, glibc's first
+    // stack) are not charged to the measured ones. If even that fails, no thread starts.
+    match stack.builder().spawn(|| ()) {
+        Ok(h) => h.join().expect("an empty thread cannot panic"),
+        Err(e) => {
+            result.failure = Some(refused(1, e));
+            return Ok(result);
+        }
+    }
+
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::with_capacity(n);
+    let before = read_status()?;
+    let mut failure = None;
+    let start = Instant::now();
+    for _ in 0..n {
+        let gate = Arc::clone(&gate);
+        let arrived = Arc::clone(&arrived);
+        let spawned = stack.builder().spawn(move || {
+            let (open, cv) = &*gate;
+            let mut open = open.lock().expect("gate lock");
+            arrived.fetch_add(1, Ordering::Release);
+            while !*open {
+                open = cv.wait(open).expect("gate lock");
+            }
+        });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                failure = Some(refused(handles.len() + 1, e));
+                break;
+            }
+        }
+    }
+    let create = start.elapsed();
+    let started = handles.len();
+
+    // Wait until every started thread sits at the gate (so each has touched its stack).
+    let wait_start = Instant::now();
+    while arrived.load(Ordering::Acquire) < started {
+        if wait_start.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    let after = read_status();
+
+    {
+        let (open, cv) = &*gate;
+        *open.lock().expect("gate lock") = true;
+        cv.notify_all();
+    }
+    for h in handles {
+        h.join().expect("a sleeping thread only waits");
+    }
+    let after = after?;
+    let at_gate = arrived.load(Ordering::Acquire);
+    if at_gate < started {
+        return Err(BenchError::new(
+            "sleeping threads",
+            format!("only {at_gate} of {started} threads reached the gate within 60 s"),
+        ));
+    }
+    Ok(Sleepers {
+        started,
+        rss_kib: (before.vm_rss_kib, after.vm_rss_kib),
+        vm_kib: (before.vm_size_kib, after.vm_size_kib),
+        create,
+        failure,
+        ..result
+    })
+}
+
+fn read_status() -> Result<procinfo::ProcStatus, BenchError> {
+    procinfo::status(Pid::Current).map_err(|e| BenchError::new("reading /proc/self/status", e))
+}
+
+// ---------------------------------------------------------------------------------------
+// Chapter 3: a hand-off between two threads.
+
+/// What carries the hand-off in [`handoff`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mechanism {
+    /// Part 03's futex `Parker`: one token per thread, `unpark` the other then `park`.
+    Parker,
+    /// `std::sync::Mutex` + `Condvar` around a turn counter: the seed's C
+    /// `pthread_mutex`/`pthread_cond` ping-pong, in Rust.
+    Condvar,
+    /// Two `std::sync::mpsc::channel`s, one each way: `send` then `recv`.
+    Mpsc,
+}
+
+impl Mechanism {
+    /// Every mechanism, in report order.
+    pub const ALL: [Mechanism; 3] = [Mechanism::Parker, Mechanism::Condvar, Mechanism::Mpsc];
+
+    /// Short name, as in bench ids (`handoff/parker/cross_core`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::Parker => "parker",
+            Mechanism::Condvar => "condvar",
+            Mechanism::Mpsc => "mpsc",
+        }
+    }
+
+    /// What it is, for a report row.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Mechanism::Parker => "futex Parker (part 03)",
+            Mechanism::Condvar => "Mutex + Condvar (the seed's C shape)",
+            Mechanism::Mpsc => "std mpsc channel",
+        }
+    }
+}
+
+/// Where the two threads of a hand-off run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Placement {
+    /// Pinned to two different CPUs: each wake-up crosses cores (an IPI to a sleeping CPU).
+    CrossCore,
+    /// Both pinned to one CPU: each hand-off is a switch on that CPU.
+    SameCore,
+}
+
+impl Placement {
+    /// Both placements, in report order.
+    pub const ALL: [Placement; 2] = [Placement::CrossCore, Placement::SameCore];
+
+    /// Short name, as in bench ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::CrossCore => "cross_core",
+            Placement::SameCore => "same_core",
+        }
+    }
+
+    /// For a report row.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Placement::CrossCore => "cross-core",
+            Placement::SameCore => "same-core",
+        }
+    }
+
+    /// The CPUs of the two threads: `Ok([a, b])`, or `Err(why)` when this machine cannot
+    /// place them so (cross-core with a single allowed CPU).
+    pub fn cpus(self) -> Result<[usize; 2], String> {
+        let allowed = osthread::allowed_cpus()
+            .map_err(|e| format!("cannot read this process's CPUs (sched_getaffinity): {e}"))?;
+        match (self, allowed.as_slice()) {
+            (_, []) => Err("sched_getaffinity returned no CPU".to_string()),
+            (Placement::CrossCore, [only]) => Err(format!(
+                "cross-core skipped: this process may run on one CPU only ({only}); \
+                 cross-core hand-off needs two (see `taskset -p $$` or the container's cpuset)"
+            )),
+            (Placement::CrossCore, [a, b, ..]) => Ok([*a, *b]),
+            (Placement::SameCore, [a, ..]) => Ok([*a, *a]),
+        }
+    }
+}
+
+/// The result of one [`handoff`] run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handoff {
+    /// Hand-offs done: two per round trip.
+    pub handoffs: u64,
+    /// Wall time of all of them, measured on the thread that starts and ends the rally.
+    pub elapsed: Duration,
+    /// Voluntary context switches of both threads during the rally (they blocked).
+    pub voluntary: u64,
+    /// Involuntary context switches of both threads (the kernel preempted them).
+    pub involuntary: u64,
+    /// The CPUs the two threads were pinned to.
+    pub cpus: [usize; 2],
+}
+
+impl Handoff {
+    /// Nanoseconds per hand-off.
+    pub fn ns_per_handoff(&self) -> f64 {
+        self.elapsed.as_nanos() as f64 / self.handoffs.max(1) as f64
+    }
+
+    /// Voluntary context switches per hand-off (one is the textbook figure: the receiver
+    /// slept and was woken).
+    pub fn voluntary_per_handoff(&self) -> f64 {
+        self.voluntary as f64 / self.handoffs.max(1) as f64
+    }
+
+    /// Involuntary context switches per hand-off.
+    pub fn involuntary_per_handoff(&self) -> f64 {
+        self.involuntary as f64 / self.handoffs.max(1) as f64
+    }
+
+    /// The elapsed time scaled to `iters` hand-offs, for criterion's `iter_custom`.
+    pub fn scaled_to(&self, iters: u64) -> Duration {
+        Duration::from_nanos((self.ns_per_handoff() * iters as f64).round() as u64)
+    }
+}
+
+/// Ping-pong: two threads pinned to `cpus` pass the turn back and forth `round_trips` times
+/// over `mechanism` (2 × `round_trips` hand-offs); returns time and context switches.
+///
+/// A hand-off is one message from one thread to the other, which is asleep waiting for it:
+/// the sender wakes the receiver and then goes to sleep itself.
+pub fn handoff(
+    mechanism: Mechanism,
+    cpus: [usize; 2],
+    round_trips: u64,
+) -> Result<Handoff, BenchError> {
+    match mechanism {
+        Mechanism::Parker => {
+            let ping_p = Arc::new(Parker::new());
+            let pong_p = Arc::new(Parker::new());
+            let (a, b) = (Arc::clone(&ping_p), Arc::clone(&pong_p));
+            rally(
+                cpus,
+                round_trips,
+                move |n| {
+                    for _ in 0..n {
+                        b.unpark();
+                        a.park();
+                    }
+                },
+                move |n| {
+                    for _ in 0..n {
+                        pong_p.park();
+                        ping_p.unpark();
+                    }
+                },
+            )
+        }
+        Mechanism::Condvar => {
+            // The seed's C program, in Rust: one mutex, one condvar, a turn counter. The
+            // pinger moves on even counts, the ponger on odd ones; each waits for its turn
+            // with the lock held except inside `wait`, as pthread_cond_wait does, and signals
+            // with the lock still held, as the C code does. On one core that costs extra
+            // switches: the woken thread preempts the signaller and finds the lock taken.
+            let turn = Arc::new((Mutex::new(0u64), Condvar::new()));
+            let other = Arc::clone(&turn);
+            let player = |first: u64| {
+                move |turn: Arc<(Mutex<u64>, Condvar)>, n: u64| {
+                    let (count, cv) = &*turn;
+                    let mut count = count.lock().expect("turn lock");
+                    for i in 0..n {
+                        while *count != 2 * i + first {
+                            count = cv.wait(count).expect("turn lock");
+                        }
+                        *count += 1;
+                        cv.notify_one();
+                    }
+                    // The pinger's rally ends when the last pong is back.
+                    while first == 0 && *count != 2 * n {
+                        count = cv.wait(count).expect("turn lock");
+                    }
+                }
+            };
+            let (ping, pong) = (player(0), player(1));
+            rally(
+                cpus,
+                round_trips,
+                move |n| ping(turn, n),
+                move |n| pong(other, n),
+            )
+        }
+        Mechanism::Mpsc => {
+            let (to_pong, from_ping) = mpsc::channel::<u64>();
+            let (to_ping, from_pong) = mpsc::channel::<u64>();
+            rally(
+                cpus,
+                round_trips,
+                move |n| {
+                    for i in 0..n {
+                        to_pong.send(i).expect("the ponger is alive");
+                        black_box(from_pong.recv().expect("the ponger answers"));
+                    }
+                },
+                move |n| {
+                    for _ in 0..n {
+                        let v = from_ping.recv().expect("the pinger is alive");
+                        to_ping.send(v).expect("the pinger waits");
+                    }
+                },
+            )
+        }
+    }
+}
+
+/// One side's figures: wall time of its loop and its switches during it.
+struct Side {
+    elapsed: Duration,
+    switches: (u64, u64),
+}
+
+/// Starts the two pinned threads, lines them up, runs `ping` and `pong`, sums the switches.
+fn rally<P, Q>(cpus: [usize; 2], round_trips: u64, ping: P, pong: Q) -> Result<Handoff, BenchError>
+where
+    P: FnOnce(u64) + Send + 'static,
+    Q: FnOnce(u64) + Send + 'static,
+{
+    let barrier = Arc::new(Barrier::new(2));
+    // A start gun per side: if the second thread cannot start, dropping the first one's
+    // sender lets it return instead of waiting at the barrier forever.
+    let (go_ping, ping_ready) = mpsc::channel::<()>();
+    let (go_pong, pong_ready) = mpsc::channel::<()>();
+    let ping_m = side(
+        "pingpong-ping",
+        cpus[0],
+        ping_ready,
+        Arc::clone(&barrier),
+        move || ping(round_trips),
+    )?;
+    let pong_m = match side("pingpong-pong", cpus[1], pong_ready, barrier, move || {
+        pong(round_trips)
+    }) {
+        Ok(m) => m,
+        Err(e) => {
+            drop(go_ping);
+            let _ = ping_m.join();
+            return Err(e);
+        }
+    };
+    // Both exist: fire. A send fails only if the thread is gone, which join reports.
+    let _ = go_ping.send(());
+    let _ = go_pong.send(());
+    let ping = ping_m.join();
+    let pong = pong_m.join();
+    match (ping, pong) {
+        (Ok(Some(ping)), Ok(Some(pong))) => Ok(Handoff {
+            handoffs: 2 * round_trips,
+            elapsed: ping.elapsed,
+            voluntary: ping.switches.0 + pong.switches.0,
+            involuntary: ping.switches.1 + pong.switches.1,
+            cpus,
+        }),
+        _ => Err(BenchError(
+            "a ping-pong thread panicked or never got its start signal".to_string(),
+        )),
+    }
+}
+
+fn side<F>(
+    name: &str,
+    cpu: usize,
+    ready: mpsc::Receiver<()>,
+    barrier: Arc<Barrier>,
+    body: F,
+) -> Result<MHandle<Option<Side>>, BenchError>
+where
+    F: FnOnce() + Send + 'static,
+{
+    MBuilder::new(name)
+        .cpus(&[cpu])
+        .spawn(move || {
+            ready.recv().ok()?;
+            barrier.wait();
+            let before = thread_switches();
+            let start = Instant::now();
+            body();
+            let elapsed = start.elapsed();
+            let after = thread_switches();
+            Some(Side {
+                elapsed,
+                switches: (after.0 - before.0, after.1 - before.1),
+            })
+        })
+        .map_err(|e| BenchError::new(&format!("starting {name} on CPU {cpu}"), e))
+}
+
+/// `(voluntary, involuntary)` context switches of the calling thread so far.
+///
+/// Why `getrusage(RUSAGE_THREAD)` on each side, summed, and not `RUSAGE_SELF` before and
+/// after: RUSAGE_SELF counts every thread of the process, and other threads do run while
+/// a rally does: the thread that started the rally blocks in `join` (one switch of its
+/// own), MBuilder's tid handshake wakes it, criterion's harness and `cargo test`'s other
+/// tests run in the same process. Each side reads its own counters after the start barrier
+/// and after its last hand-off, so the sum is exactly the rally's switches and nothing else.
+/// (The same figures are `voluntary_ctxt_switches` in `/proc/thread-self/status`.)
+pub fn thread_switches() -> (u64, u64) {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage; RUSAGE_THREAD only reads the caller's
+    // own counters. It cannot fail with these arguments.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    debug_assert_eq!(rc, 0, "getrusage(RUSAGE_THREAD) failed");
+    (usage.ru_nvcsw as u64, usage.ru_nivcsw as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use testkit::{DEFAULT_LIMIT, watchdog};
+
+    /// Every measurement runs once with tiny counts and returns figures that add up.
+    /// No figure is compared with a time: that is the benches' job.
+    #[test]
+    fn every_measurement_runs_once() {
+        watchdog("every measurement once, tiny counts", DEFAULT_LIMIT, || {
+            let plan = Plan::TINY;
+            assert!(process_spawn_wait(plan.process_spawns).unwrap() > Duration::ZERO);
+            assert!(std_spawn_join(plan.thread_spawns).unwrap() > Duration::ZERO);
+            assert!(osthread_spawn_join(plan.thread_spawns).unwrap() > Duration::ZERO);
+
+            for placement in Placement::ALL {
+                let cpus = match placement.cpus() {
+                    Ok(cpus) => cpus,
+                    Err(why) => {
+                        eprintln!("{why}");
+                        continue;
+                    }
+                };
+                for mechanism in Mechanism::ALL {
+                    let h = handoff(mechanism, cpus, plan.round_trips).unwrap();
+                    assert_eq!(h.handoffs, 2 * plan.round_trips);
+                    assert!(h.elapsed > Duration::ZERO);
+                    assert_eq!(h.cpus, cpus);
+                }
+            }
+
+            for stack in [
+                SleeperStack::StdDefault,
+                SleeperStack::Bytes(C_DEFAULT_STACK),
+            ] {
+                let s = sleeping_threads(plan.sleepers, stack).unwrap();
+                assert_eq!(s.started, plan.sleepers, "{:?}", s.failure);
+                assert!(s.failure.is_none());
+                assert_eq!(s.stack_bytes, stack.resolve().0);
+            }
+        });
+    }
+
+    /// A stack no machine can give 4 of: the start loop stops, says why, and the threads
+    /// that did start are released (the call returns).
+    #[test]
+    fn sleeping_threads_report_a_refused_thread() {
+        watchdog(
+            "sleeping threads with a 64 TiB stack",
+            DEFAULT_LIMIT,
+            || {
+                let s = sleeping_threads(4, SleeperStack::Bytes(1 << 46)).unwrap();
+                eprintln!("{s:?}");
+                assert_eq!(s.failure.is_some(), s.started < s.requested, "{s:?}");
+                if let Some(why) = &s.failure {
+                    assert!(why.contains("refused thread"), "{why}");
+                }
+            },
+        );
+    }
+
+    #[test]
+    fn same_core_pins_both_threads_to_one_cpu() {
+        let [a, b] = Placement::SameCore.cpus().unwrap();
+        assert_eq!(a, b);
+        if let Ok([a, b]) = Placement::CrossCore.cpus() {
+            assert_ne!(a, b);
+        }
+    }
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+
+    #[test]
+    fn handoff_figures_divide_by_handoffs() {
+        let h = Handoff {
+            handoffs: 4,
+            elapsed: Duration::from_micros(100),
+            voluntary: 4,
+            involuntary: 1,
+            cpus: [0, 1],
+        };
+        assert_eq!(h.ns_per_handoff(), 25_000.0);
+        assert_eq!(h.voluntary_per_handoff(), 1.0);
+        assert_eq!(h.involuntary_per_handoff(), 0.25);
+        assert_eq!(h.scaled_to(10), Duration::from_micros(250));
+    }
+}

@@ -1,0 +1,101 @@
+//! Criterion benches of the OS costs of chapters 1–3: process spawn, thread spawn+join, and
+//! the ping-pong hand-off over three mechanisms, cross-core and same-core.
+//!
+//! ```text
+//! cargo bench -p gmp-benches               # full: HTML under target/criterion/report/
+//! cargo bench -p gmp-benches -- --quick    # quick: criterion's --quick, shorter limits
+//! cargo bench -p gmp-benches -- handoff    # one group
+//! ```
+//!
+//! The measurements are the crate's (`gmp_benches::*`), the same code the class bench runs.
+//! Each returns its own timing, so the benches use `iter_custom`: the hand-off's thread
+//! start and pinning are outside the timed part. The 10k sleeping threads are in the class
+//! bench only; they measure memory, which criterion does not.
+
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use gmp_benches::{
+    Mechanism, Placement, handoff, osthread_spawn_join, process_spawn_wait, std_spawn_join,
+};
+
+/// `--quick` on the command line (criterion's flag: stop once the estimate is stable, at
+/// most `measurement_time` per bench). We also shorten the limit so the whole quick set
+/// stays within seconds.
+fn quick() -> bool {
+    std::env::args().any(|a| a == "--quick")
+}
+
+/// Per-bench measurement time: the upper bound in quick mode, the target otherwise.
+fn measurement_time() -> Duration {
+    if quick() {
+        Duration::from_millis(800)
+    } else {
+        Duration::from_secs(3)
+    }
+}
+
+fn process(c: &mut Criterion) {
+    let mut g = c.benchmark_group("process");
+    g.sample_size(20).measurement_time(measurement_time());
+    g.bench_function("spawn", |b| {
+        b.iter_custom(|iters| process_spawn_wait(iters).expect("spawning /bin/true"))
+    });
+    g.finish();
+}
+
+fn thread(c: &mut Criterion) {
+    let mut g = c.benchmark_group("thread/spawn_join");
+    g.sample_size(30).measurement_time(measurement_time());
+    g.bench_function("std", |b| {
+        b.iter_custom(|iters| std_spawn_join(iters).expect("std::thread spawn"))
+    });
+    // Includes MBuilder's tid handshake: spawn returns only once the thread reported its tid.
+    g.bench_function("osthread", |b| {
+        b.iter_custom(|iters| osthread_spawn_join(iters).expect("osthread::MBuilder spawn"))
+    });
+    g.finish();
+}
+
+fn handoffs(c: &mut Criterion) {
+    for mechanism in Mechanism::ALL {
+        let mut g = c.benchmark_group(format!("handoff/{}", mechanism.name()));
+        g.sample_size(20).measurement_time(measurement_time());
+        for placement in Placement::ALL {
+            let cpus = match placement.cpus() {
+                Ok(cpus) => cpus,
+                Err(why) => {
+                    eprintln!("handoff/{}/{}: {why}", mechanism.name(), placement.name());
+                    continue;
+                }
+            };
+            // One criterion iteration is one hand-off; a rally does them in round trips.
+            g.bench_function(placement.name(), |b| {
+                b.iter_custom(|iters| {
+                    handoff(mechanism, cpus, iters.div_ceil(2))
+                        .expect("ping-pong")
+                        .scaled_to(iters)
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+fn config() -> Criterion {
+    let c = Criterion::default().warm_up_time(Duration::from_secs(1));
+    if quick() {
+        // The bootstrap dominates a quick run's time (most of it is CPU spent analysing, not
+        // measuring): 10^4 resamples instead of 10^5 keep its confidence intervals usable.
+        c.nresamples(10_000)
+    } else {
+        c
+    }
+}
+
+criterion_group! {
+    name = os;
+    config = config();
+    targets = process, thread, handoffs
+}
+criterion_main!(os);

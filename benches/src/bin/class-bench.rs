@@ -1,0 +1,747 @@
+//! The class bench: the costs chapters 1–3 talk about, measured on the machine in front of
+//! the class, beside the seed articles' figures and the reference machine's (ANCHORS.md).
+//!
+//! ```text
+//! cargo run --release -p gmp-benches --bin class-bench -- [--quick] [--json] [--pause]
+//! ```
+//!
+//! `--quick` takes well under a minute on 2 cores (1,000 sleeping threads instead of
+//! 10,000, fewer rounds). `--pause` waits for Enter after each "Predict:" question (only
+//! when stdin is a terminal). `--json` prints the report as JSON on stdout and the progress
+//! on stderr. The report is also written to `<target>/class-bench/report.{md,html,svg,json}`.
+//!
+//! Every timing is the median of several runs; the variants of one measurement take turns
+//! within each run, so drift hits them all alike. Compare ratios, not absolute figures
+//! across machines.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use gmp_benches::report::{Bar, Report, Row, fmt_us, machine_facts};
+use gmp_benches::{
+    C_DEFAULT_STACK, Mechanism, Placement, Plan, SleeperStack, handoff, median,
+    osthread_spawn_join, process_spawn_wait, sleeping_threads, std_spawn_join,
+};
+
+const USAGE: &str = "usage: class-bench [--quick] [--json] [--pause]
+  --quick  a short run (under a minute on 2 cores): 1,000 sleeping threads, fewer rounds
+  --json   print the report as JSON on stdout (progress goes to stderr)
+  --pause  wait for Enter after each prediction question (when stdin is a terminal)";
+
+/// Reference figures of ANCHORS.md, µs.
+const REF_CROSS_US: f64 = 25.0;
+const REF_SAME_US: f64 = 3.3;
+
+struct Options {
+    quick: bool,
+    json: bool,
+    pause: bool,
+}
+
+/// Prints progress to stdout, or to stderr when stdout carries JSON.
+struct Out {
+    to_stderr: bool,
+    pause: bool,
+}
+
+impl Out {
+    fn line(&self, text: &str) {
+        if self.to_stderr {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
+
+    /// A predict-then-run question; waits for Enter under `--pause`.
+    fn predict(&self, question: &str) {
+        self.line("");
+        self.line(&format!("Predict: {question}"));
+        if self.pause && io::stdin().is_terminal() {
+            let _ = io::stdout().flush();
+            eprint!("  (press Enter to measure) ");
+            let mut answer = String::new();
+            let _ = io::stdin().lock().read_line(&mut answer);
+        }
+    }
+
+    fn result(&self, text: &str) {
+        self.line(&format!("  -> {text}"));
+    }
+}
+
+fn main() -> ExitCode {
+    let mut opts = Options {
+        quick: false,
+        json: false,
+        pause: false,
+    };
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--quick" => opts.quick = true,
+            "--json" => opts.json = true,
+            "--pause" => opts.pause = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("class-bench: unknown argument {other:?}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let out = Out {
+        to_stderr: opts.json,
+        pause: opts.pause,
+    };
+    let plan = if opts.quick { Plan::QUICK } else { Plan::FULL };
+    let mode = if opts.quick { "quick" } else { "full" };
+    let wall = Instant::now();
+
+    out.line(&format!(
+        "Class bench ({mode}): this machine's costs beside the seed articles' and the reference \
+         machine's (ANCHORS.md)."
+    ));
+    out.line(&format!(
+        "Each timing is the median of {} runs; all figures come from this one run.",
+        plan.runs
+    ));
+    if cfg!(debug_assertions) {
+        out.line(
+            "WARNING: built without --release; the figures are not meaningful. Run \
+             `cargo run --release -p gmp-benches --bin class-bench`.",
+        );
+    }
+
+    let mut report = Report {
+        mode: mode.to_string(),
+        ..Report::default()
+    };
+    let process = measure_process(&out, plan);
+    let spawn = measure_spawn(&out, plan);
+    let handoffs = measure_handoffs(&out, plan);
+    let sleepers = measure_sleepers(&out, plan);
+
+    rows_process_and_spawn(&mut report, &process, &spawn);
+    rows_handoffs(&mut report, &handoffs);
+    rows_sleepers(&mut report, &sleepers, plan);
+    ratios(&mut report, &process, &spawn, &handoffs, &sleepers);
+
+    report.facts = machine_facts();
+    report.facts.push((
+        "run".to_string(),
+        format!(
+            "{mode}: medians of {} runs; {} process spawns, {} thread spawns, {} round trips \
+             per run; {} sleeping threads × {} runs per stack size; {:.1} s wall",
+            plan.runs,
+            plan.process_spawns,
+            plan.thread_spawns,
+            plan.round_trips,
+            plan.sleepers,
+            plan.sleeper_runs,
+            wall.elapsed().as_secs_f64()
+        ),
+    ));
+    if cfg!(debug_assertions) {
+        report.facts.push((
+            "build".to_string(),
+            "debug (figures not meaningful)".to_string(),
+        ));
+    }
+
+    let dir = target_dir().join("class-bench");
+    if opts.json {
+        print!("{}", report.json());
+    } else {
+        out.line("");
+        out.line(&report.text());
+    }
+    match report.write_to(&dir) {
+        Ok(paths) => {
+            out.line("Written:");
+            for p in paths {
+                out.line(&format!("  {}", p.display()));
+            }
+            out.line(&format!(
+                "Criterion's HTML (after `cargo bench -p gmp-benches`): {}",
+                target_dir().join("criterion/report/index.html").display()
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "class-bench: cannot write the report into {}: {e}",
+                dir.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace's target dir: `CARGO_TARGET_DIR` if set (relative to the current dir, as
+/// cargo takes it), else `<workspace>/target`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => std::path::absolute(&dir).unwrap_or_else(|_| dir.into()),
+        _ => {
+            let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            manifest.parent().unwrap_or(&manifest).join("target")
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Measuring.
+
+/// Median µs per operation of `runs` runs of `f(iters)`, or the first error.
+fn per_op_us(times: &[Duration], iters: u64) -> f64 {
+    let v: Vec<f64> = times
+        .iter()
+        .map(|t| t.as_secs_f64() * 1e6 / iters.max(1) as f64)
+        .collect();
+    median(&v)
+}
+
+fn measure_process(out: &Out, plan: Plan) -> Result<f64, String> {
+    out.predict("how many µs does it take to start /bin/true and wait for it to exit?");
+    let mut times = Vec::new();
+    for _ in 0..plan.runs {
+        times.push(process_spawn_wait(plan.process_spawns).map_err(|e| e.to_string())?);
+    }
+    let us = per_op_us(&times, plan.process_spawns);
+    out.result(&format!(
+        "{} µs per spawn+wait of /bin/true (median of {} runs × {})",
+        fmt_us(us),
+        plan.runs,
+        plan.process_spawns
+    ));
+    Ok(us)
+}
+
+struct Spawn {
+    std: Result<f64, String>,
+    osthread: Result<f64, String>,
+}
+
+fn measure_spawn(out: &Out, plan: Plan) -> Spawn {
+    out.predict(
+        "how many µs to start one OS thread and join it? And with osthread::MBuilder, which \
+         also waits until the new thread reports its tid?",
+    );
+    let (mut std_t, mut os_t) = (Ok(Vec::new()), Ok(Vec::new()));
+    for _ in 0..plan.runs {
+        push(&mut std_t, std_spawn_join(plan.thread_spawns));
+        push(&mut os_t, osthread_spawn_join(plan.thread_spawns));
+    }
+    let spawn = Spawn {
+        std: std_t.map(|t| per_op_us(&t, plan.thread_spawns)),
+        osthread: os_t.map(|t| per_op_us(&t, plan.thread_spawns)),
+    };
+    for (name, r) in [
+        ("std::thread spawn+join", &spawn.std),
+        (
+            "osthread::MBuilder spawn+join (with tid handshake)",
+            &spawn.osthread,
+        ),
+    ] {
+        match r {
+            Ok(us) => out.result(&format!("{} µs per {name}", fmt_us(*us))),
+            Err(e) => out.result(&format!("{name} failed: {e}")),
+        }
+    }
+    spawn
+}
+
+fn push<T, E: ToString>(acc: &mut Result<Vec<T>, String>, r: Result<T, E>) {
+    if let Ok(v) = acc {
+        match r {
+            Ok(x) => v.push(x),
+            Err(e) => *acc = Err(e.to_string()),
+        }
+    }
+}
+
+/// Medians of one hand-off variant.
+#[derive(Clone, Copy)]
+struct HandoffStats {
+    us: f64,
+    voluntary: f64,
+    involuntary: f64,
+    cpus: [usize; 2],
+}
+
+type Handoffs = HashMap<(Mechanism, Placement), Result<HandoffStats, String>>;
+
+fn measure_handoffs(out: &Out, plan: Plan) -> Handoffs {
+    let mut all = Handoffs::new();
+    for placement in Placement::ALL {
+        match placement {
+            Placement::CrossCore => out.predict(
+                "how many µs does one hand-off cost between two threads on two cores? How many \
+                 context switches does one hand-off take?",
+            ),
+            Placement::SameCore => out.predict(
+                "and when both threads are pinned to the same core: faster or slower than across \
+                 two cores, and by how much?",
+            ),
+        }
+        let cpus = match placement.cpus() {
+            Ok(cpus) => cpus,
+            Err(why) => {
+                out.result(&why);
+                for m in Mechanism::ALL {
+                    all.insert((m, placement), Err(why.clone()));
+                }
+                continue;
+            }
+        };
+        let mut runs: HashMap<Mechanism, Result<Vec<gmp_benches::Handoff>, String>> =
+            Mechanism::ALL
+                .iter()
+                .map(|m| (*m, Ok(Vec::new())))
+                .collect();
+        for _ in 0..plan.runs {
+            for m in Mechanism::ALL {
+                let acc = runs.get_mut(&m).expect("every mechanism has an entry");
+                push(acc, handoff(m, cpus, plan.round_trips));
+            }
+        }
+        for m in Mechanism::ALL {
+            let stats = runs.remove(&m).expect("entry").map(|hs| HandoffStats {
+                us: median(
+                    &hs.iter()
+                        .map(|h| h.ns_per_handoff() / 1e3)
+                        .collect::<Vec<_>>(),
+                ),
+                voluntary: median(
+                    &hs.iter()
+                        .map(|h| h.voluntary_per_handoff())
+                        .collect::<Vec<_>>(),
+                ),
+                involuntary: median(
+                    &hs.iter()
+                        .map(|h| h.involuntary_per_handoff())
+                        .collect::<Vec<_>>(),
+                ),
+                cpus,
+            });
+            match &stats {
+                Ok(s) => out.result(&format!(
+                    "{:<8} {:>7} µs per hand-off, {:.2} voluntary + {:.2} involuntary switches \
+                     per hand-off (CPUs {} and {})",
+                    m.name(),
+                    fmt_us(s.us),
+                    s.voluntary,
+                    s.involuntary,
+                    s.cpus[0],
+                    s.cpus[1]
+                )),
+                Err(e) => out.result(&format!("{} failed: {e}", m.name())),
+            }
+            all.insert((m, placement), stats);
+        }
+    }
+    all
+}
+
+/// Medians of one sleeping-threads variant.
+struct SleeperStats {
+    requested: usize,
+    started: usize,
+    stack_bytes: usize,
+    stack_source: &'static str,
+    rss_kib: f64,
+    vm_kib: f64,
+    create_us: f64,
+    failure: Option<String>,
+}
+
+fn measure_sleepers(out: &Out, plan: Plan) -> Vec<(SleeperStack, Result<SleeperStats, String>)> {
+    let mut all = Vec::new();
+    for stack in [
+        SleeperStack::StdDefault,
+        SleeperStack::Bytes(C_DEFAULT_STACK),
+    ] {
+        let (bytes, _) = stack.resolve();
+        let mib = bytes as f64 / (1 << 20) as f64;
+        match stack {
+            SleeperStack::StdDefault => out.predict(&format!(
+                "{} threads, each asleep with a {} MiB stack: how much RAM (RSS) does one cost, \
+                 and how much virtual memory? How many µs to create one?",
+                plan.sleepers,
+                trim(mib)
+            )),
+            SleeperStack::Bytes(_) => out.predict(&format!(
+                "the same with {} MiB stacks, the C default the seed quotes: what changes, RSS or \
+                 virtual size?",
+                trim(mib)
+            )),
+        }
+        let mut runs = Vec::new();
+        let mut error = None;
+        for _ in 0..plan.sleeper_runs {
+            match sleeping_threads(plan.sleepers, stack) {
+                Ok(s) if s.started == 0 => {
+                    error = Some(format!(
+                        "no thread started: {}",
+                        s.failure.unwrap_or_default()
+                    ));
+                    break;
+                }
+                Ok(s) => runs.push(s),
+                Err(e) => {
+                    error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let stats = match (runs.first(), error) {
+            (_, Some(e)) => Err(e),
+            (None, None) => Err("no run".to_string()),
+            (Some(first), None) => Ok(SleeperStats {
+                requested: first.requested,
+                started: runs.iter().map(|s| s.started).min().unwrap_or(0),
+                stack_bytes: first.stack_bytes,
+                stack_source: first.stack_source,
+                rss_kib: median(
+                    &runs
+                        .iter()
+                        .map(|s| s.rss_per_thread_kib())
+                        .collect::<Vec<_>>(),
+                ),
+                vm_kib: median(
+                    &runs
+                        .iter()
+                        .map(|s| s.vm_per_thread_kib())
+                        .collect::<Vec<_>>(),
+                ),
+                create_us: median(
+                    &runs
+                        .iter()
+                        .map(|s| s.create_per_thread().as_secs_f64() * 1e6)
+                        .collect::<Vec<_>>(),
+                ),
+                failure: runs.iter().find_map(|s| s.failure.clone()),
+            }),
+        };
+        match &stats {
+            Ok(s) => {
+                if let Some(f) = &s.failure {
+                    out.result(&format!(
+                        "only {} of {} threads started: {f}",
+                        s.started, s.requested
+                    ));
+                }
+                out.result(&format!(
+                    "{:.1} KiB RSS and {:.2} MiB virtual per sleeping thread; {} µs to create \
+                     each ({} threads, {} MiB stack, {})",
+                    s.rss_kib,
+                    s.vm_kib / 1024.0,
+                    fmt_us(s.create_us),
+                    s.started,
+                    trim(s.stack_bytes as f64 / (1 << 20) as f64),
+                    s.stack_source
+                ));
+            }
+            Err(e) => out.result(&format!("failed: {e}")),
+        }
+        all.push((stack, stats));
+    }
+    all
+}
+
+fn trim(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// The table.
+
+fn cell(r: &Result<f64, String>, fmt: impl Fn(f64) -> String) -> (String, Option<f64>) {
+    match r {
+        Ok(v) => (fmt(*v), Some(*v)),
+        Err(_) => ("failed".to_string(), None),
+    }
+}
+
+fn rows_process_and_spawn(report: &mut Report, process: &Result<f64, String>, spawn: &Spawn) {
+    let (this, value) = cell(process, fmt_us);
+    report.rows.push(Row::new(
+        "process.spawn_wait.us",
+        "process spawn+wait, /bin/true (µs)",
+        this,
+        value,
+        "—",
+        "—",
+    ));
+    let (this, value) = cell(&spawn.std, fmt_us);
+    report.rows.push(Row::new(
+        "thread.spawn_join.std.us",
+        "thread spawn+join, std::thread (µs)",
+        this,
+        value,
+        "~10 (create)",
+        "41.6",
+    ));
+    let (this, value) = cell(&spawn.osthread, fmt_us);
+    report.rows.push(Row::new(
+        "thread.spawn_join.osthread.us",
+        "thread spawn+join, osthread (incl. tid handshake) (µs)",
+        this,
+        value,
+        "~10 (create)",
+        "—",
+    ));
+    for (name, r) in [
+        ("process", process),
+        ("std", &spawn.std),
+        ("osthread", &spawn.osthread),
+    ] {
+        if let Err(e) = r {
+            report.notes.push(format!("{name} spawn failed: {e}"));
+        }
+    }
+}
+
+fn rows_handoffs(report: &mut Report, handoffs: &Handoffs) {
+    for placement in Placement::ALL {
+        for m in Mechanism::ALL {
+            let r = &handoffs[&(m, placement)];
+            let reference = match placement {
+                Placement::CrossCore => "24–26",
+                Placement::SameCore => "3.3",
+            };
+            let (this, value) = match r {
+                Ok(s) => (fmt_us(s.us), Some(s.us)),
+                Err(e) if e.contains("skipped") => ("skipped".to_string(), None),
+                Err(_) => ("failed".to_string(), None),
+            };
+            report.rows.push(Row::new(
+                &format!("handoff.{}.{}.us", m.name(), placement.name()),
+                format!("hand-off, {}, {} (µs)", m.name(), placement.describe()),
+                this,
+                value,
+                "1–10 (switch)",
+                reference,
+            ));
+            if let Ok(s) = r {
+                report.bars.push(Bar {
+                    label: format!("{}, {}", m.name(), placement.describe()),
+                    us: s.us,
+                    reference_us: Some(match placement {
+                        Placement::CrossCore => REF_CROSS_US,
+                        Placement::SameCore => REF_SAME_US,
+                    }),
+                });
+            }
+        }
+    }
+    for m in Mechanism::ALL {
+        let get = |p| handoffs[&(m, p)].as_ref().ok().copied();
+        let show = |s: Option<HandoffStats>| {
+            s.map_or("—".to_string(), |s| {
+                format!("{:.2}+{:.2}", s.voluntary, s.involuntary)
+            })
+        };
+        let (cross, same) = (get(Placement::CrossCore), get(Placement::SameCore));
+        report.rows.push(Row::new(
+            &format!("handoff.{}.switches_per_handoff", m.name()),
+            format!(
+                "switches per hand-off, {}: vol.+invol. (cross / same core)",
+                m.name()
+            ),
+            format!("{} / {}", show(cross), show(same)),
+            cross.or(same).map(|s| s.voluntary),
+            "~1 (getrusage)",
+            "—",
+        ));
+    }
+    let mut seen = Vec::new();
+    for r in handoffs.values() {
+        if let Err(e) = r
+            && !seen.contains(e)
+        {
+            seen.push(e.clone());
+        }
+    }
+    seen.sort();
+    report
+        .notes
+        .extend(seen.into_iter().map(|e| format!("hand-off: {e}")));
+    report.notes.push(
+        "Hand-off: one message to a thread asleep waiting for it (a round trip is two). \
+         parker = part 03's futex Parker; condvar = std Mutex + Condvar around a turn counter, \
+         the seed's C mutex/condvar ping-pong; mpsc = two std::sync::mpsc channels. Switches \
+         are getrusage(RUSAGE_THREAD) of both threads. The reference figures (ANCHORS.md) were \
+         measured with Condvar, mpsc and C mutex/condvar; the Parker rows stand beside the same \
+         figures."
+            .to_string(),
+    );
+    report.notes.push(
+        "On one core the woken thread often preempts its waker before the waker blocks: that \
+         switch counts as involuntary, so compare voluntary + involuntary with the textbook's \
+         one switch per hand-off. The condvar's extra switches on one core come from signalling \
+         while holding the mutex (the C shape): the woken thread preempts the signaller, finds \
+         the mutex still held and sleeps again; notifying after unlocking avoids it."
+            .to_string(),
+    );
+}
+
+fn rows_sleepers(
+    report: &mut Report,
+    sleepers: &[(SleeperStack, Result<SleeperStats, String>)],
+    plan: Plan,
+) {
+    for (stack, r) in sleepers {
+        let (bytes, source) = stack.resolve();
+        let mib = trim(bytes as f64 / (1 << 20) as f64);
+        let (label, key, virt_ref) = match stack {
+            SleeperStack::StdDefault => (format!("{mib} MiB stack ({source})"), "std_default", "—"),
+            SleeperStack::Bytes(_) => (
+                format!("{mib} MiB stack (C default)"),
+                "8mib",
+                "~8.2 MB (82 GB / 10k)",
+            ),
+        };
+        let n = match r {
+            Ok(s) => s.started,
+            Err(_) => plan.sleepers,
+        };
+        let get = |f: fn(&SleeperStats) -> f64| match r {
+            Ok(s) => Ok(f(s)),
+            Err(e) => Err(e.clone()),
+        };
+        let (this, value) = cell(&get(|s| s.rss_kib), |v| format!("{v:.1}"));
+        report.rows.push(Row::new(
+            &format!("sleepers.{key}.rss_per_thread.kib"),
+            format!("RSS per sleeping thread, {label} (KiB)"),
+            this,
+            value,
+            "— (touched pages only)",
+            "~9.8 KB",
+        ));
+        let (this, value) = cell(&get(|s| s.vm_kib / 1024.0), |v| format!("{v:.2}"));
+        report.rows.push(Row::new(
+            &format!("sleepers.{key}.virtual_per_thread.mib"),
+            format!("virtual per sleeping thread, {label} (MiB)"),
+            this,
+            value,
+            "8 MiB (stacks 1–8 MiB)",
+            virt_ref,
+        ));
+        let (this, value) = cell(&get(|s| s.create_us), fmt_us);
+        report.rows.push(Row::new(
+            &format!("sleepers.{key}.create_per_thread.us"),
+            format!("create one of {n} sleepers, {label} (µs)"),
+            this,
+            value,
+            "~10",
+            "~26",
+        ));
+        match r {
+            Ok(s) => {
+                if let Some(f) = &s.failure {
+                    report.notes.push(format!(
+                        "{label}: only {} of {} threads started; per-thread figures are over \
+                         those that did. {f}",
+                        s.started, s.requested
+                    ));
+                }
+            }
+            Err(e) => report.notes.push(format!("sleeping threads, {label}: {e}")),
+        }
+    }
+    report.notes.push(
+        "RSS counts user-space pages only: each thread also holds kernel memory (a 16 KiB \
+         kernel stack, its task_struct) that VmRSS does not show. Rust's std spawns threads \
+         with a 2 MiB stack unless RUST_MIN_STACK is set; osthread::MBuilder's default is also \
+         2 MiB; C (glibc) takes `ulimit -s`, usually 8 MiB. The sleeping threads are started \
+         with std::thread::Builder."
+            .to_string(),
+    );
+}
+
+fn ratios(
+    report: &mut Report,
+    process: &Result<f64, String>,
+    spawn: &Spawn,
+    handoffs: &Handoffs,
+    sleepers: &[(SleeperStack, Result<SleeperStats, String>)],
+) {
+    let x = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let show = |r: Option<f64>| r.map_or("—".to_string(), |r| format!("{r:.1}×"));
+    let us = |m, p| handoffs[&(m, p)].as_ref().ok().map(|s| s.us);
+    for m in Mechanism::ALL {
+        let r = x(us(m, Placement::CrossCore), us(m, Placement::SameCore));
+        report.ratios.push(Row::new(
+            &format!("ratio.{}.cross_over_same", m.name()),
+            format!("hand-off cross-core / same-core, {}", m.name()),
+            show(r),
+            r,
+            "—",
+            "≈7.6× (25 / 3.3)",
+        ));
+    }
+    for m in [Mechanism::Condvar, Mechanism::Mpsc] {
+        let cross = x(
+            us(m, Placement::CrossCore),
+            us(Mechanism::Parker, Placement::CrossCore),
+        );
+        let same = x(
+            us(m, Placement::SameCore),
+            us(Mechanism::Parker, Placement::SameCore),
+        );
+        report.ratios.push(Row::new(
+            &format!("ratio.{}.over_parker", m.name()),
+            format!("hand-off {} / parker (cross / same core)", m.name()),
+            format!("{} / {}", show(cross), show(same)),
+            cross.or(same),
+            "—",
+            "—",
+        ));
+    }
+    let r = x(spawn.osthread.clone().ok(), spawn.std.clone().ok());
+    report.ratios.push(Row::new(
+        "ratio.osthread_over_std_spawn",
+        "spawn+join osthread / std (the tid handshake)",
+        show(r),
+        r,
+        "—",
+        "—",
+    ));
+    let r = x(process.clone().ok(), spawn.std.clone().ok());
+    report.ratios.push(Row::new(
+        "ratio.process_over_thread_spawn",
+        "process spawn+wait / thread spawn+join (std)",
+        show(r),
+        r,
+        "—",
+        "—",
+    ));
+    for (stack, s) in sleepers {
+        if let Ok(s) = s {
+            let r = x(Some(s.vm_kib), Some(s.rss_kib));
+            let mib = trim(stack.resolve().0 as f64 / (1 << 20) as f64);
+            let reference = match stack {
+                SleeperStack::Bytes(C_DEFAULT_STACK) => "≈840× (8.2 MB / 9.8 KB)",
+                _ => "—",
+            };
+            report.ratios.push(Row::new(
+                &format!("ratio.sleepers.{mib}mib.virtual_over_rss"),
+                format!("virtual / RSS per sleeping thread, {mib} MiB stack"),
+                r.map_or("—".to_string(), |r| format!("{r:.0}×")),
+                r,
+                "—",
+                reference,
+            ));
+        }
+    }
+}
