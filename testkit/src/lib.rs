@@ -6,10 +6,17 @@
 //! the body has not finished within the limit. The stuck thread is left behind: the test
 //! binary exits when the harness is done, which ends it.
 //!
+//! A test whose failure is a crash (a bad stack switch, a stack overflow) would take the
+//! whole test binary down with it. [`isolated`] runs such a body in a child process, the
+//! same test binary re-run with a filter, and turns a signal into a red test that says what
+//! the signal usually means.
+//!
 //! What does not live here: anything that measures time for performance. Timing claims live
 //! in the criterion benches and `cargo workbook bench` (book, chapter 0).
 
+use std::os::unix::process::ExitStatusExt;
 use std::panic;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -76,6 +83,57 @@ where
     }
 }
 
+/// Set in the child process to the name of the test it must run for real.
+const ISOLATED_ENV: &str = "TESTKIT_ISOLATED";
+
+/// Runs `body` in a child process (this test binary, re-run with `--exact test_name`), so a
+/// crash fails only this test, with a message; `crash_hint` says what a crash here usually
+/// means ("the switch restored a wrong stack pointer"). A panic in the child fails the test
+/// with the child's output. The child runs under the watchdog with `limit`.
+///
+/// `test_name` must be the full name of the calling test as the harness knows it (for an
+/// integration test, the function name).
+pub fn isolated(test_name: &str, limit: Duration, crash_hint: &str, body: fn()) {
+    if std::env::var(ISOLATED_ENV).as_deref() == Ok(test_name) {
+        return watchdog(test_name, limit, body);
+    }
+    let exe = std::env::current_exe().expect("testkit::isolated: cannot find the test binary");
+    let out = Command::new(exe)
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ISOLATED_ENV, test_name)
+        .stdin(Stdio::null())
+        .output()
+        .expect("testkit::isolated: cannot start the test binary again");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Some(signal) = out.status.signal() {
+        panic!(
+            "`{test_name}` crashed the process with signal {signal} ({}). {crash_hint}\n\
+             --- output of the crashed run ---\n{output}",
+            signal_name(signal)
+        );
+    }
+    assert!(
+        output.contains("1 passed"),
+        "`{test_name}` did not pass in its own process (exit status {}).\n\
+         --- output of that run ---\n{output}",
+        out.status
+    );
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        4 => "SIGILL: an illegal instruction, such as ud2 after a function that must not return",
+        6 => "SIGABRT: the process aborted itself",
+        7 => "SIGBUS: a misaligned or unmapped memory access",
+        11 => "SIGSEGV: a read or write of memory that is not mapped",
+        _ => "see `man 7 signal`",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +160,38 @@ mod tests {
             || "queue length 3".to_string(),
             || thread::sleep(Duration::from_secs(3600)),
         );
+    }
+
+    #[test]
+    fn isolated_passes_a_passing_body() {
+        isolated(
+            "tests::isolated_passes_a_passing_body",
+            DEFAULT_LIMIT,
+            "",
+            || assert_eq!(1 + 1, 2),
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "SIGSEGV")]
+    fn isolated_reports_a_crash() {
+        isolated(
+            "tests::isolated_reports_a_crash",
+            DEFAULT_LIMIT,
+            "null write",
+            || {
+                // SAFETY: none; this deliberately writes to address 0 to crash the child process.
+                unsafe { std::ptr::null_mut::<u64>().write_volatile(1) }
+            },
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "did not pass in its own process")]
+    fn isolated_reports_a_panic() {
+        isolated("tests::isolated_reports_a_panic", DEFAULT_LIMIT, "", || {
+            panic!("child failed")
+        });
     }
 
     #[test]
