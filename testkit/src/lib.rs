@@ -86,30 +86,55 @@ where
 /// Set in the child process to the name of the test it must run for real.
 const ISOLATED_ENV: &str = "TESTKIT_ISOLATED";
 
-/// Runs `body` in a child process (this test binary, re-run with `--exact test_name`), so a
-/// crash fails only this test, with a message; `crash_hint` says what a crash here usually
-/// means ("the switch restored a wrong stack pointer"). A panic in the child fails the test
-/// with the child's output. The child runs under the watchdog with `limit`.
+/// What a child run of a test printed, and how it ended. See [`run_in_child`].
+#[derive(Debug)]
+pub struct ChildRun {
+    /// Everything it wrote, stdout then stderr.
+    pub output: String,
+    /// The signal that killed it, if one did.
+    pub signal: Option<i32>,
+    /// Did it exit with status 0?
+    pub success: bool,
+}
+
+/// Runs `body` in a child process (this test binary re-run with `--exact test_name`) and,
+/// in the parent, returns what the child printed and how it ended. In the child, `body`
+/// runs under the watchdog with `limit` and this function never returns: the child exits
+/// when `body` returns.
 ///
-/// `test_name` must be the full name of the calling test as the harness knows it (for an
-/// integration test, the function name).
-pub fn isolated(test_name: &str, limit: Duration, crash_hint: &str, body: fn()) {
+/// For tests whose body is *meant* to end the process (an overflow report, an abort): the
+/// parent asserts on the [`ChildRun`]. `test_name` must be the calling test's full name.
+pub fn run_in_child(test_name: &str, limit: Duration, body: fn()) -> ChildRun {
     if std::env::var(ISOLATED_ENV).as_deref() == Ok(test_name) {
-        return watchdog(test_name, limit, body);
+        watchdog(test_name, limit, body);
+        // Leave without returning into the parent-only assertions of the caller.
+        std::process::exit(0);
     }
-    let exe = std::env::current_exe().expect("testkit::isolated: cannot find the test binary");
+    let exe = std::env::current_exe().expect("testkit: cannot find the test binary");
     let out = Command::new(exe)
         .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
         .env(ISOLATED_ENV, test_name)
         .stdin(Stdio::null())
         .output()
-        .expect("testkit::isolated: cannot start the test binary again");
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if let Some(signal) = out.status.signal() {
+        .expect("testkit: cannot start the test binary again");
+    ChildRun {
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        signal: out.status.signal(),
+        success: out.status.success(),
+    }
+}
+
+/// Runs `body` in a child process (see [`run_in_child`]), so a crash fails only this test,
+/// with a message; `crash_hint` says what a crash here usually means ("the switch restored
+/// a wrong stack pointer"). A panic in the child fails the test with the child's output.
+pub fn isolated(test_name: &str, limit: Duration, crash_hint: &str, body: fn()) {
+    let run = run_in_child(test_name, limit, body);
+    let output = run.output;
+    if let Some(signal) = run.signal {
         panic!(
             "`{test_name}` crashed the process with signal {signal} ({}). {crash_hint}\n\
              --- output of the crashed run ---\n{output}",
@@ -117,10 +142,8 @@ pub fn isolated(test_name: &str, limit: Duration, crash_hint: &str, body: fn()) 
         );
     }
     assert!(
-        output.contains("1 passed"),
-        "`{test_name}` did not pass in its own process (exit status {}).\n\
-         --- output of that run ---\n{output}",
-        out.status
+        run.success,
+        "`{test_name}` did not pass in its own process.\n--- output of that run ---\n{output}"
     );
 }
 
@@ -192,6 +215,23 @@ mod tests {
         isolated("tests::isolated_reports_a_panic", DEFAULT_LIMIT, "", || {
             panic!("child failed")
         });
+    }
+
+    #[test]
+    fn run_in_child_reports_an_abort() {
+        let run = run_in_child(
+            "tests::run_in_child_reports_an_abort",
+            DEFAULT_LIMIT,
+            || {
+                eprintln!("about to abort");
+                std::process::abort()
+            },
+        );
+        assert_eq!(run.signal, Some(6), "{run:?}");
+        assert!(
+            run.output.contains("about to abort") && !run.success,
+            "{run:?}"
+        );
     }
 
     #[test]
