@@ -1,0 +1,143 @@
+//! Exercise 04, `context` (skeleton: fill in every `todo!()`).
+//!
+//! Part 04, `context`: switch from one stack to another in user space.
+//!
+//! What lives here: [`Context`], the registers a suspended computation needs to resume;
+//! [`switch`], which saves the caller's into one `Context` and resumes another; and
+//! [`prepare`], which lays out a fresh stack so that the first `switch` to it calls an entry
+//! function with one argument.
+//!
+//! Go: `gogo` and `mcall` (`asm_amd64.s`) with the `gobuf` struct (`runtime2.go`). xv6:
+//! `swtch.S` with `struct context`.
+//!
+//! ## Why so few registers
+//!
+//! `switch` is an ordinary function call as far as the caller knows. The System V ABI says a
+//! callee may clobber rax, rcx, rdx, rsi, rdi, r8–r11 and the vector registers, so the
+//! caller has already saved whatever it needed from them. Only the callee-saved registers
+//! (rbx, rbp, r12–r15) and the stack pointer must come back as they were. The return
+//! address is already on the stack, pushed by the `call`. Seven words in all; a kernel switch
+//! saves every register, the FPU/vector state and more.
+//!
+//! Invariant: a `Context` describes a stack that is suspended inside `switch` (or, once,
+//! freshly prepared); resuming it any other way is undefined behaviour.
+//!
+//! Not here: where stacks come from (part 05), which G to run next (the scheduler).
+//!
+//! Book: chapter 4, "Switching in user space" (`book/src/ch04-context.md`).
+#![warn(missing_docs)]
+// A skeleton's parameters are unused until you fill it in.
+#![allow(unused_variables, dead_code, unused_imports)]
+
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!(
+    "part 04 `context` has a stack switch for x86_64 only; supported targets: \
+     x86_64-unknown-linux-gnu (and other x86_64 System V targets)"
+);
+
+use std::arch::naked_asm;
+use std::mem::offset_of;
+
+/// The saved state of a suspended stack: its stack pointer and the callee-saved registers.
+///
+/// The field order is the layout `switch` reads and writes; the offsets are checked below.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct Context {
+    rsp: usize,
+    rbx: usize,
+    rbp: usize,
+    r12: usize,
+    r13: usize,
+    r14: usize,
+    r15: usize,
+}
+
+// The asm below addresses fields by these offsets; fail the build if the struct drifts.
+const _: () = {
+    assert!(offset_of!(Context, rsp) == 0x00);
+    assert!(offset_of!(Context, rbx) == 0x08);
+    assert!(offset_of!(Context, rbp) == 0x10);
+    assert!(offset_of!(Context, r12) == 0x18);
+    assert!(offset_of!(Context, r13) == 0x20);
+    assert!(offset_of!(Context, r14) == 0x28);
+    assert!(offset_of!(Context, r15) == 0x30);
+};
+
+impl Context {
+    /// The saved stack pointer (where the stack will resume).
+    pub fn stack_pointer(&self) -> usize {
+        self.rsp
+    }
+}
+
+/// Saves the caller's registers into `*from` and resumes the stack saved in `*to`.
+///
+/// Returns when some other `switch` resumes `*from`. The ABI is `"C-unwind"` only so that an
+/// unfinished exercise's `todo!()` can unwind into its test; this assembly never unwinds.
+///
+/// # Safety
+///
+/// `from` must be valid for writes and `to` must hold a context saved by `switch` or made by
+/// [`prepare`] whose stack is still alive and not running. `from` and `to` may not be the
+/// same context.
+pub unsafe extern "C-unwind" fn switch(from: *mut Context, to: *const Context) {
+    // Make this a #[unsafe(naked)] function whose body is naked_asm!(...).
+    todo!(
+        "ch04 step 2: save rsp and the callee-saved registers into *from, load *to's, ret \
+         (book: ch04-context.html#step-2)"
+    )
+}
+
+/// The type of a function a fresh stack starts in. It must never return: nothing called it
+/// on its stack, so there is nowhere to return to. It ends by switching away for good.
+pub type Entry = extern "C" fn(arg: usize) -> !;
+
+/// The smallest stack [`prepare`] accepts: room for the entry function's first frames.
+pub const MIN_STACK: usize = 4096;
+
+/// [`prepare`] was given a stack it cannot use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackTooSmall {
+    /// Bytes given.
+    pub len: usize,
+}
+
+impl std::fmt::Display for StackTooSmall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a {}-byte stack is too small to start a context on: give at least {MIN_STACK} bytes",
+            self.len
+        )
+    }
+}
+
+impl std::error::Error for StackTooSmall {}
+
+/// Lays out a fresh stack of `len` bytes ending at `stack_top`, so that the first
+/// [`switch`] to the returned context calls `entry(arg)` on it.
+///
+/// ```text
+///   top = stack_top aligned down to 16
+///   ┌───────────────────────┐ <- top
+///   │ address of trampoline │    popped by `ret` in switch
+///   └───────────────────────┘ <- rsp of the context (top - 8)
+///   r12 = entry, r13 = arg, rbp = 0 (ends frame-pointer backtraces)
+/// ```
+///
+/// # Safety
+///
+/// The `len` bytes below `stack_top` must be writable, stay alive, and be used by nothing
+/// else for as long as the context may run.
+pub unsafe fn prepare(
+    stack_top: *mut u8,
+    len: usize,
+    entry: Entry,
+    arg: usize,
+) -> Result<Context, StackTooSmall> {
+    todo!(
+        "ch04 step 1: align the top, leave the trampoline's address at the new rsp, \
+         put entry and arg where the trampoline finds them (book: ch04-context.html#step-1)"
+    )
+}

@@ -1,0 +1,294 @@
+//! Tests for part 04, `context`. The exercise and the solution run this same file.
+//!
+//! `stepN_…` tests follow the steps of chapter 4. A wrong stack switch does not fail, it
+//! crashes; so every test that switches runs in its own process (`testkit::isolated`) and a
+//! crash becomes a red test that says which signal and what it usually means.
+
+use std::arch::asm;
+use std::time::Duration;
+
+use context::{Context, MIN_STACK, StackTooSmall, prepare, switch};
+use testkit::isolated;
+
+const LIMIT: Duration = Duration::from_secs(20);
+const CRASH_HINT: &str = "A crash in a switch usually means a wrong stack pointer or return \
+    address was restored: check the offsets of Context, that rsp is loaded last, and that \
+    prepare left the trampoline's address at the new rsp (book: ch04-context.html#step-2).";
+
+/// A 16-byte-aligned stack of `bytes` bytes, and its top.
+struct Stack {
+    memory: Vec<u128>,
+}
+
+impl Stack {
+    fn new(bytes: usize) -> Stack {
+        Stack {
+            memory: vec![0; bytes / 16],
+        }
+    }
+    fn len(&self) -> usize {
+        self.memory.len() * 16
+    }
+    fn bottom(&self) -> usize {
+        self.memory.as_ptr() as usize
+    }
+    fn top(&mut self) -> *mut u8 {
+        // SAFETY: one past the end of the allocation is a valid pointer to form.
+        unsafe { self.memory.as_mut_ptr().add(self.memory.len()).cast() }
+    }
+}
+
+/// What a test context shares with the test: both contexts and what the entry function saw.
+struct Shared {
+    main: Context,
+    coro: Context,
+    seen: Vec<usize>,
+}
+
+impl Shared {
+    fn new() -> Box<Shared> {
+        Box::new(Shared {
+            main: Context::default(),
+            coro: Context::default(),
+            seen: Vec::new(),
+        })
+    }
+}
+
+/// Records its argument, then counts 0, 1, 2, … one number per switch back.
+extern "C" fn counter(arg: usize) -> ! {
+    let shared = arg as *mut Shared;
+    for i in 0.. {
+        // SAFETY: `arg` is the Box<Shared> of the test, alive while this context runs, and
+        // the test is suspended in `switch` while we touch it.
+        unsafe {
+            (*shared).seen.push(i);
+            switch(&raw mut (*shared).coro, &raw const (*shared).main);
+        }
+    }
+    unreachable!()
+}
+
+/// Starts `entry` on `stack` and switches into it `rounds` times.
+fn run_rounds(stack: &mut Stack, entry: context::Entry, shared: &mut Shared, rounds: usize) {
+    let me = shared as *mut Shared;
+    // SAFETY: the stack outlives the rounds below and is used by nothing else.
+    shared.coro = unsafe { prepare(stack.top(), stack.len(), entry, me as usize) }.unwrap();
+    for _ in 0..rounds {
+        // SAFETY: coro was prepared or saved by a switch and is not running.
+        unsafe { switch(&raw mut (*me).main, &raw const (*me).coro) };
+    }
+}
+
+#[test]
+fn step1_prepare_refuses_a_tiny_stack() {
+    let mut stack = Stack::new(1024);
+    // SAFETY: prepare must refuse before writing anything.
+    let err = unsafe { prepare(stack.top(), stack.len(), counter, 0) }.unwrap_err();
+    assert_eq!(err, StackTooSmall { len: 1024 });
+    assert!(
+        err.to_string().contains(&MIN_STACK.to_string()),
+        "the message names the minimum: {err}"
+    );
+}
+
+#[test]
+fn step1_prepare_aligns_the_stack_as_the_abi_wants() {
+    let mut stack = Stack::new(16 << 10);
+    // An odd top: prepare must align it down itself.
+    // SAFETY: top - 3 is inside the allocation; the stack is ours.
+    let ctx = unsafe { prepare(stack.top().sub(3), stack.len() - 3, counter, 0) }.unwrap();
+    let sp = ctx.stack_pointer();
+    assert!(
+        sp >= stack.bottom() && sp < stack.top() as usize,
+        "rsp {sp:#x} outside the stack"
+    );
+    assert_eq!(
+        sp % 16,
+        8,
+        "rsp {sp:#x}: `ret` must leave rsp 16-byte aligned in the trampoline"
+    );
+    // SAFETY: sp is inside our stack, 8-aligned.
+    let ret = unsafe { *(sp as *const usize) };
+    assert!(
+        ret != 0 && !(stack.bottom()..stack.top() as usize).contains(&ret),
+        "the word at rsp ({ret:#x}) must be a code address for `ret` to jump to"
+    );
+}
+
+#[test]
+fn step2_switch_enters_and_comes_back() {
+    isolated(
+        "step2_switch_enters_and_comes_back",
+        LIMIT,
+        CRASH_HINT,
+        || {
+            let mut stack = Stack::new(64 << 10);
+            let mut shared = Shared::new();
+            run_rounds(&mut stack, counter, &mut shared, 1000);
+            assert_eq!(
+                shared.seen,
+                (0..1000).collect::<Vec<_>>(),
+                "each switch runs one step"
+            );
+        },
+    );
+}
+
+extern "C" fn record_arg_and_stack(arg: usize) -> ! {
+    let shared = arg as *mut Shared;
+    let local = 0u8;
+    // SAFETY: as in `counter`.
+    unsafe {
+        (*shared).seen.push(arg);
+        (*shared).seen.push(&local as *const u8 as usize);
+        switch(&raw mut (*shared).coro, &raw const (*shared).main);
+    }
+    unreachable!("never resumed")
+}
+
+#[test]
+fn step2_entry_gets_its_argument_and_runs_on_the_new_stack() {
+    isolated(
+        "step2_entry_gets_its_argument_and_runs_on_the_new_stack",
+        LIMIT,
+        CRASH_HINT,
+        || {
+            let mut stack = Stack::new(64 << 10);
+            let mut shared = Shared::new();
+            let arg = &mut *shared as *mut Shared as usize;
+            run_rounds(&mut stack, record_arg_and_stack, &mut shared, 1);
+            assert_eq!(
+                shared.seen[0], arg,
+                "entry(arg) receives prepare's arg in rdi"
+            );
+            let local = shared.seen[1];
+            assert!(
+                (stack.bottom()..stack.top() as usize).contains(&local),
+                "a local of the entry function lives at {local:#x}, outside the stack it was given"
+            );
+        },
+    );
+}
+
+/// Switches back with every callee-saved register overwritten.
+extern "C" fn clobber_and_return(arg: usize) -> ! {
+    let shared = arg as *mut Shared;
+    // SAFETY: `switch` is called with valid contexts (as in `counter`); the garbage in the
+    // callee-saved registers is never used, since this context is never resumed.
+    unsafe {
+        asm!(
+            "mov rbx, 0xbad1", "mov rbp, 0xbad2", "mov r12, 0xbad3",
+            "mov r13, 0xbad4", "mov r14, 0xbad5", "mov r15, 0xbad6",
+            "call {switch}",
+            "ud2",
+            switch = sym switch,
+            in("rdi") &raw mut (*shared).coro,
+            in("rsi") &raw const (*shared).main,
+            options(noreturn),
+        )
+    }
+}
+
+#[test]
+fn step2_callee_saved_registers_survive_a_round_trip() {
+    isolated(
+        "step2_callee_saved_registers_survive_a_round_trip",
+        LIMIT,
+        CRASH_HINT,
+        || {
+            // First an ordinary round trip, so an unfinished switch fails here with its message.
+            let mut warm_up = Stack::new(16 << 10);
+            run_rounds(&mut warm_up, counter, &mut Shared::new(), 1);
+
+            let mut stack = Stack::new(64 << 10);
+            let mut shared = Shared::new();
+            let me = &mut *shared as *mut Shared;
+            // SAFETY: as in run_rounds.
+            shared.coro =
+                unsafe { prepare(stack.top(), stack.len(), clobber_and_return, me as usize) }
+                    .unwrap();
+            let got: [u64; 6];
+            let (rbx, rbp, r12, r13, r14, r15);
+            // SAFETY: rbx and rbp are saved and restored around the call by push/pop, the others
+            // are declared outputs; `switch` follows the C ABI, whose clobbers are declared.
+            unsafe {
+                asm!(
+                    "push rbx", "push rbp",
+                    "mov rbx, 0x1111", "mov rbp, 0x2222", "mov r12, 0x3333",
+                    "mov r13, 0x4444", "mov r14, 0x5555", "mov r15, 0x6666",
+                    "call {switch}",
+                    "mov rax, rbx", "mov rcx, rbp",
+                    "pop rbp", "pop rbx",
+                    switch = sym switch,
+                    in("rdi") &raw mut (*me).main,
+                    in("rsi") &raw const (*me).coro,
+                    out("rax") rbx, out("rcx") rbp,
+                    out("r12") r12, out("r13") r13, out("r14") r14, out("r15") r15,
+                    clobber_abi("C"),
+                );
+            }
+            got = [rbx, rbp, r12, r13, r14, r15];
+            assert_eq!(
+                got,
+                [0x1111, 0x2222, 0x3333, 0x4444, 0x5555, 0x6666],
+                "rbx, rbp, r12-r15 must come back as they were (book: ch04-context.html#step-2)"
+            );
+        },
+    );
+}
+
+struct Ring {
+    contexts: [Context; 4], // 0: the test, 1-3: the workers
+    order: Vec<usize>,
+}
+
+extern "C" fn ring_worker(arg: usize) -> ! {
+    let (ring, me) = (arg & !7, arg & 7);
+    let ring = ring as *mut Ring;
+    for _ in 0..100 {
+        let next = (me % 3) + 1; // 1 -> 2 -> 3 -> 1 ...
+        // SAFETY: the Ring outlives every worker; only the running context touches it.
+        unsafe {
+            (*ring).order.push(me);
+            let to = if (*ring).order.len() == 300 { 0 } else { next };
+            switch(
+                &raw mut (*ring).contexts[me],
+                &raw const (*ring).contexts[to],
+            );
+        }
+    }
+    unreachable!("the last worker switches to the test")
+}
+
+#[test]
+fn step2_three_contexts_pass_the_cpu_round_robin() {
+    isolated(
+        "step2_three_contexts_pass_the_cpu_round_robin",
+        LIMIT,
+        CRASH_HINT,
+        || {
+            let mut stacks: Vec<Stack> = (0..3).map(|_| Stack::new(32 << 10)).collect();
+            let mut ring = Box::new(Ring {
+                contexts: Default::default(),
+                order: Vec::new(),
+            });
+            let base = &mut *ring as *mut Ring as usize;
+            assert_eq!(base & 7, 0);
+            for (i, stack) in stacks.iter_mut().enumerate() {
+                // SAFETY: each stack outlives the ring's run and is used by one context only.
+                ring.contexts[i + 1] =
+                    unsafe { prepare(stack.top(), stack.len(), ring_worker, base | (i + 1)) }
+                        .unwrap();
+            }
+            let r = &mut *ring as *mut Ring;
+            // SAFETY: context 1 is prepared; the last worker switches back to context 0.
+            unsafe { switch(&raw mut (*r).contexts[0], &raw const (*r).contexts[1]) };
+            let expected: Vec<usize> = (0..300).map(|i| i % 3 + 1).collect();
+            assert_eq!(
+                ring.order, expected,
+                "each worker resumes exactly where it left off"
+            );
+        },
+    );
+}
