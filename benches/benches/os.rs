@@ -1,10 +1,12 @@
 //! Criterion benches of the OS costs of chapters 1–3: process spawn, thread spawn+join, and
-//! the ping-pong hand-off over three mechanisms, cross-core and same-core.
+//! the ping-pong hand-off over three mechanisms, cross-core and same-core; and the
+//! user-space switch of chapter 4 (part 04's asm against corosensei).
 //!
 //! ```text
 //! cargo bench -p gmp-benches               # full: HTML under target/criterion/report/
 //! cargo bench -p gmp-benches -- --quick    # quick: criterion's --quick, shorter limits
 //! cargo bench -p gmp-benches -- handoff    # one group
+//! cargo bench -p gmp-benches -- switch     # asm vs corosensei round trip
 //! ```
 //!
 //! The measurements are the crate's (`gmp_benches::*`), the same code the class bench runs.
@@ -16,7 +18,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gmp_benches::{
-    Mechanism, Placement, handoff, osthread_spawn_join, process_spawn_wait, std_spawn_join,
+    Engine, Mechanism, Placement, handoff, osthread_spawn_join, process_spawn_wait, std_spawn_join,
+    switch_round_trip,
 };
 
 /// `--quick` on the command line (criterion's flag: stop once the estimate is stable, at
@@ -82,6 +85,24 @@ fn handoffs(c: &mut Criterion) {
     }
 }
 
+fn switches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("switch");
+    // A round trip takes nanoseconds: criterion's iteration counts reach millions quickly,
+    // so a shorter warm-up is enough in quick mode.
+    g.measurement_time(measurement_time());
+    if quick() {
+        g.warm_up_time(Duration::from_millis(300));
+    }
+    for engine in Engine::ALL {
+        // One criterion iteration is one round trip (resume + suspend); each sample sets up
+        // its own stack and context outside the timed loop.
+        g.bench_function(engine.name(), |b| {
+            b.iter_custom(|iters| switch_round_trip(engine, iters).expect("switch round trip"))
+        });
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     let c = Criterion::default().warm_up_time(Duration::from_secs(1));
     if quick() {
@@ -96,6 +117,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = os;
     config = config();
-    targets = process, thread, handoffs
+    targets = process, thread, handoffs, switches
 }
 criterion_main!(os);

@@ -1,5 +1,6 @@
-//! The workbook's measurements of OS processes and threads (chapters 1–3), shared by the
-//! criterion benches (`benches/os.rs`) and the class bench report (`class-bench`).
+//! The workbook's measurements of OS processes and threads (chapters 1–3) and of a switch in
+//! user space (chapter 4), shared by the criterion benches (`benches/os.rs`) and the class
+//! bench report (`class-bench`).
 //!
 //! Each measurement lives here once. The criterion benches call it through `iter_custom`,
 //! the class bench calls it several times and keeps the median. Nothing here asserts a
@@ -12,21 +13,28 @@
 //! | start and join a thread, std and part 02 | [`std_spawn_join`], [`osthread_spawn_join`] | 2 |
 //! | ping-pong hand-off, futex / Condvar / mpsc, cross- and same-core | [`handoff`] | 3 |
 //! | many sleeping threads: RSS, virtual size, create cost | [`sleeping_threads`] | 2 |
+//! | user-space switch round trip, part 04's asm and corosensei | [`switch_round_trip`] | 4 |
+//! | instructions per switch round trip (valgrind's callgrind) | [`callgrind_round_trip`] | 4 |
 //!
 //! The threads are pinned with part 02 (`osthread`), the sleeping threads are weighed with
-//! part 01 (`procinfo`), and the futex hand-off is part 03 (`parker`), all from
-//! `solutions/`.
+//! part 01 (`procinfo`), the futex hand-off is part 03 (`parker`) and the stack switch is
+//! part 04 (`context`), all from `solutions/`.
 
 pub mod report;
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::hint::black_box;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Condvar, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use context::Context;
+use corosensei::stack::DefaultStack;
+use corosensei::{Coroutine, Yielder};
 use osthread::{MBuilder, MHandle};
 use parker::Parker;
 use procinfo::Pid;
@@ -64,6 +72,11 @@ pub struct Plan {
     pub sleepers: usize,
     /// Runs of [`sleeping_threads`] per stack size.
     pub sleeper_runs: usize,
+    /// Round trips per run of [`switch_round_trip`].
+    pub switch_rounds: u64,
+    /// The two round-trip counts [`callgrind_round_trip`] runs under callgrind; the
+    /// difference of the totals over the difference of the counts is one round trip.
+    pub callgrind_rounds: (u64, u64),
 }
 
 impl Plan {
@@ -75,6 +88,8 @@ impl Plan {
         round_trips: 2_000,
         sleepers: 1_000,
         sleeper_runs: 3,
+        switch_rounds: 1_000_000,
+        callgrind_rounds: (10_000, 110_000),
     };
 
     /// The full class bench: 10,000 sleeping threads, as in chapter 2.
@@ -85,6 +100,8 @@ impl Plan {
         round_trips: 5_000,
         sleepers: 10_000,
         sleeper_runs: 3,
+        switch_rounds: 10_000_000,
+        callgrind_rounds: (100_000, 1_100_000),
     };
 
     /// Tiny counts for the unit tests: proves the code runs, measures nothing.
@@ -95,6 +112,8 @@ impl Plan {
         round_trips: 20,
         sleepers: 16,
         sleeper_runs: 1,
+        switch_rounds: 100,
+        callgrind_rounds: (10, 110),
     };
 }
 
@@ -670,6 +689,275 @@ pub fn thread_switches() -> (u64, u64) {
     (usage.ru_nvcsw as u64, usage.ru_nivcsw as u64)
 }
 
+// ---------------------------------------------------------------------------------------
+// Chapter 4: a switch in user space.
+
+/// What switches stacks in [`switch_round_trip`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Engine {
+    /// Part 04's `context::switch`: seven words saved, seven restored, `ret`.
+    Asm,
+    /// The `corosensei` crate: `Coroutine::resume` + `Yielder::suspend`, the peer of
+    /// ANCHORS.md's "raw user-space switch" row.
+    Corosensei,
+}
+
+impl Engine {
+    /// Both engines, in report order.
+    pub const ALL: [Engine; 2] = [Engine::Asm, Engine::Corosensei];
+
+    /// Short name, as in bench ids (`switch/asm`) and on `class-bench --switch-count`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Asm => "asm",
+            Engine::Corosensei => "corosensei",
+        }
+    }
+
+    /// What it is, for a report row.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Engine::Asm => "asm switch (part 04)",
+            Engine::Corosensei => "corosensei",
+        }
+    }
+
+    /// The engine called `name` ([`Engine::name`]), if any.
+    pub fn from_name(name: &str) -> Option<Engine> {
+        Engine::ALL.into_iter().find(|e| e.name() == name)
+    }
+}
+
+/// Bytes of the stack the other context runs on, for both engines. Its loop needs a few
+/// words; the size only has to clear `context::MIN_STACK` and corosensei's page rounding.
+pub const SWITCH_STACK: usize = 64 << 10;
+
+/// Runs `rounds` round trips into another context and back on `engine`; returns their time.
+///
+/// A round trip is one resume and one suspend: this thread switches to a context on its own
+/// stack, which switches straight back (two stack switches, the unit of ANCHORS.md's
+/// "resume+suspend"). The other context does nothing else, so the time is the switches and
+/// the loop around them. Setting up the stack and tearing it down are outside the timing.
+///
+/// - [`Engine::Asm`]: part 04's `context::prepare` + `context::switch` on a `Vec`-backed
+///   stack of [`SWITCH_STACK`] bytes.
+/// - [`Engine::Corosensei`]: an identity coroutine (`input = yielder.suspend(input)` in a
+///   loop) on a `DefaultStack` of [`SWITCH_STACK`] bytes (mmap'd, with a guard page), as in
+///   corosensei's own `coroutine_switch` bench.
+pub fn switch_round_trip(engine: Engine, rounds: u64) -> Result<Duration, BenchError> {
+    match engine {
+        Engine::Asm => asm_round_trips(rounds),
+        Engine::Corosensei => corosensei_round_trips(rounds),
+    }
+}
+
+/// The two contexts of the asm round trip: the measuring loop's and the echo's.
+#[derive(Default)]
+struct Pair {
+    main: Context,
+    echo: Context,
+}
+
+/// The other side of the asm round trip: runs on its own stack and switches straight back
+/// each time it is resumed. It never returns (nothing called it on its stack); the last
+/// switch back leaves it suspended for good.
+extern "C" fn echo(arg: usize) -> ! {
+    let pair = arg as *mut Pair;
+    loop {
+        // SAFETY: `arg` is the `Pair` of `asm_round_trips`, alive until after the last
+        // switch into this context; the measuring loop is suspended in `switch` while we
+        // run, so nothing else touches it. `main` was saved by that loop's switch into us.
+        unsafe { context::switch(&raw mut (*pair).echo, &raw const (*pair).main) };
+    }
+}
+
+fn asm_round_trips(rounds: u64) -> Result<Duration, BenchError> {
+    // u128 elements: the buffer is 16-byte aligned, as a stack must be.
+    let mut stack = vec![0u128; SWITCH_STACK / 16];
+    let top = stack.as_mut_ptr_range().end.cast::<u8>();
+    let pair = Box::into_raw(Box::new(Pair::default()));
+    // SAFETY: the SWITCH_STACK bytes below `top` are `stack`'s heap buffer, which is not
+    // touched through `stack` again and is freed only at the end of this function, after
+    // the last switch into the context.
+    let prepared = unsafe { context::prepare(top, SWITCH_STACK, echo, pair as usize) };
+    let prepared = match prepared {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            // SAFETY: `pair` came from Box::into_raw above and nothing else holds it.
+            drop(unsafe { Box::from_raw(pair) });
+            return Err(BenchError::new("context::prepare", e));
+        }
+    };
+    // SAFETY: `pair` is valid (Box::into_raw) and no context runs yet.
+    unsafe { (*pair).echo = prepared };
+    let start = Instant::now();
+    for _ in 0..rounds {
+        // SAFETY: `echo` holds a context made by `prepare` or saved by the echo's own
+        // switch; its stack is alive and it is not running (one thread, one context at a
+        // time); `main` and `echo` are different contexts.
+        unsafe { context::switch(&raw mut (*pair).main, &raw const (*pair).echo) };
+    }
+    let elapsed = start.elapsed();
+    // The echo context stays suspended inside `switch` for good. Nothing on its stack owns
+    // anything (its only local is a pointer), so freeing the stack and the contexts just
+    // forgets it.
+    // SAFETY: `pair` came from Box::into_raw; the echo context, its only other user, will
+    // never run again.
+    drop(unsafe { Box::from_raw(pair) });
+    drop(stack);
+    Ok(elapsed)
+}
+
+fn corosensei_round_trips(rounds: u64) -> Result<Duration, BenchError> {
+    let stack = DefaultStack::new(SWITCH_STACK)
+        .map_err(|e| BenchError::new("corosensei: mapping a coroutine stack", e))?;
+    let mut identity: Coroutine<usize, usize, (), DefaultStack> =
+        Coroutine::with_stack(stack, |yielder: &Yielder<usize, usize>, mut input| {
+            loop {
+                input = yielder.suspend(input);
+            }
+        });
+    let start = Instant::now();
+    for i in 0..rounds {
+        black_box(identity.resume(black_box(i as usize)));
+    }
+    let elapsed = start.elapsed();
+    // Dropping a started, unfinished coroutine unwinds its stack (corosensei's `unwind`
+    // feature), then unmaps it.
+    drop(identity);
+    Ok(elapsed)
+}
+
+/// Instruction totals of two callgrind runs of `class-bench --switch-count`, and the
+/// round-trip counts they ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstructionCount {
+    /// Round trips of the two runs (the second larger).
+    pub rounds: (u64, u64),
+    /// Instructions executed by the whole program in each run (callgrind's `Ir` total).
+    pub totals: (u64, u64),
+}
+
+impl InstructionCount {
+    /// Instructions per round trip: (total₂ − total₁) / (rounds₂ − rounds₁). Everything the
+    /// two runs share (process start, loading, the coroutine's setup and teardown) cancels;
+    /// the loop around the switch stays in, as it does in the timing.
+    pub fn per_round_trip(&self) -> f64 {
+        let rounds = self.rounds.1.saturating_sub(self.rounds.0);
+        if rounds == 0 {
+            return f64::NAN;
+        }
+        (self.totals.1 as f64 - self.totals.0 as f64) / rounds as f64
+    }
+}
+
+/// The `valgrind` program on `PATH`, if there is one.
+pub fn valgrind_on_path() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("valgrind"))
+        .find(|p| p.is_file())
+}
+
+/// What to say when valgrind is missing.
+pub const NO_VALGRIND: &str =
+    "valgrind is not on PATH, so no instruction counts (`apt-get install valgrind`)";
+
+/// Counts instructions per round trip of `engine` with valgrind's callgrind.
+///
+/// Runs `valgrind --tool=callgrind <program> <args…> <engine> <n>` for both counts of
+/// `rounds`, where the program runs `n` round trips of [`switch_round_trip`] and exits
+/// (`class-bench --switch-count asm 10000`), reads each run's `Ir` total from its callgrind
+/// output file, and returns both. Instruction counts are exact and do not depend on the
+/// machine's load, unlike times.
+pub fn callgrind_round_trip(
+    program: &Path,
+    args: &[&str],
+    engine: Engine,
+    rounds: (u64, u64),
+) -> Result<InstructionCount, BenchError> {
+    let valgrind = valgrind_on_path()
+        .ok_or_else(|| BenchError(format!("callgrind skipped: {NO_VALGRIND}")))?;
+    let mut totals = [0u64; 2];
+    for (total, n) in totals.iter_mut().zip([rounds.0, rounds.1]) {
+        let n = n.to_string();
+        let mut command: Vec<&OsStr> = vec![program.as_os_str()];
+        command.extend(args.iter().map(OsStr::new));
+        command.extend([OsStr::new(engine.name()), OsStr::new(&n)]);
+        *total = callgrind_instructions(&valgrind, &command)?;
+    }
+    Ok(InstructionCount {
+        rounds,
+        totals: (totals[0], totals[1]),
+    })
+}
+
+/// Runs `command` under `valgrind --tool=callgrind` and returns its total instruction count
+/// (`Ir`) from the output file, which is written to the temp dir and removed.
+pub fn callgrind_instructions(valgrind: &Path, command: &[&OsStr]) -> Result<u64, BenchError> {
+    static RUN: AtomicUsize = AtomicUsize::new(0);
+    let out_file = std::env::temp_dir().join(format!(
+        "gmp-benches-callgrind.{}.{}.out",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    ));
+    let shown = command
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let what = format!("valgrind --tool=callgrind {shown}");
+    let output = Command::new(valgrind)
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out_file.display()))
+        .args(command)
+        .output()
+        .map_err(|e| BenchError::new(&format!("starting {what}"), e))?;
+    let text = std::fs::read_to_string(&out_file);
+    let _ = std::fs::remove_file(&out_file);
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        return Err(BenchError::new(
+            &what,
+            format!(
+                "it exited with {}: {}",
+                output.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+            ),
+        ));
+    }
+    let text = text.map_err(|e| BenchError::new(&format!("reading {}", out_file.display()), e))?;
+    parse_callgrind_total(&text).ok_or_else(|| {
+        BenchError::new(
+            &what,
+            "its output file has no `totals:` or `summary:` line with an Ir count",
+        )
+    })
+}
+
+/// The total `Ir` (instructions executed) of a callgrind output file: the `totals:` line,
+/// or else the `summary:` line, read at the position of `Ir` in the `events:` line.
+pub fn parse_callgrind_total(text: &str) -> Option<u64> {
+    let mut ir_index = 0;
+    let (mut totals, mut summary) = (None, None);
+    for line in text.lines() {
+        if let Some(events) = line.strip_prefix("events:") {
+            ir_index = events.split_whitespace().position(|e| e == "Ir")?;
+        } else if let Some(v) = line.strip_prefix("totals:") {
+            totals = Some(v.to_string());
+        } else if let Some(v) = line.strip_prefix("summary:") {
+            summary = Some(v.to_string());
+        }
+    }
+    totals
+        .or(summary)?
+        .split_whitespace()
+        .nth(ir_index)?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -729,6 +1017,72 @@ mod tests {
                 }
             },
         );
+    }
+
+    /// Each switch engine runs a few round trips: proves the stack switch works (a wrong one
+    /// crashes the test process), measures nothing.
+    #[test]
+    fn every_switch_engine_runs_once() {
+        watchdog(
+            "every switch engine once, tiny counts",
+            DEFAULT_LIMIT,
+            || {
+                for engine in Engine::ALL {
+                    for rounds in [0, 1, Plan::TINY.switch_rounds] {
+                        switch_round_trip(engine, rounds)
+                            .unwrap_or_else(|e| panic!("{} × {rounds}: {e}", engine.name()));
+                    }
+                    assert_eq!(Engine::from_name(engine.name()), Some(engine));
+                }
+                assert_eq!(Engine::from_name("fiber"), None);
+            },
+        );
+    }
+
+    /// A real callgrind output file (a `class-bench --switch-count asm 10000` run, the body
+    /// cut down to a few lines).
+    const CALLGRIND_FIXTURE: &str = include_str!("testdata/callgrind.out");
+
+    #[test]
+    fn callgrind_parser_reads_the_fixture() {
+        assert_eq!(parse_callgrind_total(CALLGRIND_FIXTURE), Some(856_842));
+    }
+
+    #[test]
+    fn callgrind_parser_finds_ir_among_events_and_falls_back_to_summary() {
+        let several = "events: Dr Ir Dw\nsummary: 7 11 13\nfn=(1) main\n0 1 2 3\ntotals: 7 12 13\n";
+        assert_eq!(
+            parse_callgrind_total(several),
+            Some(12),
+            "totals:, Ir column"
+        );
+        let summary_only = "events: Ir\nsummary: 42\n";
+        assert_eq!(parse_callgrind_total(summary_only), Some(42));
+        assert_eq!(
+            parse_callgrind_total("events: Ir\n"),
+            None,
+            "no total at all"
+        );
+        assert_eq!(
+            parse_callgrind_total("events: Dr\ntotals: 5\n"),
+            None,
+            "no Ir event"
+        );
+        assert_eq!(parse_callgrind_total(""), None);
+    }
+
+    #[test]
+    fn instructions_per_round_trip_is_a_difference_quotient() {
+        let c = InstructionCount {
+            rounds: (10_000, 110_000),
+            totals: (856_842, 4_856_858),
+        };
+        assert_eq!(c.per_round_trip(), 40.00016);
+        let same = InstructionCount {
+            rounds: (5, 5),
+            totals: (1, 2),
+        };
+        assert!(same.per_round_trip().is_nan());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The class bench report: one table, rendered for the terminal, Markdown, a self-contained
-//! HTML page for a projector, an SVG bar chart of the hand-offs, and JSON for tools.
+//! HTML page for a projector, SVG bar charts (the hand-offs, the user-space switches), and
+//! JSON for tools.
 //!
 //! Everything here is formatting: the figures come from the measurements of the crate root,
 //! gathered by the `class-bench` binary. No plotting crate: the SVG is written by hand.
@@ -67,15 +68,37 @@ impl Row {
     }
 }
 
-/// One bar of the hand-off chart.
+/// One bar of a chart.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Bar {
     /// Label left of the bar ("parker, cross-core").
     pub label: String,
-    /// This machine, µs.
-    pub us: f64,
-    /// The reference machine's figure, µs, drawn as a dashed mark.
-    pub reference_us: Option<f64>,
+    /// This machine, in the chart's unit.
+    pub value: f64,
+    /// The reference machine's figure, same unit, drawn as a dashed mark.
+    pub reference: Option<f64>,
+    /// Fill colour (`#rrggbb`); the chart's legend says what it means.
+    pub color: &'static str,
+}
+
+/// Bar colours.
+pub const BLUE: &str = "#2c6fbb";
+/// Bar colours.
+pub const ORANGE: &str = "#e08a2c";
+/// Bar colours.
+pub const GREEN: &str = "#3a9a4a";
+/// Bar colours.
+pub const PURPLE: &str = "#7a4fb5";
+
+/// One horizontal bar chart of the SVG.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chart {
+    /// Title above the bars, with the unit ("One hand-off between two threads, µs …").
+    pub title: String,
+    /// The bars, top to bottom.
+    pub bars: Vec<Bar>,
+    /// Lines under the chart: what the colours and marks mean, a figure to compare with.
+    pub legend: Vec<String>,
 }
 
 /// The whole report.
@@ -91,8 +114,8 @@ pub struct Report {
     pub ratios: Vec<Row>,
     /// Footnotes: where figures come from, what was skipped.
     pub notes: Vec<String>,
-    /// The hand-off rows, for the chart.
-    pub bars: Vec<Bar>,
+    /// The charts of the SVG, top to bottom (charts without bars are left out).
+    pub charts: Vec<Chart>,
 }
 
 impl Report {
@@ -127,8 +150,8 @@ impl Report {
                 let _ = writeln!(out, "- {}", md_escape(note));
             }
         }
-        if !self.bars.is_empty() {
-            out.push_str("\n![hand-off cost](report.svg)\n");
+        if self.has_chart() {
+            out.push_str("\n![hand-off and switch costs](report.svg)\n");
         }
         out
     }
@@ -170,7 +193,7 @@ impl Report {
         }
         out.push_str("</ul>\n");
         out.push_str(&html_table(&HEADERS, &self.rows));
-        if !self.bars.is_empty() {
+        if self.has_chart() {
             out.push_str(&self.svg());
             out.push('\n');
         }
@@ -188,31 +211,20 @@ impl Report {
         out
     }
 
-    /// A horizontal bar chart of the hand-off rows (µs per hand-off), with the reference
-    /// machine's figure as a dashed mark on each bar's line.
-    pub fn svg(&self) -> String {
-        const LABEL_W: f64 = 330.0;
-        const BAR_W: f64 = 520.0;
-        const VALUE_W: f64 = 110.0;
-        const ROW_H: f64 = 44.0;
-        const TOP: f64 = 56.0;
-        const BOTTOM: f64 = 56.0;
-        let width = LABEL_W + BAR_W + VALUE_W;
-        let height = TOP + ROW_H * self.bars.len() as f64 + BOTTOM;
-        let max = self
-            .bars
-            .iter()
-            .flat_map(|b| [b.us, b.reference_us.unwrap_or(0.0)])
-            .fold(0.0f64, f64::max);
-        let step = nice_step(max);
-        // 5% headroom, so a bar never ends right at the last grid line.
-        let scale_max = if max > 0.0 {
-            (max * 1.05 / step).ceil() * step
-        } else {
-            1.0
-        };
-        let x = |us: f64| LABEL_W + BAR_W * (us / scale_max);
+    fn has_chart(&self) -> bool {
+        self.charts.iter().any(|c| !c.bars.is_empty())
+    }
 
+    /// The charts as one SVG, stacked: horizontal bars, each with the reference machine's
+    /// figure as a dashed mark on its line.
+    pub fn svg(&self) -> String {
+        let charts: Vec<&Chart> = self.charts.iter().filter(|c| !c.bars.is_empty()).collect();
+        let height: f64 = charts
+            .iter()
+            .map(|c| chart_height(c))
+            .sum::<f64>()
+            .max(CHART_GAP);
+        let width = CHART_WIDTH;
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -223,74 +235,11 @@ impl Report {
             out,
             "<rect x=\"0\" y=\"0\" width=\"{width}\" height=\"{height}\" fill=\"#ffffff\"/>"
         );
-        let _ = writeln!(
-            out,
-            "<text x=\"10\" y=\"30\" font-size=\"22\" font-weight=\"bold\">\
-             One hand-off between two threads, µs (shorter is faster)</text>"
-        );
-        // Grid lines and their labels.
-        let mut tick = 0.0;
-        while tick <= scale_max + step / 2.0 {
-            let tx = x(tick);
-            let _ = writeln!(
-                out,
-                "<line x1=\"{tx:.1}\" y1=\"{TOP}\" x2=\"{tx:.1}\" y2=\"{:.1}\" stroke=\"#dddddd\"/>",
-                height - BOTTOM
-            );
-            let _ = writeln!(
-                out,
-                "<text x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555555\">{}</text>",
-                height - BOTTOM + 22.0,
-                tick_label(tick)
-            );
-            tick += step;
+        let mut y0 = 0.0;
+        for chart in charts {
+            draw_chart(&mut out, chart, y0);
+            y0 += chart_height(chart);
         }
-        for (i, bar) in self.bars.iter().enumerate() {
-            let y = TOP + ROW_H * i as f64;
-            let color = if bar.label.contains("same") {
-                "#e08a2c"
-            } else {
-                "#2c6fbb"
-            };
-            let _ = writeln!(
-                out,
-                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-                LABEL_W - 10.0,
-                y + ROW_H * 0.62,
-                html_escape(&bar.label)
-            );
-            let _ = writeln!(
-                out,
-                "<rect x=\"{LABEL_W}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"/>",
-                y + 8.0,
-                (x(bar.us) - LABEL_W).max(1.0),
-                ROW_H - 16.0
-            );
-            // The value goes right of the bar, or of the reference mark if that is further.
-            let _ = writeln!(
-                out,
-                "<text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
-                x(bar.us.max(bar.reference_us.unwrap_or(0.0))) + 6.0,
-                y + ROW_H * 0.62,
-                trim_num(bar.us)
-            );
-            if let Some(r) = bar.reference_us {
-                let rx = x(r);
-                let _ = writeln!(
-                    out,
-                    "<line x1=\"{rx:.1}\" y1=\"{:.1}\" x2=\"{rx:.1}\" y2=\"{:.1}\" stroke=\"#111111\" \
-                     stroke-width=\"2\" stroke-dasharray=\"5,3\"/>",
-                    y + 3.0,
-                    y + ROW_H - 3.0
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "<text x=\"10\" y=\"{:.1}\" font-size=\"15\" fill=\"#555555\">blue: two threads on two \
-             cores; orange: both on one core; dashed: reference machine (ANCHORS.md)</text>",
-            height - 8.0
-        );
         out.push_str("</svg>\n");
         out
     }
@@ -353,6 +302,113 @@ impl Report {
             paths.push(path);
         }
         Ok(paths)
+    }
+}
+
+const LABEL_W: f64 = 330.0;
+const BAR_W: f64 = 520.0;
+const VALUE_W: f64 = 110.0;
+const CHART_WIDTH: f64 = LABEL_W + BAR_W + VALUE_W;
+const ROW_H: f64 = 44.0;
+const TOP: f64 = 56.0;
+/// Room under the bars for the grid labels, before the legend.
+const AXIS_H: f64 = 34.0;
+const LEGEND_LINE_H: f64 = 22.0;
+/// Space after a chart's last line.
+const CHART_GAP: f64 = 16.0;
+
+fn chart_height(chart: &Chart) -> f64 {
+    TOP + ROW_H * chart.bars.len() as f64
+        + AXIS_H
+        + LEGEND_LINE_H * chart.legend.len() as f64
+        + CHART_GAP
+}
+
+/// Draws `chart` with its top at `y0`.
+fn draw_chart(out: &mut String, chart: &Chart, y0: f64) {
+    let bars_bottom = y0 + TOP + ROW_H * chart.bars.len() as f64;
+    let max = chart
+        .bars
+        .iter()
+        .flat_map(|b| [b.value, b.reference.unwrap_or(0.0)])
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max);
+    let step = nice_step(max);
+    // 5% headroom, so a bar never ends right at the last grid line.
+    let scale_max = if max > 0.0 {
+        (max * 1.05 / step).ceil() * step
+    } else {
+        1.0
+    };
+    let x = |v: f64| LABEL_W + BAR_W * (v.max(0.0) / scale_max);
+
+    let _ = writeln!(
+        out,
+        "<text x=\"10\" y=\"{:.1}\" font-size=\"22\" font-weight=\"bold\">{}</text>",
+        y0 + 30.0,
+        html_escape(&chart.title)
+    );
+    // Grid lines and their labels.
+    let mut tick = 0.0;
+    while tick <= scale_max + step / 2.0 {
+        let tx = x(tick);
+        let _ = writeln!(
+            out,
+            "<line x1=\"{tx:.1}\" y1=\"{:.1}\" x2=\"{tx:.1}\" y2=\"{bars_bottom:.1}\" \
+             stroke=\"#dddddd\"/>",
+            y0 + TOP
+        );
+        let _ = writeln!(
+            out,
+            "<text x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555555\">{}</text>",
+            bars_bottom + 22.0,
+            tick_label(tick)
+        );
+        tick += step;
+    }
+    for (i, bar) in chart.bars.iter().enumerate() {
+        let y = y0 + TOP + ROW_H * i as f64;
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            LABEL_W - 10.0,
+            y + ROW_H * 0.62,
+            html_escape(&bar.label)
+        );
+        let _ = writeln!(
+            out,
+            "<rect x=\"{LABEL_W}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"/>",
+            y + 8.0,
+            (x(bar.value) - LABEL_W).max(1.0),
+            ROW_H - 16.0,
+            bar.color
+        );
+        // The value goes right of the bar, or of the reference mark if that is further.
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+            x(bar.value.max(bar.reference.unwrap_or(0.0))) + 6.0,
+            y + ROW_H * 0.62,
+            trim_num(bar.value)
+        );
+        if let Some(r) = bar.reference {
+            let rx = x(r);
+            let _ = writeln!(
+                out,
+                "<line x1=\"{rx:.1}\" y1=\"{:.1}\" x2=\"{rx:.1}\" y2=\"{:.1}\" stroke=\"#111111\" \
+                 stroke-width=\"2\" stroke-dasharray=\"5,3\"/>",
+                y + 3.0,
+                y + ROW_H - 3.0
+            );
+        }
+    }
+    for (i, line) in chart.legend.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "<text x=\"10\" y=\"{:.1}\" font-size=\"15\" fill=\"#555555\">{}</text>",
+            bars_bottom + AXIS_H + LEGEND_LINE_H * (i as f64 + 0.6),
+            html_escape(line)
+        );
     }
 }
 
@@ -496,6 +552,15 @@ fn trim_num(v: f64) -> String {
     }
 }
 
+/// Formats nanoseconds for a table cell: as [`fmt_us`], one more digit below 10.
+pub fn fmt_ns(ns: f64) -> String {
+    if ns >= 10.0 {
+        fmt_us(ns)
+    } else {
+        format!("{ns:.2}")
+    }
+}
+
 /// Formats microseconds for a table cell: 3 significant digits or so.
 pub fn fmt_us(us: f64) -> String {
     if us >= 100.0 {
@@ -618,16 +683,47 @@ mod tests {
                 "≈7–8×",
             )],
             notes: vec!["a \"note\"".to_string()],
-            bars: vec![
-                Bar {
-                    label: "parker, cross-core".to_string(),
-                    us: 24.1,
-                    reference_us: Some(25.0),
+            charts: vec![
+                Chart {
+                    title: "hand-off, µs".to_string(),
+                    bars: vec![
+                        Bar {
+                            label: "parker, cross-core".to_string(),
+                            value: 24.1,
+                            reference: Some(25.0),
+                            color: BLUE,
+                        },
+                        Bar {
+                            label: "parker, same-core".to_string(),
+                            value: 3.2,
+                            reference: Some(3.3),
+                            color: ORANGE,
+                        },
+                    ],
+                    legend: vec!["blue & orange".to_string()],
                 },
-                Bar {
-                    label: "parker, same-core".to_string(),
-                    us: 3.2,
-                    reference_us: Some(3.3),
+                Chart {
+                    title: "switch, ns".to_string(),
+                    bars: vec![
+                        Bar {
+                            label: "asm".to_string(),
+                            value: 2.1,
+                            reference: None,
+                            color: GREEN,
+                        },
+                        Bar {
+                            label: "corosensei".to_string(),
+                            value: 2.4,
+                            reference: Some(2.5),
+                            color: ORANGE,
+                        },
+                    ],
+                    legend: vec![],
+                },
+                Chart {
+                    title: "empty, left out".to_string(),
+                    bars: vec![],
+                    legend: vec!["never drawn".to_string()],
                 },
             ],
         }
@@ -653,13 +749,18 @@ mod tests {
     }
 
     #[test]
-    fn svg_has_one_bar_and_one_mark_per_row() {
+    fn svg_has_one_bar_per_row_and_one_mark_per_reference() {
         let svg = sample().svg();
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
         assert!(svg.trim_end().ends_with("</svg>"));
-        assert_eq!(svg.matches("stroke-dasharray").count(), 2);
-        // One background rect plus one rect per bar.
-        assert_eq!(svg.matches("<rect").count(), 3);
+        assert_eq!(svg.matches("stroke-dasharray").count(), 3);
+        // One background rect plus one rect per bar; the empty chart draws nothing.
+        assert_eq!(svg.matches("<rect").count(), 5);
+        assert!(svg.contains("blue &amp; orange"));
+        assert!(!svg.contains("never drawn"));
+        // The second chart starts below the first.
+        let first = chart_height(&sample().charts[0]);
+        assert!(svg.contains(&format!("y=\"{:.1}\" font-size=\"22\"", first + 30.0)));
     }
 
     #[test]

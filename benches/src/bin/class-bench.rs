@@ -1,14 +1,20 @@
-//! The class bench: the costs chapters 1–3 talk about, measured on the machine in front of
+//! The class bench: the costs chapters 1–4 talk about, measured on the machine in front of
 //! the class, beside the seed articles' figures and the reference machine's (ANCHORS.md).
 //!
 //! ```text
 //! cargo run --release -p gmp-benches --bin class-bench -- [--quick] [--json] [--pause]
+//! cargo run --release -p gmp-benches --bin class-bench -- --switch-count asm 100000
 //! ```
 //!
 //! `--quick` takes well under a minute on 2 cores (1,000 sleeping threads instead of
 //! 10,000, fewer rounds). `--pause` waits for Enter after each "Predict:" question (only
 //! when stdin is a terminal). `--json` prints the report as JSON on stdout and the progress
 //! on stderr. The report is also written to `<target>/class-bench/report.{md,html,svg,json}`.
+//!
+//! `--switch-count ENGINE N` runs N switch round trips of one engine (`asm`, `corosensei`)
+//! and exits, printing nothing: the class bench runs itself that way under valgrind's
+//! callgrind to count instructions per round trip (so the one `cargo run` builds all it
+//! needs; no second binary).
 //!
 //! Every timing is the median of several runs; the variants of one measurement take turns
 //! within each run, so drift hits them all alike. Compare ratios, not absolute figures
@@ -20,20 +26,28 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use gmp_benches::report::{Bar, Report, Row, fmt_us, machine_facts};
+use gmp_benches::report::{
+    BLUE, Bar, Chart, GREEN, ORANGE, PURPLE, Report, Row, fmt_ns, fmt_us, machine_facts,
+};
 use gmp_benches::{
-    C_DEFAULT_STACK, Mechanism, Placement, Plan, SleeperStack, handoff, median,
-    osthread_spawn_join, process_spawn_wait, sleeping_threads, std_spawn_join,
+    C_DEFAULT_STACK, Engine, InstructionCount, Mechanism, NO_VALGRIND, Placement, Plan,
+    SleeperStack, callgrind_round_trip, handoff, median, osthread_spawn_join, process_spawn_wait,
+    sleeping_threads, std_spawn_join, switch_round_trip, valgrind_on_path,
 };
 
 const USAGE: &str = "usage: class-bench [--quick] [--json] [--pause]
+       class-bench --switch-count asm|corosensei N
   --quick  a short run (under a minute on 2 cores): 1,000 sleeping threads, fewer rounds
   --json   print the report as JSON on stdout (progress goes to stderr)
-  --pause  wait for Enter after each prediction question (when stdin is a terminal)";
+  --pause  wait for Enter after each prediction question (when stdin is a terminal)
+  --switch-count ENGINE N
+           run N user-space switch round trips and exit (what callgrind counts)";
 
 /// Reference figures of ANCHORS.md, µs.
 const REF_CROSS_US: f64 = 25.0;
 const REF_SAME_US: f64 = 3.3;
+/// ANCHORS.md, "raw user-space switch (resume+suspend)": corosensei, ns and instructions.
+const REF_COROSENSEI_NS: f64 = 2.5;
 
 struct Options {
     quick: bool,
@@ -74,12 +88,16 @@ impl Out {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--switch-count") {
+        return switch_count(&args[1..]);
+    }
     let mut opts = Options {
         quick: false,
         json: false,
         pause: false,
     };
-    for arg in std::env::args().skip(1) {
+    for arg in &args {
         match arg.as_str() {
             "--quick" => opts.quick = true,
             "--json" => opts.json = true,
@@ -125,24 +143,31 @@ fn main() -> ExitCode {
     let spawn = measure_spawn(&out, plan);
     let handoffs = measure_handoffs(&out, plan);
     let sleepers = measure_sleepers(&out, plan);
+    let switches = measure_switches(&out, plan);
 
     rows_process_and_spawn(&mut report, &process, &spawn);
     rows_handoffs(&mut report, &handoffs);
     rows_sleepers(&mut report, &sleepers, plan);
+    rows_switches(&mut report, &switches);
     ratios(&mut report, &process, &spawn, &handoffs, &sleepers);
+    ratios_switches(&mut report, &handoffs, &switches);
 
     report.facts = machine_facts();
     report.facts.push((
         "run".to_string(),
         format!(
-            "{mode}: medians of {} runs; {} process spawns, {} thread spawns, {} round trips \
-             per run; {} sleeping threads × {} runs per stack size; {:.1} s wall",
+            "{mode}: medians of {} runs; {} process spawns, {} thread spawns, {} hand-off round \
+             trips, {} switch round trips per run; {} sleeping threads × {} runs per stack \
+             size; callgrind at {} and {} switch round trips; {:.1} s wall",
             plan.runs,
             plan.process_spawns,
             plan.thread_spawns,
             plan.round_trips,
+            plan.switch_rounds,
             plan.sleepers,
             plan.sleeper_runs,
+            plan.callgrind_rounds.0,
+            plan.callgrind_rounds.1,
             wall.elapsed().as_secs_f64()
         ),
     ));
@@ -177,6 +202,26 @@ fn main() -> ExitCode {
                 "class-bench: cannot write the report into {}: {e}",
                 dir.display()
             );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--switch-count ENGINE N`: N round trips of one engine, nothing printed on success (the
+/// program callgrind counts, see `gmp_benches::callgrind_round_trip`).
+fn switch_count(args: &[String]) -> ExitCode {
+    let (engine, rounds) = match args {
+        [engine, n] => (Engine::from_name(engine), n.parse::<u64>().ok()),
+        _ => (None, None),
+    };
+    let (Some(engine), Some(rounds)) = (engine, rounds) else {
+        eprintln!("class-bench: --switch-count wants an engine and a count, got {args:?}\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    match switch_round_trip(engine, rounds) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("class-bench --switch-count: {e}");
             ExitCode::FAILURE
         }
     }
@@ -454,6 +499,88 @@ fn measure_sleepers(out: &Out, plan: Plan) -> Vec<(SleeperStack, Result<SleeperS
     all
 }
 
+/// Medians of the switch round trips per engine, and callgrind's instruction counts.
+struct Switches {
+    ns: HashMap<Engine, Result<f64, String>>,
+    instructions: HashMap<Engine, Result<InstructionCount, String>>,
+}
+
+fn measure_switches(out: &Out, plan: Plan) -> Switches {
+    out.line("");
+    out.line("User-space switch (chapter 4)");
+    out.predict(
+        "one round trip into another stack and back (resume + suspend), all in user space: \
+         how many ns with part 04's asm switch, and with corosensei? How many instructions? \
+         How many round trips fit in one same-core hand-off between two threads (above)?",
+    );
+    let mut runs: HashMap<Engine, Result<Vec<f64>, String>> =
+        Engine::ALL.iter().map(|e| (*e, Ok(Vec::new()))).collect();
+    for _ in 0..plan.runs {
+        for e in Engine::ALL {
+            let acc = runs.get_mut(&e).expect("every engine has an entry");
+            push(
+                acc,
+                switch_round_trip(e, plan.switch_rounds)
+                    .map(|t| t.as_secs_f64() * 1e9 / plan.switch_rounds.max(1) as f64),
+            );
+        }
+    }
+    let ns: HashMap<Engine, Result<f64, String>> = runs
+        .into_iter()
+        .map(|(e, r)| (e, r.map(|v| median(&v))))
+        .collect();
+    for e in Engine::ALL {
+        match &ns[&e] {
+            Ok(v) => out.result(&format!(
+                "{:<11} {:>6} ns per round trip (median of {} runs × {})",
+                e.name(),
+                fmt_ns(*v),
+                plan.runs,
+                plan.switch_rounds
+            )),
+            Err(why) => out.result(&format!("{} failed: {why}", e.name())),
+        }
+    }
+
+    let instructions = match (valgrind_on_path(), std::env::current_exe()) {
+        (None, _) => {
+            out.result(&format!("instruction counts skipped: {NO_VALGRIND}"));
+            Engine::ALL
+                .iter()
+                .map(|e| (*e, Err(format!("skipped: {NO_VALGRIND}"))))
+                .collect()
+        }
+        (Some(_), Err(e)) => {
+            let why = format!("cannot find this program's path to run it under callgrind: {e}");
+            out.result(&why);
+            Engine::ALL.iter().map(|e| (*e, Err(why.clone()))).collect()
+        }
+        (Some(_), Ok(exe)) => {
+            let mut all = HashMap::new();
+            for e in Engine::ALL {
+                let r = callgrind_round_trip(&exe, &["--switch-count"], e, plan.callgrind_rounds)
+                    .map_err(|e| e.to_string());
+                match &r {
+                    Ok(c) => out.result(&format!(
+                        "{:<11} {:>6.1} instructions per round trip (callgrind: {} − {} \
+                         instructions over {} − {} round trips)",
+                        e.name(),
+                        c.per_round_trip(),
+                        c.totals.1,
+                        c.totals.0,
+                        c.rounds.1,
+                        c.rounds.0
+                    )),
+                    Err(why) => out.result(&format!("{} instructions: {why}", e.name())),
+                }
+                all.insert(e, r);
+            }
+            all
+        }
+    };
+    Switches { ns, instructions }
+}
+
 fn trim(v: f64) -> String {
     let s = format!("{v:.2}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -509,6 +636,7 @@ fn rows_process_and_spawn(report: &mut Report, process: &Result<f64, String>, sp
 }
 
 fn rows_handoffs(report: &mut Report, handoffs: &Handoffs) {
+    let mut bars = Vec::new();
     for placement in Placement::ALL {
         for m in Mechanism::ALL {
             let r = &handoffs[&(m, placement)];
@@ -530,17 +658,30 @@ fn rows_handoffs(report: &mut Report, handoffs: &Handoffs) {
                 reference,
             ));
             if let Ok(s) = r {
-                report.bars.push(Bar {
+                bars.push(Bar {
                     label: format!("{}, {}", m.name(), placement.describe()),
-                    us: s.us,
-                    reference_us: Some(match placement {
+                    value: s.us,
+                    reference: Some(match placement {
                         Placement::CrossCore => REF_CROSS_US,
                         Placement::SameCore => REF_SAME_US,
                     }),
+                    color: match placement {
+                        Placement::CrossCore => BLUE,
+                        Placement::SameCore => ORANGE,
+                    },
                 });
             }
         }
     }
+    report.charts.push(Chart {
+        title: "One hand-off between two threads, µs (shorter is faster)".to_string(),
+        bars,
+        legend: vec![
+            "blue: two threads on two cores; orange: both on one core; dashed: reference \
+             machine (ANCHORS.md)"
+                .to_string(),
+        ],
+    });
     for m in Mechanism::ALL {
         let get = |p| handoffs[&(m, p)].as_ref().ok().copied();
         let show = |s: Option<HandoffStats>| {
@@ -666,6 +807,87 @@ fn rows_sleepers(
     );
 }
 
+fn rows_switches(report: &mut Report, switches: &Switches) {
+    let status = |e: &String| {
+        if e.contains("skipped") {
+            "skipped"
+        } else {
+            "failed"
+        }
+    };
+    for e in Engine::ALL {
+        let (this, value) = match &switches.ns[&e] {
+            Ok(v) => (fmt_ns(*v), Some(*v)),
+            Err(why) => (status(why).to_string(), None),
+        };
+        let reference = match e {
+            Engine::Asm => "target ≤ 2× corosensei",
+            Engine::Corosensei => "2.5",
+        };
+        report.rows.push(Row::new(
+            &format!("switch.{}.round_trip.ns", e.name()),
+            format!("switch round trip (resume+suspend), {} (ns)", e.describe()),
+            this,
+            value,
+            "0.1–0.3 µs (goroutine switch)",
+            reference,
+        ));
+    }
+    for e in Engine::ALL {
+        let (this, value) = match &switches.instructions[&e] {
+            Ok(c) => (
+                format!("{:.1}", c.per_round_trip()),
+                Some(c.per_round_trip()),
+            ),
+            Err(why) => (status(why).to_string(), None),
+        };
+        let reference = match e {
+            Engine::Asm => "—",
+            Engine::Corosensei => "~38",
+        };
+        report.rows.push(Row::new(
+            &format!("switch.{}.instructions_per_round_trip", e.name()),
+            format!(
+                "instructions per switch round trip, {} (callgrind)",
+                e.describe()
+            ),
+            this,
+            value,
+            "— (\"saves a few registers\")",
+            reference,
+        ));
+    }
+    // Each failure once, with the engines it hit (without valgrind both say the same).
+    let mut failures: Vec<(&String, Vec<&str>)> = Vec::new();
+    for e in Engine::ALL {
+        let errors = [
+            switches.ns[&e].as_ref().err(),
+            switches.instructions[&e].as_ref().err(),
+        ];
+        for why in errors.into_iter().flatten() {
+            match failures.iter_mut().find(|(w, _)| *w == why) {
+                Some((_, engines)) => engines.push(e.name()),
+                None => failures.push((why, vec![e.name()])),
+            }
+        }
+    }
+    for (why, engines) in failures {
+        report
+            .notes
+            .push(format!("switch ({}): {why}", engines.join(", ")));
+    }
+    report.notes.push(format!(
+        "Switch round trip: this thread switches into a context on its own {} KiB stack, which \
+         switches straight back (two stack switches, ANCHORS.md's \"resume+suspend\"). asm = \
+         part 04's context::switch on a Vec-backed stack; corosensei = Coroutine::resume + \
+         Yielder::suspend of an identity coroutine on its mmap'd DefaultStack, as in its own \
+         coroutine_switch bench. Instructions: valgrind's callgrind totals (Ir) of \
+         `class-bench --switch-count ENGINE N` at two N, difference over difference, so process \
+         start and setup cancel; the loop around the switch is counted, as it is timed.",
+        gmp_benches::SWITCH_STACK >> 10
+    ));
+}
+
 fn ratios(
     report: &mut Report,
     process: &Result<f64, String>,
@@ -744,4 +966,105 @@ fn ratios(
             ));
         }
     }
+}
+
+fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches) {
+    let ns = |e: Engine| switches.ns[&e].as_ref().ok().copied().filter(|v| *v > 0.0);
+    let instr = |e: Engine| {
+        switches.instructions[&e]
+            .as_ref()
+            .ok()
+            .map(InstructionCount::per_round_trip)
+            .filter(|v| v.is_finite() && *v > 0.0)
+    };
+    let over = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+    let show = |r: Option<f64>| {
+        r.map_or("—".to_string(), |r| {
+            if r >= 100.0 {
+                format!("{r:.0}×")
+            } else {
+                format!("{r:.2}×")
+            }
+        })
+    };
+    let (asm, coro) = (ns(Engine::Asm), ns(Engine::Corosensei));
+    let r = over(asm, coro);
+    report.ratios.push(Row::new(
+        "ratio.switch.asm_over_corosensei",
+        "switch round trip asm / corosensei (time)",
+        show(r),
+        r,
+        "—",
+        "target ≤ 2×",
+    ));
+    let time_ratio = r;
+    let r = over(instr(Engine::Asm), instr(Engine::Corosensei));
+    if let (Some(t), Some(i)) = (time_ratio, r)
+        && t > 2.0
+        && i < 1.5
+    {
+        report.notes.push(format!(
+            "asm / corosensei: {t:.1}× the time for {i:.2}× the instructions, so the time is not \
+             in the instructions. Likely cause: part 04's switch is a called function that `ret`s \
+             onto the other stack, to a return address the CPU's return-address predictor never \
+             guesses (it predicts the caller's), so both switches of a round trip mispredict. \
+             corosensei enters a coroutine with `call` and leaves it with `ret` inlined into the \
+             coroutine, so each `ret` goes where the predictor expects."
+        ));
+    }
+    report.ratios.push(Row::new(
+        "ratio.switch.asm_over_corosensei.instructions",
+        "switch round trip asm / corosensei (instructions, callgrind)",
+        show(r),
+        r,
+        "—",
+        "—",
+    ));
+    let parker_same_ns = handoffs[&(Mechanism::Parker, Placement::SameCore)]
+        .as_ref()
+        .ok()
+        .map(|s| s.us * 1e3);
+    let r = over(parker_same_ns, asm);
+    report.ratios.push(Row::new(
+        "ratio.handoff_parker_same_core_over_switch_asm",
+        "kernel hand-off (parker, same core) / asm round trip",
+        show(r),
+        r,
+        "3–100× (1–10 µs vs 0.1–0.3 µs)",
+        "≈1,300× (3.3 µs / 2.5 ns corosensei)",
+    ));
+    report.notes.push(
+        "The kernel/user ratio is conservative: one hand-off is one switch between threads \
+         (the futex wake and sleep, the scheduler, the kernel's register save and restore), a \
+         round trip is two switches between stacks."
+            .to_string(),
+    );
+
+    let mut bars = Vec::new();
+    for (e, color) in [(Engine::Asm, GREEN), (Engine::Corosensei, PURPLE)] {
+        if let Some(v) = ns(e) {
+            bars.push(Bar {
+                label: e.describe().to_string(),
+                value: v,
+                reference: (e == Engine::Corosensei).then_some(REF_COROSENSEI_NS),
+                color,
+            });
+        }
+    }
+    let mut legend = vec![
+        "One round trip = two stack switches; dashed: reference machine (ANCHORS.md)".to_string(),
+    ];
+    if let (Some(kernel), Some(asm)) = (parker_same_ns, asm) {
+        legend.push(format!(
+            "A same-core hand-off between two threads (parker) took {} µs here: {:.0}× the asm \
+             round trip",
+            fmt_us(kernel / 1e3),
+            kernel / asm
+        ));
+    }
+    report.charts.push(Chart {
+        title: "One switch round trip in user space, ns (shorter is faster)".to_string(),
+        bars,
+        legend,
+    });
 }
