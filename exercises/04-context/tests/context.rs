@@ -208,8 +208,7 @@ fn step2_callee_saved_registers_survive_a_round_trip() {
             shared.coro =
                 unsafe { prepare(stack.top(), stack.len(), clobber_and_return, me as usize) }
                     .unwrap();
-            let got: [u64; 6];
-            let (rbx, rbp, r12, r13, r14, r15);
+            let (rbx, rbp, r12, r13, r14, r15): (u64, u64, u64, u64, u64, u64);
             // SAFETY: rbx and rbp are saved and restored around the call by push/pop, the others
             // are declared outputs; `switch` follows the C ABI, whose clobbers are declared.
             unsafe {
@@ -228,7 +227,7 @@ fn step2_callee_saved_registers_survive_a_round_trip() {
                     clobber_abi("C"),
                 );
             }
-            got = [rbx, rbp, r12, r13, r14, r15];
+            let got = [rbx, rbp, r12, r13, r14, r15];
             assert_eq!(
                 got,
                 [0x1111, 0x2222, 0x3333, 0x4444, 0x5555, 0x6666],
