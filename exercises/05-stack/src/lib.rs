@@ -1,0 +1,481 @@
+//! Exercise 05, `stack` (skeleton: fill in every `todo!()`).
+//!
+//! Part 05, `stack`: where every G's stack comes from, and what happens when one runs out.
+//!
+//! What lives here: [`StackPool`], which hands out [`GStack`]s and takes them back; two
+//! modes ([`StackMode::Guarded`], [`StackMode::Slab`]); the overflow report
+//! ([`install_overflow_handler`], [`GStack::check_canary`]).
+//!
+//! Go: `stackalloc` / `stackfree` (`stack.go`) with per-P caches, `newstack` /
+//! `copystack` for growth. Rust cannot grow a stack by copying it, because references into
+//! the stack would dangle (Go's compiler knows every pointer into a stack and rewrites them;
+//! rustc does not), so a G gets a fixed-size stack and an overflow must be *caught*.
+//!
+//! ## Two modes
+//!
+//! - **Guarded**: each stack is its own `mmap` with a `PROT_NONE` page below it. Running off
+//!   the end touches the guard page; the SIGSEGV handler sees the address is in a G's guard
+//!   and reports "G <id> overflowed its <N> KiB stack". Cost: the guard splits the mapping,
+//!   so each stack is 2 VMAs, and `vm.max_map_count` (65,530 by default) caps the process
+//!   near 32k stacks.
+//! - **Slab**: many stacks carved out of one large mapping, no guard pages, 1 VMA per chunk:
+//!   a million stacks fit. An overflow is no longer caught when it happens; the lowest bytes
+//!   of each stack (the *canary zone*) must still read zero, and the scheduler checks that on
+//!   every switch. An overflow may have scribbled on the neighbour by then, which is why
+//!   choosing slab mode is `unsafe`.
+//!
+//! Memory: stacks are mapped with `MAP_NORESERVE` and never pre-touched, so a G costs RSS
+//! only for the pages its frames touched. Freed stacks stay "hot" (still resident) up to a
+//! limit; past it, their pages are given back with `madvise(MADV_DONTNEED)`.
+//!
+//! Invariant: a stack is used by one G at a time; its memory outlives every use.
+//!
+//! Not here: switching onto a stack (part 04, corosensei), G ids and states (part 06).
+//!
+//! Book: chapter 5, "Stacks for a million Gs" (`book/src/ch05-stack.md`).
+#![warn(missing_docs)]
+// A skeleton's parameters are unused until you fill it in.
+#![allow(unused_variables, dead_code, unused_imports)]
+
+use std::cell::Cell;
+use std::fmt;
+use std::io;
+use std::mem;
+use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Once, OnceLock};
+
+use corosensei::stack::{Stack, StackPointer};
+
+/// The page size this part assumes (x86_64 and most aarch64 Linux).
+pub const PAGE: usize = 4096;
+/// The smallest usable stack: corosensei's minimum.
+pub const MIN_STACK: usize = corosensei::stack::MIN_STACK_SIZE;
+/// Bytes at the low end of a slab stack that must stay zero (the canary zone).
+pub const CANARY_BYTES: usize = 256;
+/// Stacks carved from one mapping in slab mode.
+pub const SLAB_CHUNK: usize = 1024;
+
+/// How stacks are laid out. See "Two modes" above.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackMode {
+    /// One mapping per stack, with a guard page: overflows are caught when they happen.
+    Guarded,
+    /// Many stacks per mapping, no guard: overflows are found at the next switch.
+    Slab,
+}
+
+/// Settings of a [`StackPool`].
+#[derive(Clone, Copy, Debug)]
+pub struct PoolConfig {
+    stack_size: usize,
+    mode: StackMode,
+    hot_limit: usize,
+}
+
+impl PoolConfig {
+    /// Guarded stacks of `stack_size` usable bytes (rounded up to whole pages).
+    pub fn guarded(stack_size: usize) -> PoolConfig {
+        PoolConfig {
+            stack_size,
+            mode: StackMode::Guarded,
+            hot_limit: 64,
+        }
+    }
+
+    /// Slab stacks of `stack_size` usable bytes, without guard pages.
+    ///
+    /// # Safety
+    ///
+    /// Gs run on these stacks must not overflow them: an overflow writes into the stack
+    /// below before the canary check at the next switch reports it and aborts.
+    pub unsafe fn slab(stack_size: usize) -> PoolConfig {
+        PoolConfig {
+            stack_size,
+            mode: StackMode::Slab,
+            hot_limit: 64,
+        }
+    }
+
+    /// How many freed stacks keep their memory for quick reuse (default 64).
+    pub fn hot_limit(mut self, stacks: usize) -> PoolConfig {
+        self.hot_limit = stacks;
+        self
+    }
+}
+
+/// Why a stack could not be had.
+#[derive(Debug)]
+pub enum StackError {
+    /// The size asked for is below [`MIN_STACK`].
+    TooSmall {
+        /// Bytes asked for.
+        requested: usize,
+    },
+    /// The kernel's limit on mappings per process (`vm.max_map_count`) is reached.
+    MapLimit {
+        /// Mappings the process has now (`/proc/self/maps`).
+        mappings: usize,
+        /// The limit (`/proc/sys/vm/max_map_count`).
+        max_map_count: usize,
+    },
+    /// The kernel refused the memory itself.
+    OutOfMemory {
+        /// Bytes of the mapping that failed.
+        bytes: usize,
+        /// What the kernel said.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for StackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StackError::TooSmall { requested } => write!(
+                f,
+                "a {requested}-byte G stack is too small: ask for at least {MIN_STACK} bytes"
+            ),
+            StackError::MapLimit {
+                mappings,
+                max_map_count,
+            } => write!(
+                f,
+                "out of memory mappings: the process has {mappings} of vm.max_map_count = \
+                 {max_map_count}, and each guarded stack takes 2; use slab mode \
+                 (StackMode::Slab: many stacks per mapping) or raise the limit with \
+                 `sysctl -w vm.max_map_count=262144`"
+            ),
+            StackError::OutOfMemory { bytes, source } => write!(
+                f,
+                "the kernel refused a {bytes}-byte stack mapping: {source}; lower the stack \
+                 size or the number of Gs"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StackError {}
+
+/// A pool of G stacks. Cheap to clone (shared); any thread.
+#[derive(Clone)]
+pub struct StackPool {
+    inner: Arc<Pool>,
+}
+
+struct Pool {
+    mode: StackMode,
+    /// Usable bytes per stack, a whole number of pages.
+    size: usize,
+    hot_limit: usize,
+    /// Free stacks, most recently freed last. The first `hot_limit` keep their pages.
+    free: Mutex<Vec<Region>>,
+    mapped: AtomicUsize,
+    in_use: AtomicUsize,
+    /// Every mapping made, `(address, length)`, unmapped when the pool goes away (every
+    /// GStack holds the pool, so by then no stack is in use).
+    mappings: Mutex<Vec<(usize, usize)>>,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for &(addr, len) in self
+            .mappings
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            // SAFETY: no GStack is alive (each holds an Arc<Pool>), so nothing uses the memory.
+            unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+        }
+    }
+}
+
+/// The usable part of a stack: `[bottom, bottom + size)`.
+#[derive(Clone, Copy, Debug)]
+struct Region {
+    bottom: usize,
+}
+
+/// Counters of a pool, for tests and `gmp::metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Stacks ever mapped (in use or free).
+    pub mapped: usize,
+    /// Stacks handed out and not yet returned.
+    pub in_use: usize,
+    /// Stacks waiting in the pool.
+    pub free: usize,
+}
+
+impl StackPool {
+    /// A pool with the given settings; maps nothing yet.
+    pub fn new(config: PoolConfig) -> Result<StackPool, StackError> {
+        todo!(
+            "ch05 step 1: check the size against MIN_STACK, round it up to whole pages \
+             (book: ch05-stack.html#step-1)"
+        )
+    }
+
+    /// A stack for G `owner`: a freed one if the pool has one, else freshly mapped.
+    pub fn alloc(&self, owner: u64) -> Result<GStack, StackError> {
+        todo!(
+            "ch05 step 1: reuse a free stack or map a new one (mmap PROT_NONE, mprotect all but \
+             the lowest page read-write, record it in `mappings`) (book: ch05-stack.html#step-1)"
+        )
+    }
+
+    /// Counters: mapped, in use, free.
+    pub fn stats(&self) -> PoolStats {
+        let free = self
+            .inner
+            .free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        PoolStats {
+            mapped: self.inner.mapped.load(Relaxed),
+            in_use: self.inner.in_use.load(Relaxed),
+            free,
+        }
+    }
+
+    /// Usable bytes of each stack (the size asked for, rounded up to pages).
+    pub fn stack_size(&self) -> usize {
+        self.inner.size
+    }
+}
+
+/// One G's stack, from a [`StackPool`]. Dropping it returns it to the pool.
+pub struct GStack {
+    region: Region,
+    owner: u64,
+    pool: Arc<Pool>,
+}
+
+impl fmt::Debug for GStack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "GStack {{ G {}, {:#x}..{:#x} }}",
+            self.owner,
+            self.bottom(),
+            self.top()
+        )
+    }
+}
+
+impl GStack {
+    /// Lowest usable address.
+    pub fn bottom(&self) -> usize {
+        self.region.bottom
+    }
+
+    /// One past the highest usable address; the stack grows down from here.
+    pub fn top(&self) -> usize {
+        self.region.bottom + self.pool.size
+    }
+
+    /// The G this stack belongs to.
+    pub fn owner(&self) -> u64 {
+        self.owner
+    }
+
+    /// Which mode its pool runs in.
+    pub fn mode(&self) -> StackMode {
+        self.pool.mode
+    }
+
+    /// Slab mode: is the canary zone still all zero? Guarded mode: always `Ok`.
+    pub fn check_canary(&self) -> Result<(), Overflow> {
+        self.info().check_canary()
+    }
+
+    /// A copy of what the canary check and reports need, to keep beside a coroutine that
+    /// owns the stack (corosensei gives no access to it while it runs).
+    pub fn info(&self) -> StackInfo {
+        StackInfo {
+            bottom: self.bottom(),
+            owner: self.owner,
+            stack_kib: self.pool.size / 1024,
+            mode: self.pool.mode,
+        }
+    }
+
+    /// Marks this stack as the one running on this thread until the guard is dropped, so
+    /// the SIGSEGV handler can name its G. Call around every switch onto it.
+    pub fn enter(&self) -> Running {
+        let previous = RUNNING.replace(RunningStack {
+            guard_low: self.bottom().saturating_sub(PAGE),
+            guard_high: self.bottom(),
+            owner: self.owner,
+            stack_kib: self.pool.size / 1024,
+        });
+        Running { previous }
+    }
+}
+
+impl Drop for GStack {
+    fn drop(&mut self) {
+        todo!(
+            "ch05 step 2: back to the free list; past the hot limit, madvise(MADV_DONTNEED) first \
+             (book: ch05-stack.html#step-2)"
+        )
+    }
+}
+
+// SAFETY: base() is the 16-aligned top and limit() the bottom of `size` usable bytes, in
+// guarded mode with a PROT_NONE page below. In slab mode there is no guard page: corosensei's
+// contract is kept only because choosing slab mode was `unsafe` (PoolConfig::slab) and the
+// caller promised no G overflows.
+unsafe impl Stack for GStack {
+    fn base(&self) -> StackPointer {
+        StackPointer::new(self.top()).expect("a mapped stack is never at address 0")
+    }
+
+    fn limit(&self) -> StackPointer {
+        StackPointer::new(self.bottom()).expect("a mapped stack is never at address 0")
+    }
+}
+
+/// Where a G's stack is and how to check it; see [`GStack::info`]. Valid while the
+/// [`GStack`] it came from is alive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackInfo {
+    bottom: usize,
+    owner: u64,
+    stack_kib: usize,
+    mode: StackMode,
+}
+
+impl StackInfo {
+    /// Slab mode: is the canary zone still all zero? Guarded mode: always `Ok`.
+    /// The scheduler calls this on every switch away from the G.
+    pub fn check_canary(&self) -> Result<(), Overflow> {
+        todo!(
+            "ch05 step 3: in slab mode, the lowest CANARY_BYTES must all still be zero \
+             (book: ch05-stack.html#step-3)"
+        )
+    }
+}
+
+/// A G ran past the end of its stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Overflow {
+    /// The G.
+    pub owner: u64,
+    /// Its stack size in KiB.
+    pub stack_kib: usize,
+}
+
+impl fmt::Display for Overflow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "G {} overflowed its {} KiB stack",
+            self.owner, self.stack_kib
+        )
+    }
+}
+
+impl Overflow {
+    /// Prints the report and aborts: memory past the stack may be damaged, so nothing is
+    /// safe to run after this.
+    pub fn abort(self) -> ! {
+        eprintln!("fatal: {self} (canary zone overwritten; found at a switch)");
+        std::process::abort()
+    }
+}
+
+#[derive(Clone, Copy)]
+struct RunningStack {
+    guard_low: usize,
+    guard_high: usize,
+    owner: u64,
+    stack_kib: usize,
+}
+
+const NOT_RUNNING: RunningStack = RunningStack {
+    guard_low: 0,
+    guard_high: 0,
+    owner: 0,
+    stack_kib: 0,
+};
+
+thread_local! {
+    /// The G stack this thread runs on, if any. Read by the signal handler: a const-init
+    /// Cell of a Copy type needs no lazy setup and no destructor, so reading it there is sound.
+    static RUNNING: Cell<RunningStack> = const { Cell::new(NOT_RUNNING) };
+}
+
+/// Returned by [`GStack::enter`]; restores the previous running stack when dropped.
+pub struct Running {
+    previous: RunningStack,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.set(self.previous);
+    }
+}
+
+/// The SIGSEGV action that was in place before ours; faults that are not a G's go there.
+/// Set before our handler is installed, so the handler always finds it.
+static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+static INSTALL: Once = Once::new();
+
+/// Installs the SIGSEGV/SIGBUS handler that reports a G's guard-page hit as
+/// "G <id> overflowed its <N> KiB stack" and aborts. Faults elsewhere go to the handler that
+/// was there before (Rust's own, which reports thread stack overflows). Idempotent.
+///
+/// The handler runs on the thread's alternate signal stack, which std gives every thread
+/// it starts (a faulting G has no stack left to run a handler on).
+pub fn install_overflow_handler() {
+    todo!(
+        "ch05 step 4: sigaction(SIGSEGV) with SA_SIGINFO | SA_ONSTACK; report a fault in the \
+         running G's guard page, pass any other to the old handler (book: ch05-stack.html#step-4)"
+    )
+}
+
+/// "fatal: G <owner> overflowed its <kib> KiB stack (guard page hit)\n", without allocating.
+fn format_report(buf: &mut [u8; 96], owner: u64, kib: usize) -> usize {
+    let mut len = 0;
+    let mut put = |bytes: &[u8]| {
+        let n = bytes.len().min(buf.len() - len);
+        buf[len..len + n].copy_from_slice(&bytes[..n]);
+        len += n;
+    };
+    let mut digits = [0u8; 20];
+    put(b"fatal: G ");
+    put(decimal(owner, &mut digits));
+    put(b" overflowed its ");
+    put(decimal(kib as u64, &mut digits));
+    put(b" KiB stack (guard page hit)\n");
+    len
+}
+
+fn decimal(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &out[i..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_is_formatted_without_allocating() {
+        let mut buf = [0u8; 96];
+        let len = format_report(&mut buf, 1_000_007, 64);
+        assert_eq!(
+            &buf[..len],
+            b"fatal: G 1000007 overflowed its 64 KiB stack (guard page hit)\n"
+        );
+    }
+}

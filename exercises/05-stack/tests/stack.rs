@@ -1,0 +1,311 @@
+//! Tests for part 05, `stack`. The exercise and the solution run this same file.
+//!
+//! Tests that exhaust mappings or overflow a stack run in their own process
+//! (`testkit::isolated`), so they cannot disturb the others.
+
+use std::fs;
+use std::time::Duration;
+
+use corosensei::{Coroutine, CoroutineResult, Yielder};
+use stack::{CANARY_BYTES, GStack, MIN_STACK, PAGE, PoolConfig, StackError, StackMode, StackPool};
+use testkit::{isolated, run_in_child};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// The permissions column of /proc/self/maps for the mapping holding `addr`.
+fn perms_at(addr: usize) -> String {
+    let maps = fs::read_to_string("/proc/self/maps").unwrap();
+    for line in maps.lines() {
+        let (range, rest) = line.split_once(' ').unwrap();
+        let (lo, hi) = range.split_once('-').unwrap();
+        let (lo, hi) = (
+            usize::from_str_radix(lo, 16).unwrap(),
+            usize::from_str_radix(hi, 16).unwrap(),
+        );
+        if (lo..hi).contains(&addr) {
+            return rest[..4].to_string();
+        }
+    }
+    panic!("{addr:#x} is not mapped at all")
+}
+
+fn mappings() -> usize {
+    fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .count()
+}
+
+/// How many of the pages in [lo, hi) are resident in RAM (mincore).
+fn resident_pages(lo: usize, hi: usize) -> usize {
+    let pages = (hi - lo) / PAGE;
+    let mut vec = vec![0u8; pages];
+    // SAFETY: [lo, hi) is a page-aligned mapped range; vec has one byte per page.
+    let rc = unsafe { libc::mincore(lo as *mut libc::c_void, hi - lo, vec.as_mut_ptr()) };
+    assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
+    vec.iter().filter(|&&b| b & 1 == 1).count()
+}
+
+fn touch(stack: &GStack) {
+    for addr in (stack.bottom()..stack.top()).step_by(PAGE) {
+        // SAFETY: the whole usable range is ours and writable.
+        unsafe { (addr as *mut u8).write_volatile(1) };
+    }
+    // Leave the canary zone as it was (slab stacks check it).
+    // SAFETY: as above.
+    unsafe { std::ptr::write_bytes(stack.bottom() as *mut u8, 0, CANARY_BYTES) };
+}
+
+#[test]
+fn step1_refuses_a_stack_below_the_minimum() {
+    let err = StackPool::new(PoolConfig::guarded(1024))
+        .err()
+        .expect("1 KiB is too small");
+    assert!(
+        matches!(err, StackError::TooSmall { requested: 1024 }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(&MIN_STACK.to_string()),
+        "names the minimum: {err}"
+    );
+}
+
+#[test]
+fn step1_a_guarded_stack_is_writable_with_a_guard_page_below() {
+    let pool = StackPool::new(PoolConfig::guarded(64 << 10)).unwrap();
+    let s = pool.alloc(1).unwrap();
+    assert_eq!(s.top() - s.bottom(), 64 << 10);
+    assert_eq!(
+        s.top() % 16,
+        0,
+        "the top must be 16-byte aligned for the ABI"
+    );
+    assert_eq!(s.owner(), 1);
+    touch(&s);
+    assert_eq!(
+        perms_at(s.bottom()),
+        "rw-p",
+        "the usable range is read-write"
+    );
+    assert_eq!(
+        perms_at(s.bottom() - 1),
+        "---p",
+        "the page below is the PROT_NONE guard"
+    );
+}
+
+#[test]
+fn step2_a_freed_stack_is_reused() {
+    let pool = StackPool::new(PoolConfig::guarded(16 << 10)).unwrap();
+    let first = pool.alloc(1).unwrap();
+    let addr = first.bottom();
+    drop(first);
+    assert_eq!(pool.stats().free, 1);
+    let second = pool.alloc(2).unwrap();
+    assert_eq!(
+        second.bottom(),
+        addr,
+        "the pool hands the freed stack out again"
+    );
+    assert_eq!(second.owner(), 2);
+    assert_eq!(pool.stats().mapped, 1, "no second mapping was made");
+}
+
+#[test]
+fn step2_past_the_hot_limit_pages_go_back_to_the_kernel() {
+    let pool = StackPool::new(PoolConfig::guarded(32 << 10).hot_limit(1)).unwrap();
+    let (a, b) = (pool.alloc(1).unwrap(), pool.alloc(2).unwrap());
+    touch(&a);
+    touch(&b);
+    let (b_lo, b_hi) = (b.bottom(), b.top());
+    let (a_lo, a_hi) = (a.bottom(), a.top());
+    drop(a); // the first freed stack stays hot
+    drop(b); // the second is past the limit: madvise(DONTNEED)
+    assert_eq!(resident_pages(a_lo, a_hi), 8, "a hot stack keeps its pages");
+    assert_eq!(
+        resident_pages(b_lo, b_hi),
+        0,
+        "a stack past the hot limit gives its pages back"
+    );
+}
+
+#[test]
+fn step2_a_dropped_pool_gives_its_mappings_back() {
+    // In its own process: other tests map and unmap memory at the same time.
+    isolated(
+        "step2_a_dropped_pool_gives_its_mappings_back",
+        LIMIT,
+        "",
+        || {
+            let before = mappings();
+            let pool = StackPool::new(PoolConfig::guarded(16 << 10)).unwrap();
+            let stacks: Vec<GStack> = (0..100).map(|g| pool.alloc(g).unwrap()).collect();
+            assert!(
+                mappings() >= before + 200,
+                "100 guarded stacks are 200 mappings"
+            );
+            drop(stacks);
+            drop(pool);
+            assert_eq!(
+                mappings(),
+                before,
+                "the pool unmaps everything once it and its stacks are gone"
+            );
+        },
+    );
+}
+
+#[test]
+fn step3_slab_stacks_share_mappings() {
+    // SAFETY: these stacks only get written by this test, inside their bounds.
+    let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) }).unwrap();
+    let before = mappings();
+    let stacks: Vec<GStack> = (0..2000).map(|g| pool.alloc(g).unwrap()).collect();
+    let added = mappings() - before;
+    assert!(
+        added <= 4,
+        "2000 slab stacks added {added} mappings; guarded ones would add 4000"
+    );
+    assert!(
+        stacks
+            .iter()
+            .all(|s| s.mode() == StackMode::Slab && s.check_canary().is_ok())
+    );
+}
+
+#[test]
+fn step3_a_dead_canary_is_reported() {
+    // SAFETY: the test writes only inside the stack.
+    let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) }).unwrap();
+    let s = pool.alloc(42).unwrap();
+    // SAFETY: the canary zone is inside the stack; this is what an overflow would do.
+    unsafe { (s.bottom() as *mut u64).add(3).write_volatile(0xdead_beef) };
+    let overflow = s.check_canary().unwrap_err();
+    assert_eq!(overflow.to_string(), "G 42 overflowed its 16 KiB stack");
+}
+
+/// Recurses until `depth` reaches `until` (u64::MAX: forever), 512+ bytes per frame.
+fn recurse(depth: u64, until: u64) -> u64 {
+    let pad = [depth; 64];
+    std::hint::black_box(&pad);
+    if depth == until {
+        return pad[0];
+    }
+    recurse(depth + 1, until) + pad[0]
+}
+
+#[test]
+fn step4_a_guarded_overflow_is_named_not_a_bare_segfault() {
+    let run = run_in_child(
+        "step4_a_guarded_overflow_is_named_not_a_bare_segfault",
+        LIMIT,
+        || {
+            stack::install_overflow_handler();
+            let pool = StackPool::new(PoolConfig::guarded(64 << 10)).unwrap();
+            let s = pool.alloc(7).unwrap();
+            let _running = s.enter();
+            let mut co = Coroutine::with_stack(s, |_: &Yielder<(), ()>, ()| recurse(0, u64::MAX));
+            let _ = co.resume(());
+        },
+    );
+    assert!(
+        run.output.contains("G 7 overflowed its 64 KiB stack"),
+        "the child should report the overflow by G and stack size, not a bare SIGSEGV: {run:?}"
+    );
+    assert!(!run.success, "an overflow must end the process");
+}
+
+#[test]
+fn step4_a_slab_overflow_is_named_at_the_next_switch() {
+    let run = run_in_child(
+        "step4_a_slab_overflow_is_named_at_the_next_switch",
+        LIMIT,
+        || {
+            // SAFETY: not kept: this G overflows on purpose, into the unused stack below it.
+            let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) }).unwrap();
+            let below = pool.alloc(8).unwrap();
+            let s = pool.alloc(9).unwrap();
+            assert!(
+                s.bottom() > below.bottom(),
+                "the test needs a neighbour below to overflow into"
+            );
+            let info = s.info();
+            let mut co = Coroutine::with_stack(s, |y: &Yielder<(), ()>, ()| {
+                recurse(0, 40); // ~24 KiB of frames on a 16 KiB stack
+                y.suspend(());
+            });
+            let _ = co.resume(());
+            // What the scheduler does at every switch away from a G:
+            if let Err(overflow) = info.check_canary() {
+                overflow.abort();
+            }
+        },
+    );
+    assert!(
+        run.output.contains("G 9 overflowed its 16 KiB stack"),
+        "the canary check should name the G and its stack size: {run:?}"
+    );
+    assert!(!run.success, "a dead canary must end the process");
+}
+
+#[test]
+fn step4_many_guarded_stacks_hit_the_map_limit_with_a_clear_error() {
+    isolated(
+        "step4_many_guarded_stacks_hit_the_map_limit_with_a_clear_error",
+        LIMIT,
+        "",
+        || {
+            let pool = StackPool::new(PoolConfig::guarded(MIN_STACK)).unwrap();
+            let mut held = Vec::new();
+            let err = loop {
+                match pool.alloc(held.len() as u64) {
+                    Ok(s) => held.push(s),
+                    Err(e) => break e,
+                }
+                assert!(held.len() < 1_000_000, "no limit was hit");
+            };
+            assert!(
+                matches!(err, StackError::MapLimit { .. }),
+                "{err:?} after {} stacks",
+                held.len()
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.contains("vm.max_map_count") && msg.contains("slab"),
+                "{msg}"
+            );
+        },
+    );
+}
+
+#[test]
+fn step4_a_million_slab_stacks_fit() {
+    isolated("step4_a_million_slab_stacks_fit", LIMIT, "", || {
+        // SAFETY: nothing runs on these stacks.
+        let pool = StackPool::new(unsafe { PoolConfig::slab(MIN_STACK) }).unwrap();
+        let stacks: Vec<GStack> = (0..1_000_000).map(|g| pool.alloc(g).unwrap()).collect();
+        assert_eq!(pool.stats().in_use, 1_000_000);
+        drop(stacks);
+    });
+}
+
+#[test]
+fn step4_gs_run_on_pool_stacks_through_corosensei() {
+    let pool = StackPool::new(PoolConfig::guarded(64 << 10)).unwrap();
+    for g in 0..100 {
+        let s = pool.alloc(g).unwrap();
+        let mut co = Coroutine::with_stack(s, move |y: &Yielder<u64, u64>, x: u64| {
+            let doubled = y.suspend(x * 2);
+            doubled + g
+        });
+        assert!(matches!(co.resume(g), CoroutineResult::Yield(v) if v == g * 2));
+        assert!(matches!(co.resume(5), CoroutineResult::Return(v) if v == 5 + g));
+        drop(co.into_stack());
+    }
+    assert_eq!(
+        pool.stats().mapped,
+        1,
+        "each finished G's stack went back to the pool"
+    );
+}
