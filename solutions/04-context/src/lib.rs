@@ -70,7 +70,7 @@ impl Context {
 /// Saves the caller's registers into `*from` and resumes the stack saved in `*to`.
 ///
 /// Returns when some other `switch` resumes `*from`. The ABI is `"C-unwind"` only so that an
-/// unfinished exercise's `todo!()` can unwind into its test; this assembly never unwinds.
+/// unfinished exercise's `todo!` panic can unwind into its test; this assembly never unwinds.
 ///
 /// # Safety
 ///
