@@ -35,7 +35,7 @@ compile_error!(
      x86_64-unknown-linux-gnu (and other x86_64 System V targets)"
 );
 
-use std::arch::naked_asm;
+use std::arch::{asm, naked_asm};
 use std::mem::offset_of;
 
 /// The saved state of a suspended stack: its stack pointer and the callee-saved registers.
@@ -139,5 +139,88 @@ pub unsafe fn prepare(
     todo!(
         "ch04 step 1: align the top, leave the trampoline's address at the new rsp, \
          put entry and arg where the trampoline finds them (book: ch04-context.html#step-1)"
+    )
+}
+
+/// A stack run as a fiber: entered with [`resume`], which is a `call`, and left with
+/// [`suspend`], which is the `ret` that matches it. See "Why balance call and ret" in
+/// chapter 4: the CPU predicts each `ret` from the `call`s it saw, so a switch that returns
+/// somewhere else (as [`switch`] does, twice per round trip) pays a misprediction each time.
+///
+/// Go: the asymmetric pair is `mcall` (from a G to g0) and `gogo` (from g0 to a G).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct Fiber {
+    /// While the fiber runs: the resumer's stack pointer, whose top word is the return
+    /// address into `resume`.
+    resumer_rsp: usize,
+    /// While the fiber is suspended: its stack pointer, whose top word is where it resumes.
+    fiber_rsp: usize,
+}
+
+const _: () = {
+    assert!(offset_of!(Fiber, resumer_rsp) == 0x00);
+    assert!(offset_of!(Fiber, fiber_rsp) == 0x08);
+};
+
+/// The function a fiber starts in. It must never return; it ends by suspending for good.
+pub type FiberEntry = extern "C" fn(arg: usize, fiber: *mut Fiber) -> !;
+
+/// Runs `fiber` until it calls [`suspend`]. The resumer's callee-saved registers are kept on
+/// its own stack across the call.
+///
+/// # Safety
+///
+/// `fiber` must come from [`prepare_fiber`] and be suspended (not running), with its stack
+/// alive. Any thread may resume a fiber, one at a time.
+pub unsafe extern "C-unwind" fn resume(fiber: *mut Fiber) {
+    // Make this a #[unsafe(naked)] function whose body is naked_asm!(...).
+    todo!(
+        "ch04 step 3: save the callee-saved registers, then `call` the address at the top of \
+         the fiber's stack (book: ch04-context.html#step-3)"
+    )
+}
+
+/// Leaves the running fiber and returns into the `resume` that entered it; returns here when
+/// the fiber is resumed again.
+///
+/// Inlined into the fiber's code on purpose: its `ret` is the one that matches `resume`'s
+/// `call`, and a call to a separate `suspend` function would put another return address in
+/// between.
+///
+/// # Safety
+///
+/// Only code running on `fiber`'s own stack may call it.
+#[inline(always)]
+pub unsafe fn suspend(fiber: *mut Fiber) {
+    todo!(
+        "ch04 step 3: with asm!, push a resume label, save rsp in the fiber, `ret` on the \
+         resumer's stack (book: ch04-context.html#step-3)"
+    )
+}
+
+/// Lays out a fresh fiber on the `len` bytes below `stack_top`: the first [`resume`] calls
+/// `entry(arg, fiber)` on it.
+///
+/// ```text
+///   top = stack_top aligned down to 16
+///   top - 8   entry                      read by fiber_start
+///   top - 16  arg                        read by fiber_start
+///   top - 24  address of fiber_start  <- fiber_rsp (called by resume)
+/// ```
+///
+/// # Safety
+///
+/// As for [`prepare`]: the memory must be writable, alive and used by nothing else while
+/// the fiber may run.
+pub unsafe fn prepare_fiber(
+    stack_top: *mut u8,
+    len: usize,
+    entry: FiberEntry,
+    arg: usize,
+) -> Result<Fiber, StackTooSmall> {
+    todo!(
+        "ch04 step 3: write fiber_start's address, arg and entry at the top, as the diagram \
+         shows (book: ch04-context.html#step-3)"
     )
 }

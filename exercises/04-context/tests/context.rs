@@ -291,3 +291,210 @@ fn step2_three_contexts_pass_the_cpu_round_robin() {
         },
     );
 }
+
+// Step 3: fibers, entered with a call (resume) and left with the matching ret (suspend).
+
+use context::{Fiber, prepare_fiber, resume, suspend};
+
+struct FiberLog {
+    fiber: Fiber,
+    seen: Vec<usize>,
+}
+
+/// Logs 0, 1, 2, … one number per resume.
+extern "C" fn fiber_counter(arg: usize, fiber: *mut Fiber) -> ! {
+    let log = arg as *mut FiberLog;
+    for i in 0.. {
+        // SAFETY: `arg` is the test's Box<FiberLog>, alive while the fiber runs; the test
+        // is inside `resume` while we touch it, and `fiber` is our own Fiber.
+        unsafe {
+            (*log).seen.push(i);
+            suspend(fiber);
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn step3_resume_runs_a_fiber_until_it_suspends() {
+    isolated(
+        "step3_resume_runs_a_fiber_until_it_suspends",
+        LIMIT,
+        CRASH_HINT,
+        || {
+            let mut stack = Stack::new(64 << 10);
+            let mut log = Box::new(FiberLog {
+                fiber: Fiber::default(),
+                seen: Vec::new(),
+            });
+            let arg = &mut *log as *mut FiberLog as usize;
+            // SAFETY: the stack outlives the fiber's use below.
+            log.fiber =
+                unsafe { prepare_fiber(stack.top(), stack.len(), fiber_counter, arg) }.unwrap();
+            for _ in 0..1000 {
+                // SAFETY: the fiber is prepared or suspended, and its stack is alive.
+                unsafe { resume(&raw mut log.fiber) };
+            }
+            assert_eq!(
+                log.seen,
+                (0..1000).collect::<Vec<_>>(),
+                "each resume runs one step"
+            );
+        },
+    );
+}
+
+extern "C" fn fiber_where(arg: usize, fiber: *mut Fiber) -> ! {
+    let log = arg as *mut FiberLog;
+    let local = 0u8;
+    // SAFETY: as in fiber_counter.
+    unsafe {
+        (*log).seen.push(arg);
+        (*log).seen.push(&local as *const u8 as usize);
+        (*log).seen.push(fiber as usize);
+        suspend(fiber);
+    }
+    unreachable!("never resumed again")
+}
+
+#[test]
+fn step3_a_fiber_gets_its_argument_and_runs_on_its_stack() {
+    isolated(
+        "step3_a_fiber_gets_its_argument_and_runs_on_its_stack",
+        LIMIT,
+        CRASH_HINT,
+        || {
+            let mut stack = Stack::new(64 << 10);
+            let mut log = Box::new(FiberLog {
+                fiber: Fiber::default(),
+                seen: Vec::new(),
+            });
+            let arg = &mut *log as *mut FiberLog as usize;
+            // SAFETY: as above.
+            log.fiber =
+                unsafe { prepare_fiber(stack.top(), stack.len(), fiber_where, arg) }.unwrap();
+            // SAFETY: as above.
+            unsafe { resume(&raw mut log.fiber) };
+            assert_eq!(
+                log.seen[0], arg,
+                "entry(arg, fiber) receives prepare_fiber's arg"
+            );
+            let local = log.seen[1];
+            assert!(
+                (stack.bottom()..stack.top() as usize).contains(&local),
+                "a local of the entry function lives at {local:#x}, outside the fiber's stack"
+            );
+            assert_eq!(
+                log.seen[2], &raw mut log.fiber as usize,
+                "entry gets its own Fiber"
+            );
+        },
+    );
+}
+
+/// Suspends with r12-r15 overwritten; resume must give the resumer its own back.
+extern "C" fn fiber_clobber(_arg: usize, fiber: *mut Fiber) -> ! {
+    loop {
+        // SAFETY: r12-r15 are declared as outputs, so the compiler expects them changed.
+        unsafe {
+            asm!(
+                "mov r12, 0xbad3", "mov r13, 0xbad4", "mov r14, 0xbad5", "mov r15, 0xbad6",
+                out("r12") _, out("r13") _, out("r14") _, out("r15") _,
+            );
+            suspend(fiber);
+        }
+    }
+}
+
+#[test]
+fn step3_resume_keeps_the_resumers_callee_saved_registers() {
+    isolated(
+        "step3_resume_keeps_the_resumers_callee_saved_registers",
+        LIMIT,
+        CRASH_HINT,
+        || {
+            let mut stack = Stack::new(64 << 10);
+            // SAFETY: as above.
+            let mut fiber = Box::new(
+                unsafe { prepare_fiber(stack.top(), stack.len(), fiber_clobber, 0) }.unwrap(),
+            );
+            let f = &raw mut *fiber;
+            let (rbx, rbp, r12, r13, r14, r15): (u64, u64, u64, u64, u64, u64);
+            // SAFETY: rbx and rbp are saved and restored around the call by push/pop, the others
+            // are declared outputs; `resume` follows the C ABI, whose clobbers are declared.
+            unsafe {
+                asm!(
+                    "push rbx", "push rbp",
+                    "mov rbx, 0x1111", "mov rbp, 0x2222", "mov r12, 0x3333",
+                    "mov r13, 0x4444", "mov r14, 0x5555", "mov r15, 0x6666",
+                    "call {resume}",
+                    "mov rax, rbx", "mov rcx, rbp",
+                    "pop rbp", "pop rbx",
+                    resume = sym resume,
+                    in("rdi") f,
+                    out("rax") rbx, out("rcx") rbp,
+                    out("r12") r12, out("r13") r13, out("r14") r14, out("r15") r15,
+                    clobber_abi("C"),
+                );
+            }
+            let got = [rbx, rbp, r12, r13, r14, r15];
+            assert_eq!(
+                got,
+                [0x1111, 0x2222, 0x3333, 0x4444, 0x5555, 0x6666],
+                "rbx, rbp, r12-r15 must come back as they were (book: ch04-context.html#step-3)"
+            );
+        },
+    );
+}
+
+struct Scheduled {
+    fibers: [Fiber; 3],
+    order: Vec<usize>,
+}
+
+extern "C" fn fiber_worker(arg: usize, fiber: *mut Fiber) -> ! {
+    let (sched, me) = ((arg & !7) as *mut Scheduled, arg & 7);
+    loop {
+        // SAFETY: the Scheduled outlives every fiber; only the running fiber touches it.
+        unsafe {
+            (*sched).order.push(me);
+            suspend(fiber);
+        }
+    }
+}
+
+#[test]
+fn step3_a_scheduler_loop_resumes_fibers_in_turn() {
+    isolated(
+        "step3_a_scheduler_loop_resumes_fibers_in_turn",
+        LIMIT,
+        CRASH_HINT,
+        || {
+            let mut stacks: Vec<Stack> = (0..3).map(|_| Stack::new(32 << 10)).collect();
+            let mut sched = Box::new(Scheduled {
+                fibers: Default::default(),
+                order: Vec::new(),
+            });
+            let base = &mut *sched as *mut Scheduled as usize;
+            for (i, stack) in stacks.iter_mut().enumerate() {
+                // SAFETY: each stack outlives the run and belongs to one fiber.
+                sched.fibers[i] =
+                    unsafe { prepare_fiber(stack.top(), stack.len(), fiber_worker, base | i) }
+                        .unwrap();
+            }
+            // The shape of a one-P scheduler loop: g0 resumes each G in turn.
+            for round in 0..100 {
+                for i in 0..3 {
+                    // SAFETY: each fiber is suspended between resumes.
+                    unsafe { resume(&raw mut sched.fibers[i]) };
+                    assert_eq!(sched.order.len(), round * 3 + i + 1);
+                }
+            }
+            let expected: Vec<usize> = (0..300).map(|i| i % 3).collect();
+            assert_eq!(
+                sched.order, expected,
+                "each fiber resumes exactly where it left off"
+            );
+        },
+    );
+}

@@ -31,7 +31,7 @@ compile_error!(
      x86_64-unknown-linux-gnu (and other x86_64 System V targets)"
 );
 
-use std::arch::naked_asm;
+use std::arch::{asm, naked_asm};
 use std::mem::offset_of;
 
 /// The saved state of a suspended stack: its stack pointer and the callee-saved registers.
@@ -192,5 +192,160 @@ pub unsafe fn prepare(
         r13: arg,
         r14: 0,
         r15: 0,
+    })
+}
+
+/// A stack run as a fiber: entered with [`resume`], which is a `call`, and left with
+/// [`suspend`], which is the `ret` that matches it. See "Why balance call and ret" in
+/// chapter 4: the CPU predicts each `ret` from the `call`s it saw, so a switch that returns
+/// somewhere else (as [`switch`] does, twice per round trip) pays a misprediction each time.
+///
+/// Go: the asymmetric pair is `mcall` (from a G to g0) and `gogo` (from g0 to a G).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct Fiber {
+    /// While the fiber runs: the resumer's stack pointer, whose top word is the return
+    /// address into `resume`.
+    resumer_rsp: usize,
+    /// While the fiber is suspended: its stack pointer, whose top word is where it resumes.
+    fiber_rsp: usize,
+}
+
+const _: () = {
+    assert!(offset_of!(Fiber, resumer_rsp) == 0x00);
+    assert!(offset_of!(Fiber, fiber_rsp) == 0x08);
+};
+
+/// The function a fiber starts in. It must never return; it ends by suspending for good.
+pub type FiberEntry = extern "C" fn(arg: usize, fiber: *mut Fiber) -> !;
+
+/// Runs `fiber` until it calls [`suspend`]. The resumer's callee-saved registers are kept on
+/// its own stack across the call.
+///
+/// # Safety
+///
+/// `fiber` must come from [`prepare_fiber`] and be suspended (not running), with its stack
+/// alive. Any thread may resume a fiber, one at a time.
+#[unsafe(naked)]
+pub unsafe extern "C-unwind" fn resume(fiber: *mut Fiber) {
+    // On entry: rdi = fiber, [rsp] = our caller's return address.
+    naked_asm!(
+        "push rbp",
+        "push rbx",
+        "push r12",
+        "push r13",
+        "push r14",
+        "push r15",
+        // The fiber's side expects rcx = fiber and rdx = its saved rsp.
+        "mov rcx, rdi",
+        "mov rdx, [rcx + 0x08]",
+        // Enter it: the `call` pushes our return address, which its suspend will `ret` to.
+        "call [rdx]",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop rbx",
+        "pop rbp",
+        "ret",
+    )
+}
+
+/// Leaves the running fiber and returns into the `resume` that entered it; returns here when
+/// the fiber is resumed again.
+///
+/// Inlined into the fiber's code on purpose: its `ret` is the one that matches `resume`'s
+/// `call`, and a call to a separate `suspend` function would put another return address in
+/// between.
+///
+/// # Safety
+///
+/// Only code running on `fiber`'s own stack may call it.
+#[inline(always)]
+pub unsafe fn suspend(fiber: *mut Fiber) {
+    // SAFETY: the caller runs on `fiber`'s stack, so `resumer_rsp` holds a live resumer's
+    // stack pointer. r12-r15 and the C ABI's scratch registers are declared clobbered (they
+    // hold the resumer's values when we come back); rbx and rbp cannot be operands, so they
+    // are saved on the fiber's stack by hand.
+    unsafe {
+        asm!(
+            "push rbp",
+            "push rbx",
+            // Where to resume: label 2 below.
+            "lea rax, [rip + 2f]",
+            "push rax",
+            "mov [rcx + 0x08], rsp",
+            // Back to the resumer: its rsp points at the return address of its `call`.
+            "mov rsp, [rcx + 0x00]",
+            "ret",
+            // Resumed: `resume` set rcx = fiber, rdx = our saved rsp.
+            "2:",
+            "mov [rcx + 0x00], rsp",
+            "lea rsp, [rdx + 8]",
+            "pop rbx",
+            "pop rbp",
+            in("rcx") fiber,
+            out("rdx") _,
+            out("rax") _,
+            out("r12") _,
+            out("r13") _,
+            out("r14") _,
+            out("r15") _,
+            clobber_abi("C"),
+        )
+    }
+}
+
+/// First code of a fresh fiber, reached by `resume`'s `call`: rcx = fiber, rdx = its rsp,
+/// and the two words above the return slot hold `arg` and `entry` (see `prepare_fiber`).
+#[unsafe(naked)]
+unsafe extern "C" fn fiber_start() {
+    naked_asm!(
+        "mov [rcx + 0x00], rsp",
+        "lea rsp, [rdx + 8]",
+        // rsp is now 16-byte aligned (prepare_fiber arranged it): a `call` is ABI-correct.
+        "mov rdi, [rsp]",
+        "mov rsi, rcx",
+        "call [rsp + 8]",
+        "call {returned}",
+        "ud2",
+        returned = sym entry_returned,
+    )
+}
+
+/// Lays out a fresh fiber on the `len` bytes below `stack_top`: the first [`resume`] calls
+/// `entry(arg, fiber)` on it.
+///
+/// ```text
+///   top = stack_top aligned down to 16
+///   top - 8   entry                      read by fiber_start
+///   top - 16  arg                        read by fiber_start
+///   top - 24  address of fiber_start  <- fiber_rsp (called by resume)
+/// ```
+///
+/// # Safety
+///
+/// As for [`prepare`]: the memory must be writable, alive and used by nothing else while
+/// the fiber may run.
+pub unsafe fn prepare_fiber(
+    stack_top: *mut u8,
+    len: usize,
+    entry: FiberEntry,
+    arg: usize,
+) -> Result<Fiber, StackTooSmall> {
+    if len < MIN_STACK {
+        return Err(StackTooSmall { len });
+    }
+    let top = (stack_top as usize) & !15;
+    let slot = top - 24;
+    // SAFETY: the caller guarantees the len >= MIN_STACK bytes below stack_top are ours.
+    unsafe {
+        (slot as *mut usize).write(fiber_start as *const () as usize);
+        ((slot + 8) as *mut usize).write(arg);
+        ((slot + 16) as *mut usize).write(entry as *const () as usize);
+    }
+    Ok(Fiber {
+        resumer_rsp: 0,
+        fiber_rsp: slot,
     })
 }
