@@ -1,12 +1,12 @@
 //! Criterion benches of the OS costs of chapters 1–3: process spawn, thread spawn+join, and
 //! the ping-pong hand-off over three mechanisms, cross-core and same-core; and the
-//! user-space switch of chapter 4 (part 04's asm against corosensei).
+//! user-space switch of chapter 4 (part 04's asm switch and step-3 fiber against corosensei).
 //!
 //! ```text
 //! cargo bench -p gmp-benches               # full: HTML under target/criterion/report/
 //! cargo bench -p gmp-benches -- --quick    # quick: criterion's --quick, shorter limits
 //! cargo bench -p gmp-benches -- handoff    # one group
-//! cargo bench -p gmp-benches -- switch     # asm vs corosensei round trip
+//! cargo bench -p gmp-benches -- switch     # asm switch vs asm fiber vs corosensei round trip
 //! ```
 //!
 //! The measurements are the crate's (`gmp_benches::*`), the same code the class bench runs.

@@ -13,7 +13,7 @@
 //! | start and join a thread, std and part 02 | [`std_spawn_join`], [`osthread_spawn_join`] | 2 |
 //! | ping-pong hand-off, futex / Condvar / mpsc, cross- and same-core | [`handoff`] | 3 |
 //! | many sleeping threads: RSS, virtual size, create cost | [`sleeping_threads`] | 2 |
-//! | user-space switch round trip, part 04's asm and corosensei | [`switch_round_trip`] | 4 |
+//! | user-space switch round trip, part 04's asm switch and fiber, corosensei | [`switch_round_trip`] | 4 |
 //! | instructions per switch round trip (valgrind's callgrind) | [`callgrind_round_trip`] | 4 |
 //!
 //! The threads are pinned with part 02 (`osthread`), the sleeping threads are weighed with
@@ -32,7 +32,7 @@ use std::sync::{Arc, Barrier, Condvar, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use context::Context;
+use context::{Context, Fiber};
 use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, Yielder};
 use osthread::{MBuilder, MHandle};
@@ -697,19 +697,23 @@ pub fn thread_switches() -> (u64, u64) {
 pub enum Engine {
     /// Part 04's `context::switch`: seven words saved, seven restored, `ret`.
     Asm,
+    /// Part 04's step 3: `context::resume` (a `call` into the fiber) + `context::suspend`
+    /// (the matching `ret`, inlined into the fiber), so calls and returns stay balanced.
+    Fiber,
     /// The `corosensei` crate: `Coroutine::resume` + `Yielder::suspend`, the peer of
     /// ANCHORS.md's "raw user-space switch" row.
     Corosensei,
 }
 
 impl Engine {
-    /// Both engines, in report order.
-    pub const ALL: [Engine; 2] = [Engine::Asm, Engine::Corosensei];
+    /// Every engine, in report order.
+    pub const ALL: [Engine; 3] = [Engine::Asm, Engine::Fiber, Engine::Corosensei];
 
     /// Short name, as in bench ids (`switch/asm`) and on `class-bench --switch-count`.
     pub fn name(self) -> &'static str {
         match self {
             Engine::Asm => "asm",
+            Engine::Fiber => "fiber",
             Engine::Corosensei => "corosensei",
         }
     }
@@ -718,6 +722,7 @@ impl Engine {
     pub fn describe(self) -> &'static str {
         match self {
             Engine::Asm => "asm switch (part 04)",
+            Engine::Fiber => "asm fiber (part 04 step 3)",
             Engine::Corosensei => "corosensei",
         }
     }
@@ -728,7 +733,7 @@ impl Engine {
     }
 }
 
-/// Bytes of the stack the other context runs on, for both engines. Its loop needs a few
+/// Bytes of the stack the other context runs on, for every engine. Its loop needs a few
 /// words; the size only has to clear `context::MIN_STACK` and corosensei's page rounding.
 pub const SWITCH_STACK: usize = 64 << 10;
 
@@ -741,12 +746,16 @@ pub const SWITCH_STACK: usize = 64 << 10;
 ///
 /// - [`Engine::Asm`]: part 04's `context::prepare` + `context::switch` on a `Vec`-backed
 ///   stack of [`SWITCH_STACK`] bytes.
+/// - [`Engine::Fiber`]: part 04's step 3, `context::prepare_fiber` + `context::resume` on a
+///   `Vec`-backed stack of [`SWITCH_STACK`] bytes, running an echo fiber that calls
+///   `context::suspend` in a loop.
 /// - [`Engine::Corosensei`]: an identity coroutine (`input = yielder.suspend(input)` in a
 ///   loop) on a `DefaultStack` of [`SWITCH_STACK`] bytes (mmap'd, with a guard page), as in
 ///   corosensei's own `coroutine_switch` bench.
 pub fn switch_round_trip(engine: Engine, rounds: u64) -> Result<Duration, BenchError> {
     match engine {
         Engine::Asm => asm_round_trips(rounds),
+        Engine::Fiber => fiber_round_trips(rounds),
         Engine::Corosensei => corosensei_round_trips(rounds),
     }
 }
@@ -804,6 +813,45 @@ fn asm_round_trips(rounds: u64) -> Result<Duration, BenchError> {
     // SAFETY: `pair` came from Box::into_raw; the echo context, its only other user, will
     // never run again.
     drop(unsafe { Box::from_raw(pair) });
+    drop(stack);
+    Ok(elapsed)
+}
+
+/// The fiber side of the fiber round trip: suspends straight back each time it is resumed.
+/// It never returns; the last suspend leaves it suspended for good.
+extern "C" fn fiber_echo(_arg: usize, fiber: *mut Fiber) -> ! {
+    loop {
+        // SAFETY: this function is the fiber's entry, so it runs on the fiber's own stack,
+        // and `fiber` is the `Fiber` that `resume` entered it through (a live Box of
+        // `fiber_round_trips`, freed only after the last resume has returned).
+        unsafe { context::suspend(fiber) };
+    }
+}
+
+fn fiber_round_trips(rounds: u64) -> Result<Duration, BenchError> {
+    // u128 elements: the buffer is 16-byte aligned, as a stack must be.
+    let mut stack = vec![0u128; SWITCH_STACK / 16];
+    let top = stack.as_mut_ptr_range().end.cast::<u8>();
+    // SAFETY: the SWITCH_STACK bytes below `top` are `stack`'s heap buffer, which is not
+    // touched through `stack` again and is freed only at the end of this function, after
+    // the last resume of the fiber has returned.
+    let prepared = unsafe { context::prepare_fiber(top, SWITCH_STACK, fiber_echo, 0) }
+        .map_err(|e| BenchError::new("context::prepare_fiber", e))?;
+    // Boxed, so the fiber's address (which the fiber's code keeps) never moves.
+    let fiber = Box::into_raw(Box::new(prepared));
+    let start = Instant::now();
+    for _ in 0..rounds {
+        // SAFETY: `fiber` came from `prepare_fiber` and is suspended (fresh, or back from its
+        // own `suspend`); its stack is alive; one thread resumes it, one resume at a time.
+        unsafe { context::resume(fiber) };
+    }
+    let elapsed = start.elapsed();
+    // The fiber stays suspended inside `suspend` for good. Nothing on its stack owns anything
+    // (its locals are a pointer and an integer), so freeing the stack and the Fiber just
+    // forgets it.
+    // SAFETY: `fiber` came from Box::into_raw; the fiber, its only other user, will never
+    // run again.
+    drop(unsafe { Box::from_raw(fiber) });
     drop(stack);
     Ok(elapsed)
 }
@@ -1034,7 +1082,7 @@ mod tests {
                     }
                     assert_eq!(Engine::from_name(engine.name()), Some(engine));
                 }
-                assert_eq!(Engine::from_name("fiber"), None);
+                assert_eq!(Engine::from_name("green"), None);
             },
         );
     }

@@ -1,5 +1,5 @@
 //! The class bench report: one table, rendered for the terminal, Markdown, a self-contained
-//! HTML page for a projector, SVG bar charts (the hand-offs, the user-space switches), and
+//! HTML page for a projector, SVG bar charts (the hand-offs, the user-space switches: asm switch, asm fiber, corosensei), and
 //! JSON for tools.
 //!
 //! Everything here is formatting: the figures come from the measurements of the crate root,
@@ -712,6 +712,12 @@ mod tests {
                             color: GREEN,
                         },
                         Bar {
+                            label: "asm fiber".to_string(),
+                            value: 1.9,
+                            reference: None,
+                            color: PURPLE,
+                        },
+                        Bar {
                             label: "corosensei".to_string(),
                             value: 2.4,
                             reference: Some(2.5),
@@ -755,7 +761,7 @@ mod tests {
         assert!(svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("stroke-dasharray").count(), 3);
         // One background rect plus one rect per bar; the empty chart draws nothing.
-        assert_eq!(svg.matches("<rect").count(), 5);
+        assert_eq!(svg.matches("<rect").count(), 6);
         assert!(svg.contains("blue &amp; orange"));
         assert!(!svg.contains("never drawn"));
         // The second chart starts below the first.

@@ -11,7 +11,8 @@
 //! when stdin is a terminal). `--json` prints the report as JSON on stdout and the progress
 //! on stderr. The report is also written to `<target>/class-bench/report.{md,html,svg,json}`.
 //!
-//! `--switch-count ENGINE N` runs N switch round trips of one engine (`asm`, `corosensei`)
+//! `--switch-count ENGINE N` runs N switch round trips of one engine (`asm`, `fiber`,
+//! `corosensei`)
 //! and exits, printing nothing: the class bench runs itself that way under valgrind's
 //! callgrind to count instructions per round trip (so the one `cargo run` builds all it
 //! needs; no second binary).
@@ -36,7 +37,7 @@ use gmp_benches::{
 };
 
 const USAGE: &str = "usage: class-bench [--quick] [--json] [--pause]
-       class-bench --switch-count asm|corosensei N
+       class-bench --switch-count asm|fiber|corosensei N
   --quick  a short run (under a minute on 2 cores): 1,000 sleeping threads, fewer rounds
   --json   print the report as JSON on stdout (progress goes to stderr)
   --pause  wait for Enter after each prediction question (when stdin is a terminal)
@@ -510,7 +511,8 @@ fn measure_switches(out: &Out, plan: Plan) -> Switches {
     out.line("User-space switch (chapter 4)");
     out.predict(
         "one round trip into another stack and back (resume + suspend), all in user space: \
-         how many ns with part 04's asm switch, and with corosensei? How many instructions? \
+         how many ns with part 04's asm switch, with its step-3 fiber (resume + suspend), and \
+         with corosensei? How many instructions? \
          How many round trips fit in one same-core hand-off between two threads (above)?",
     );
     let mut runs: HashMap<Engine, Result<Vec<f64>, String>> =
@@ -821,7 +823,7 @@ fn rows_switches(report: &mut Report, switches: &Switches) {
             Err(why) => (status(why).to_string(), None),
         };
         let reference = match e {
-            Engine::Asm => "target ≤ 2× corosensei",
+            Engine::Asm | Engine::Fiber => "target ≤ 2× corosensei",
             Engine::Corosensei => "2.5",
         };
         report.rows.push(Row::new(
@@ -842,7 +844,7 @@ fn rows_switches(report: &mut Report, switches: &Switches) {
             Err(why) => (status(why).to_string(), None),
         };
         let reference = match e {
-            Engine::Asm => "—",
+            Engine::Asm | Engine::Fiber => "—",
             Engine::Corosensei => "~38",
         };
         report.rows.push(Row::new(
@@ -879,7 +881,9 @@ fn rows_switches(report: &mut Report, switches: &Switches) {
     report.notes.push(format!(
         "Switch round trip: this thread switches into a context on its own {} KiB stack, which \
          switches straight back (two stack switches, ANCHORS.md's \"resume+suspend\"). asm = \
-         part 04's context::switch on a Vec-backed stack; corosensei = Coroutine::resume + \
+         part 04's context::switch on a Vec-backed stack; asm fiber = part 04 step 3's \
+         context::resume into a fiber that calls context::suspend in a loop, on a Vec-backed \
+         stack; corosensei = Coroutine::resume + \
          Yielder::suspend of an identity coroutine on its mmap'd DefaultStack, as in its own \
          coroutine_switch bench. Instructions: valgrind's callgrind totals (Ir) of \
          `class-bench --switch-count ENGINE N` at two N, difference over difference, so process \
@@ -987,7 +991,7 @@ fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches
             }
         })
     };
-    let (asm, coro) = (ns(Engine::Asm), ns(Engine::Corosensei));
+    let (asm, fiber, coro) = (ns(Engine::Asm), ns(Engine::Fiber), ns(Engine::Corosensei));
     let r = over(asm, coro);
     report.ratios.push(Row::new(
         "ratio.switch.asm_over_corosensei",
@@ -998,18 +1002,36 @@ fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches
         "target ≤ 2×",
     ));
     let time_ratio = r;
+    let r = over(fiber, coro);
+    report.ratios.push(Row::new(
+        "ratio.switch.fiber_over_corosensei",
+        "switch round trip asm fiber / corosensei (time)",
+        show(r),
+        r,
+        "—",
+        "target ≤ 2×",
+    ));
+    let fiber_time_ratio = r;
     let r = over(instr(Engine::Asm), instr(Engine::Corosensei));
+    let fiber_instr_ratio = over(instr(Engine::Fiber), instr(Engine::Corosensei));
     if let (Some(t), Some(i)) = (time_ratio, r)
         && t > 2.0
         && i < 1.5
     {
+        let fiber_figures = match (fiber_time_ratio, fiber_instr_ratio) {
+            (Some(ft), Some(fi)) => format!("{ft:.1}× the time for {fi:.2}× the instructions"),
+            (Some(ft), None) => format!("{ft:.1}× the time (no instruction count)"),
+            _ => "not measured in this run".to_string(),
+        };
         report.notes.push(format!(
             "asm / corosensei: {t:.1}× the time for {i:.2}× the instructions, so the time is not \
-             in the instructions. Likely cause: part 04's switch is a called function that `ret`s \
-             onto the other stack, to a return address the CPU's return-address predictor never \
-             guesses (it predicts the caller's), so both switches of a round trip mispredict. \
-             corosensei enters a coroutine with `call` and leaves it with `ret` inlined into the \
-             coroutine, so each `ret` goes where the predictor expects."
+             in the instructions. Likely cause: part 04's symmetric switch is a called function \
+             that `ret`s onto the other stack, to a return address the CPU's return-address \
+             predictor never guesses (it predicts the caller's), so both switches of a round trip \
+             mispredict. Part 04 step 3's fiber is the fix: `resume` enters the fiber with \
+             `call` and `suspend` leaves it with the matching `ret`, inlined into the fiber, as \
+             corosensei does, so each `ret` goes where the predictor expects. asm fiber / \
+             corosensei: {fiber_figures}."
         ));
     }
     report.ratios.push(Row::new(
@@ -1017,6 +1039,14 @@ fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches
         "switch round trip asm / corosensei (instructions, callgrind)",
         show(r),
         r,
+        "—",
+        "—",
+    ));
+    report.ratios.push(Row::new(
+        "ratio.switch.fiber_over_corosensei.instructions",
+        "switch round trip asm fiber / corosensei (instructions, callgrind)",
+        show(fiber_instr_ratio),
+        fiber_instr_ratio,
         "—",
         "—",
     ));
@@ -1033,15 +1063,25 @@ fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches
         "3–100× (1–10 µs vs 0.1–0.3 µs)",
         "≈1,300× (3.3 µs / 2.5 ns corosensei)",
     ));
-    report.notes.push(
-        "The kernel/user ratio is conservative: one hand-off is one switch between threads \
-         (the futex wake and sleep, the scheduler, the kernel's register save and restore), a \
-         round trip is two switches between stacks."
-            .to_string(),
-    );
+    let against_fiber = over(parker_same_ns, fiber).map_or(String::new(), |f| {
+        format!(
+            " Against part 04 step 3's asm fiber it is {} here.",
+            show(Some(f))
+        )
+    });
+    report.notes.push(format!(
+        "The kernel/user ratio stays on the symmetric asm switch (part 04 steps 1–2), the \
+         slower of part 04's two, so it is conservative twice over: one hand-off is one switch \
+         between threads (the futex wake and sleep, the scheduler, the kernel's register save \
+         and restore), a round trip is two switches between stacks.{against_fiber}"
+    ));
 
     let mut bars = Vec::new();
-    for (e, color) in [(Engine::Asm, GREEN), (Engine::Corosensei, PURPLE)] {
+    for (e, color) in [
+        (Engine::Asm, GREEN),
+        (Engine::Fiber, ORANGE),
+        (Engine::Corosensei, PURPLE),
+    ] {
         if let Some(v) = ns(e) {
             bars.push(Bar {
                 label: e.describe().to_string(),
@@ -1053,11 +1093,17 @@ fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches
     }
     let mut legend = vec![
         "One round trip = two stack switches; dashed: reference machine (ANCHORS.md)".to_string(),
+        "asm switch: each switch `ret`s onto the other stack; asm fiber (step 3): call and ret \
+         balanced, as in corosensei"
+            .to_string(),
     ];
     if let (Some(kernel), Some(asm)) = (parker_same_ns, asm) {
+        let fiber = fiber.map_or(String::new(), |f| {
+            format!(", {:.0}× the asm fiber's", kernel / f)
+        });
         legend.push(format!(
             "A same-core hand-off between two threads (parker) took {} µs here: {:.0}× the asm \
-             round trip",
+             switch round trip{fiber}",
             fmt_us(kernel / 1e3),
             kernel / asm
         ));
