@@ -14,6 +14,11 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 /// The permissions column of /proc/self/maps for the mapping holding `addr`.
 fn perms_at(addr: usize) -> String {
+    perms_at_or_none(addr).unwrap_or_else(|| panic!("{addr:#x} is not mapped at all"))
+}
+
+/// Like `perms_at`, but `None` where nothing is mapped.
+fn perms_at_or_none(addr: usize) -> Option<String> {
     let maps = fs::read_to_string("/proc/self/maps").unwrap();
     for line in maps.lines() {
         let (range, rest) = line.split_once(' ').unwrap();
@@ -23,17 +28,24 @@ fn perms_at(addr: usize) -> String {
             usize::from_str_radix(hi, 16).unwrap(),
         );
         if (lo..hi).contains(&addr) {
-            return rest[..4].to_string();
+            return Some(rest[..4].to_string());
         }
     }
-    panic!("{addr:#x} is not mapped at all")
+    None
 }
 
-fn mappings() -> usize {
-    fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .count()
+/// Every mapping of the process as `(start, end)`, from /proc/self/maps.
+fn mapping_ranges() -> Vec<(usize, usize)> {
+    let maps = fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .map(|line| {
+            let (lo, hi) = line.split_once(' ').unwrap().0.split_once('-').unwrap();
+            (
+                usize::from_str_radix(lo, 16).unwrap(),
+                usize::from_str_radix(hi, 16).unwrap(),
+            )
+        })
+        .collect()
 }
 
 /// How many of the pages in [lo, hi) are resident in RAM (mincore).
@@ -132,25 +144,33 @@ fn step2_past_the_hot_limit_pages_go_back_to_the_kernel() {
 
 #[test]
 fn step2_a_dropped_pool_gives_its_mappings_back() {
-    // In its own process: other tests map and unmap memory at the same time.
+    // In its own process: nothing else maps memory there that could land on a freed range.
     isolated(
         "step2_a_dropped_pool_gives_its_mappings_back",
         LIMIT,
         "",
         || {
-            let before = mappings();
             let pool = StackPool::new(PoolConfig::guarded(16 << 10)).unwrap();
             let stacks: Vec<GStack> = (0..100).map(|g| pool.alloc(g).unwrap()).collect();
+            // Each stack's guard page and usable range, as addresses to probe.
+            let probes: Vec<usize> = stacks
+                .iter()
+                .flat_map(|s| [s.bottom() - PAGE, s.bottom(), s.top() - 1])
+                .collect();
             assert!(
-                mappings() >= before + 200,
-                "100 guarded stacks are 200 mappings"
+                probes.iter().all(|&a| perms_at_or_none(a).is_some()),
+                "held stacks are mapped"
             );
             drop(stacks);
             drop(pool);
-            assert_eq!(
-                mappings(),
-                before,
-                "the pool unmaps everything once it and its stacks are gone"
+            let still: Vec<String> = probes
+                .iter()
+                .filter_map(|&a| perms_at_or_none(a).map(|p| format!("{a:#x} ({p})")))
+                .collect();
+            assert!(
+                still.is_empty(),
+                "the pool must unmap every stack once it and its stacks are gone; still mapped: {}",
+                still.join(", ")
             );
         },
     );
@@ -160,17 +180,27 @@ fn step2_a_dropped_pool_gives_its_mappings_back() {
 fn step3_slab_stacks_share_mappings() {
     // SAFETY: these stacks only get written by this test, inside their bounds.
     let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) }).unwrap();
-    let before = mappings();
     let stacks: Vec<GStack> = (0..2000).map(|g| pool.alloc(g).unwrap()).collect();
-    let added = mappings() - before;
-    assert!(
-        added <= 4,
-        "2000 slab stacks added {added} mappings; guarded ones would add 4000"
-    );
     assert!(
         stacks
             .iter()
             .all(|s| s.mode() == StackMode::Slab && s.check_canary().is_ok())
+    );
+    // Which mappings hold them? Asked per stack, so other tests' mappings do not count.
+    let ranges = mapping_ranges();
+    let holder = |addr: usize| {
+        *ranges
+            .iter()
+            .find(|r| (r.0..r.1).contains(&addr))
+            .expect("a held stack is mapped")
+    };
+    let mut holders: Vec<(usize, usize)> = stacks.iter().map(|s| holder(s.bottom())).collect();
+    holders.sort_unstable();
+    holders.dedup();
+    assert!(
+        holders.len() <= 2,
+        "2000 slab stacks sit in {} mappings; guarded ones would need 4000",
+        holders.len()
     );
 }
 
