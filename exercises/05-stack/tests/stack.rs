@@ -7,7 +7,9 @@ use std::fs;
 use std::time::Duration;
 
 use corosensei::{Coroutine, CoroutineResult, Yielder};
-use stack::{CANARY_BYTES, GStack, MIN_STACK, PAGE, PoolConfig, StackError, StackMode, StackPool};
+use stack::{
+    CANARY_BYTES, GStack, MIN_STACK, PAGE, PoolConfig, SLAB_CHUNK, StackError, StackMode, StackPool,
+};
 use testkit::{isolated, run_in_child};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -223,6 +225,27 @@ fn recurse(depth: u64, until: u64) -> u64 {
         return pad[0];
     }
     recurse(depth + 1, until) + pad[0]
+}
+
+#[test]
+fn step3_a_stack_with_a_dead_canary_is_not_reused() {
+    // Hot limit 0: every freed stack has its pages given back, which zeroes the canary
+    // zone; the check must come first.
+    // SAFETY: the test writes only inside the stack.
+    let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) }.hot_limit(0)).unwrap();
+    let s = pool.alloc(1).unwrap();
+    let damaged = s.bottom();
+    // SAFETY: the canary zone is inside the stack; this is what an overflow would do.
+    unsafe { (damaged as *mut u64).write_volatile(0xdead_beef) };
+    drop(s);
+    // Take every stack the first chunk holds: none of them may be the damaged one.
+    let held: Vec<GStack> = (0..SLAB_CHUNK as u64)
+        .map(|g| pool.alloc(g).unwrap())
+        .collect();
+    assert!(
+        held.iter().all(|s| s.bottom() != damaged),
+        "a stack whose canary died must not be handed out again (book: ch05-stack.html#step-3)"
+    );
 }
 
 #[test]

@@ -439,6 +439,10 @@ impl Drop for GStack {
     fn drop(&mut self) {
         let pool = &self.pool;
         pool.in_use.fetch_sub(1, Relaxed);
+        // Check first: madvise below zeroes the pages, which would make any canary look
+        // intact. A slab stack whose canary died is not reused (its neighbour may be
+        // damaged too, and the scheduler is about to abort anyway).
+        let intact = self.check_canary().is_ok();
         let mut free = pool.free.lock().unwrap_or_else(|e| e.into_inner());
         if free.len() >= pool.hot_limit {
             // Past the hot limit: keep the address range, give the pages back.
@@ -451,9 +455,7 @@ impl Drop for GStack {
                 )
             };
         }
-        // A slab stack whose canary died is not reused: its neighbour may be damaged too,
-        // and the process is about to abort anyway.
-        if self.check_canary().is_ok() {
+        if intact {
             free.push(self.region);
         }
     }
