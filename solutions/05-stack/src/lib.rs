@@ -425,13 +425,7 @@ impl GStack {
     /// Marks this stack as the one running on this thread until the guard is dropped, so
     /// the SIGSEGV handler can name its G. Call around every switch onto it.
     pub fn enter(&self) -> Running {
-        let previous = RUNNING.replace(RunningStack {
-            guard_low: self.bottom().saturating_sub(PAGE),
-            guard_high: self.bottom(),
-            owner: self.owner,
-            stack_kib: self.pool.size / 1024,
-        });
-        Running { previous }
+        self.info().enter()
     }
 }
 
@@ -486,6 +480,18 @@ pub struct StackInfo {
 }
 
 impl StackInfo {
+    /// As [`GStack::enter`], for a stack that a coroutine owns: marks it as the one running
+    /// on this thread until the guard is dropped.
+    pub fn enter(&self) -> Running {
+        let previous = RUNNING.replace(RunningStack {
+            guard_low: self.bottom.saturating_sub(PAGE),
+            guard_high: self.bottom,
+            owner: self.owner,
+            stack_kib: self.stack_kib,
+        });
+        Running { previous }
+    }
+
     /// Slab mode: is the canary zone still all zero? Guarded mode: always `Ok`.
     /// The scheduler calls this on every switch away from the G.
     pub fn check_canary(&self) -> Result<(), Overflow> {
