@@ -1,18 +1,24 @@
-//! Configuring a runtime: P count, M stack size, pinning. Every bad value is a
+//! Configuring a runtime: P count, G stacks, M stack size, pinning. Every bad value is a
 //! [`BuildError`] that names the setting and how to fix it; nothing is checked later.
 
 use std::fmt;
 
+use crate::engine::Engine;
 use crate::parts::osthread;
+use crate::parts::stack::{PoolConfig, SLAB_CHUNK};
 use crate::sched::Runtime;
 
 /// The most Ps a runtime accepts. Go's limit is 2^31; ours keeps a typo (`GMP_PROCS=20000`)
 /// from starting thousands of threads.
 pub const MAX_PROCS: usize = 1024;
 
-/// Default stack of an M: closures run on it directly in stage 0, so it matches Rust's
-/// default for spawned threads.
+/// Default stack of an M: g0 runs on it (Gs have their own), as large as Rust's default for
+/// spawned threads, so a G's code that runs on g0 by mistake still has room.
 pub const DEFAULT_M_STACK: usize = 2 << 20;
+
+/// Default stack of a G. It cannot grow (chapter 5 says why), so it is larger than Go's
+/// 8 KiB start; only the pages a G touches cost memory.
+pub const DEFAULT_G_STACK: usize = 64 << 10;
 
 /// The stack size of each M, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +30,9 @@ pub struct Builder {
     procs: Option<usize>,
     m_stack: StackSize,
     pin_ms: bool,
+    g_stack: usize,
+    slab: bool,
+    engine: Option<Engine>,
 }
 
 /// Why a runtime could not be built.
@@ -43,6 +52,16 @@ pub enum BuildError {
         part: &'static str,
         /// What should have held, and what happened instead.
         invariant: String,
+    },
+    /// `GMP_ENGINE` names no engine, or the asm engine on a CPU it does not support.
+    BadEngine {
+        /// The value as given.
+        value: String,
+    },
+    /// The G stack settings were refused by part 05 (a stack below its minimum, say).
+    Stacks {
+        /// Part 05's explanation.
+        reason: String,
     },
     /// Part 02 refused to start an M (stack too small, bad CPU, out of threads).
     StartM {
@@ -67,6 +86,14 @@ impl fmt::Display for BuildError {
                  (run `cargo test -p ex-{}` to find the step)",
                 part.replace(' ', "-")
             ),
+            BuildError::BadEngine { value } => write!(
+                f,
+                "bad G engine {value:?} (from GMP_ENGINE or Builder::engine): use \"corosensei\" \
+                 or \"asm\" (asm needs x86_64); unset GMP_ENGINE for the default"
+            ),
+            BuildError::Stacks { reason } => {
+                write!(f, "bad G stack setting (Builder::stack_size): {reason}")
+            }
             BuildError::StartM { index, reason } => {
                 write!(f, "could not start M {index}: {reason}")
             }
@@ -82,12 +109,15 @@ impl Default for Builder {
             procs: None,
             m_stack: StackSize(DEFAULT_M_STACK),
             pin_ms: false,
+            g_stack: DEFAULT_G_STACK,
+            slab: false,
+            engine: None,
         }
     }
 }
 
 impl Builder {
-    /// Number of Ps (and, in stage 0, Ms). Default: `GMP_PROCS`, else the CPUs this process
+    /// Number of Ps (and, in stage 1, Ms). Default: `GMP_PROCS`, else the CPUs this process
     /// may use (`std::thread::available_parallelism`, which honours cgroup quotas).
     pub fn procs(mut self, procs: usize) -> Builder {
         self.procs = Some(procs);
@@ -97,6 +127,33 @@ impl Builder {
     /// Stack size of each M in bytes (at least part 02's minimum, 16 KiB).
     pub fn m_stack_size(mut self, bytes: usize) -> Builder {
         self.m_stack = StackSize(bytes);
+        self
+    }
+
+    /// Usable stack of each G in bytes (rounded up to pages; at least part 05's `MIN_STACK`).
+    /// Default [`DEFAULT_G_STACK`].
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.g_stack = bytes;
+        self
+    }
+
+    /// Carves G stacks out of large shared mappings without guard pages (part 05's slab
+    /// mode), so that a million Gs fit under `vm.max_map_count`. An overflow is found at
+    /// the G's next switch (and aborts with `G <id> overflowed its <N> KiB stack`).
+    ///
+    /// # Safety
+    ///
+    /// No G may overflow its stack: until the check at its next switch finds it, the
+    /// overflow writes into the stack of another G.
+    pub unsafe fn slab_stacks(mut self) -> Builder {
+        self.slab = true;
+        self
+    }
+
+    /// Which engine runs the Gs. Default: `GMP_ENGINE` (`corosensei` or `asm`), else
+    /// [`Engine::DEFAULT`].
+    pub fn engine(mut self, engine: Engine) -> Builder {
+        self.engine = Some(engine);
         self
     }
 
@@ -123,7 +180,32 @@ impl Builder {
         } else {
             Vec::new()
         };
-        Runtime::start(procs, self.m_stack.0, &cpus)
+        let stacks = if self.slab {
+            // SAFETY: the caller of `slab_stacks` promised that no G overflows.
+            // The pool's free list also holds a chunk's never-used stacks, and it counts
+            // them against the hot limit: without the extra chunk, every free past the
+            // first chunk's fill would madvise (about 5 µs a spawn+join instead of 0.25).
+            unsafe { PoolConfig::slab(self.g_stack) }.hot_limit(SLAB_CHUNK + 64)
+        } else {
+            PoolConfig::guarded(self.g_stack)
+        };
+        let engine = match self.engine {
+            Some(engine) => engine,
+            None => match std::env::var("GMP_ENGINE") {
+                Ok(value) => match value.trim() {
+                    "corosensei" => Engine::Corosensei,
+                    "asm" => Engine::Asm,
+                    _ => return Err(BuildError::BadEngine { value }),
+                },
+                Err(_) => Engine::DEFAULT,
+            },
+        };
+        if engine == Engine::Asm && !cfg!(target_arch = "x86_64") {
+            return Err(BuildError::BadEngine {
+                value: "asm".to_string(),
+            });
+        }
+        Runtime::start(procs, self.m_stack.0, &cpus, stacks, engine)
     }
 }
 

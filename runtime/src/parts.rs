@@ -17,6 +17,22 @@ pub(crate) use parker_mine as parker;
 #[cfg(not(feature = "mine-03"))]
 pub(crate) use parker_ref as parker;
 
+// Part 04, the asm engine, exists on x86_64 only.
+#[cfg(all(feature = "mine-04", target_arch = "x86_64"))]
+pub(crate) use context_mine as context;
+#[cfg(all(not(feature = "mine-04"), target_arch = "x86_64"))]
+pub(crate) use context_ref as context;
+
+#[cfg(feature = "mine-05")]
+pub(crate) use stack_mine as stack;
+#[cfg(not(feature = "mine-05"))]
+pub(crate) use stack_ref as stack;
+
+#[cfg(feature = "mine-06")]
+pub(crate) use g_mine as g;
+#[cfg(not(feature = "mine-06"))]
+pub(crate) use g_ref as g;
+
 /// Where a part's code comes from in this build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -50,6 +66,33 @@ pub const PARTS: &[(u8, &str, Source)] = &[
         3,
         "parker",
         if cfg!(feature = "mine-03") {
+            Source::Mine
+        } else {
+            Source::Solution
+        },
+    ),
+    (
+        4,
+        "context",
+        if cfg!(feature = "mine-04") {
+            Source::Mine
+        } else {
+            Source::Solution
+        },
+    ),
+    (
+        5,
+        "stack",
+        if cfg!(feature = "mine-05") {
+            Source::Mine
+        } else {
+            Source::Solution
+        },
+    ),
+    (
+        6,
+        "g",
+        if cfg!(feature = "mine-06") {
             Source::Mine
         } else {
             Source::Solution

@@ -1,25 +1,36 @@
-//! The scheduler, stage 0: a global run queue, one M per P, idle Ms asleep on a Parker.
+//! The scheduler, stage 1: Gs with their own stacks, a global run queue, one M per P, and
+//! g0's loop on every M. Idle Ms sleep on a Parker.
 //!
-//! Go: `schedule` -> `findRunnable` -> `execute`, much simplified. Stage 0 has no Gs with
-//! stacks, so a task runs to completion on its M; no local run queues (chapter 7), no
-//! stealing (chapter 8).
+//! Go's shape (`proc.go`): `schedule` -> `findRunnable` -> `execute`, here as
+//! [`m_main`] -> [`find_runnable`] -> [`execute`]. `execute` switches to the G; when the G
+//! switches back (it yielded, parked or finished), g0 finishes what the G started: it
+//! requeues a yielded G, completes a park with part 06's `parked`, frees a dead G's stack.
+//!
+//! Stage 1 has one run queue for all Ps, under one lock; local run queues arrive in
+//! chapter 7, stealing in chapter 8. With one P (`procs(1)`) this is chapter 6's picture.
 //!
 //! ## Idle M without lost wake-up
 //!
-//! Rejected: an M that finds the queue empty, unlocks, and then parks. A [`go`] in between
-//! pushes a task, sees no idle M to wake, and the task waits until some M happens to look.
+//! Rejected: an M that finds the queue empty, unlocks, and then parks. An `enqueue` in
+//! between pushes a G, sees no idle M to wake, and the G waits until some M happens to look.
 //!
-//! Chosen: "the queue is empty, so I am idle" is decided under the same lock that [`go`]
+//! Chosen: "the queue is empty, so I am idle" is decided under the same lock that `enqueue`
 //! takes to push:
 //!
 //! 1. An M that finds the queue empty adds itself to `idle` *before* unlocking, then parks.
-//! 2. [`go`] pushes the task and, under the lock, takes one M off `idle`, then unparks it.
+//! 2. `enqueue` pushes the G and, under the lock, takes one M off `idle`, then unparks it.
 //! 3. If that unpark lands before the M's park, the Parker keeps the token (part 03), so the
 //!    park returns at once.
 //!
 //! Shutdown follows the same rule: the flag is set under the lock, then every M is unparked.
+//!
+//! ## Shutdown
+//!
+//! When the main G returns, the runtime is dropped: the queue is emptied, every M finishes
+//! the G it is running and exits, and then the Gs still alive (waiting forever, say) are
+//! torn down on the dropping thread; their joiners get a [`Panic`](crate::Panic) saying so.
+//! Go instead exits the process with them still parked.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::panic::{self, AssertUnwindSafe};
@@ -27,12 +38,15 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::builder::{BuildError, Builder};
+use crate::engine::{Engine, SwitchOut};
+use crate::g::{self, G};
+use crate::parts::g::AfterPark;
 use crate::parts::osthread::{MBuilder, MHandle};
 use crate::parts::parker::Parker;
-use crate::task::{JoinHandle, Task};
+use crate::parts::stack::{self, PoolConfig, StackPool};
+use crate::task::{self, JoinHandle};
 
-/// A running runtime. Dropping it shuts it down: queued tasks are dropped (their joiners see
-/// a [`Panic`](crate::Panic) saying so) and every M is joined.
+/// A running runtime. Dropping it shuts it down (see "Shutdown" above).
 pub struct Runtime {
     shared: Arc<Shared>,
     ms: Vec<MHandle<()>>,
@@ -40,49 +54,67 @@ pub struct Runtime {
 
 pub(crate) struct Shared {
     id: u64,
-    /// Guards the run queue, the idle list and the shutdown flag together (see "Idle M
-    /// without lost wake-up"). Lock order: taken alone; never held while running a task.
+    /// Guards the run queue, the idle list, the shutdown flag and the table of Gs together
+    /// (see "Idle M without lost wake-up"). Taken alone; never held while a G runs.
     sched: Mutex<Sched>,
     ms: Vec<MSlot>,
-    next_task: AtomicU64,
+    next_g: AtomicU64,
+    /// Every G's stack comes from here (part 05), through `alloc_stack`.
+    stacks: StackPool,
+    /// The last refusal of the pool, and how many stacks were in use then: until some are
+    /// given back, asking again would only fail again, slowly (the error reads
+    /// /proc/self/maps to say which limit was hit).
+    stack_refusal: Mutex<Option<(String, usize)>>,
+    engine: Engine,
+    /// Set when an M died of a panic on g0 (a part broke, say): what happened. The thread
+    /// in `block_on` watches it, so a broken runtime is a clear error, not a silent hang.
+    broken: Mutex<Option<String>>,
+    /// The thread waiting in `block_on`, woken when the runtime breaks.
+    main_waiter: Mutex<Option<Arc<Parker>>>,
 }
 
 struct Sched {
-    runq: VecDeque<Task>,
+    runq: VecDeque<Arc<G>>,
     /// Ms parked (or about to park) on their `MSlot::idle` Parker.
     idle: Vec<usize>,
     shutdown: bool,
+    /// Every G that has not finished, so that dumps can list them and shutdown can tear
+    /// down the ones nobody will ever wake. Go: `allgs`. A G knows its index (`G::slot`).
+    allgs: Vec<Option<Arc<G>>>,
+    free_slots: Vec<usize>,
 }
 
 /// What the runtime knows of one M. Written by that M, read by `dump` and `metrics`.
 struct MSlot {
-    /// The M sleeps here when it has no work; `go` and shutdown unpark it.
+    /// The M sleeps here when it has no work; `enqueue` and shutdown unpark it.
     idle: Parker,
     /// Kernel thread id, set once by `Runtime::start`.
     tid: AtomicU32,
     state: AtomicU8,
-    tasks_run: AtomicU64,
+    /// The G it runs, or 0.
+    running_g: AtomicU64,
+    switches: AtomicU64,
 }
 
 const M_STARTING: u8 = 0;
-const M_RUNNING: u8 = 1;
-const M_IDLE: u8 = 2;
-const M_EXITED: u8 = 3;
+const M_SCHEDULING: u8 = 1;
+const M_RUNNING_G: u8 = 2;
+const M_IDLE: u8 = 3;
+const M_EXITED: u8 = 4;
 
 fn state_name(s: u8) -> &'static str {
     match s {
         M_STARTING => "starting",
-        M_RUNNING => "running a task",
+        M_SCHEDULING => "in the scheduler (g0)",
+        M_RUNNING_G => "running",
         M_IDLE => "idle (parked)",
         _ => "exited",
     }
 }
 
 thread_local! {
-    /// Set on every M: the runtime it belongs to and its index. `go` reads it.
-    static CURRENT: RefCell<Option<(Arc<Shared>, usize)>> = const { RefCell::new(None) };
-    /// Each thread's own Parker, for joins. Distinct from an M's idle Parker, so a join's
-    /// wake-up can never be mistaken for "there is work".
+    /// Each thread's own Parker, for waits outside a G. Distinct from an M's idle Parker, so
+    /// a join's wake-up can never be mistaken for "there is work".
     static THREAD_PARKER: Arc<Parker> = Arc::new(Parker::new());
 }
 
@@ -91,13 +123,13 @@ static RUNTIMES: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
 static NEXT_RUNTIME: AtomicU64 = AtomicU64::new(1);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Tasks never run under these locks, so a poisoned lock only means a bug already
-    // reported by its own panic; keep going rather than cascade.
+    // Gs never run under these locks, so a poisoned lock only means a bug already reported
+    // by its own panic; keep going rather than cascade.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Runtime {
-    /// Settings for a runtime: P count, M stack size, pinning.
+    /// Settings for a runtime: P count, stacks, M stack size, pinning.
     pub fn builder() -> Builder {
         Builder::default()
     }
@@ -106,23 +138,37 @@ impl Runtime {
         procs: usize,
         m_stack: usize,
         cpus: &[usize],
+        stacks: PoolConfig,
+        engine: Engine,
     ) -> Result<Runtime, BuildError> {
+        let stacks = StackPool::new(stacks).map_err(|e| BuildError::Stacks {
+            reason: e.to_string(),
+        })?;
+        stack::install_overflow_handler();
         let shared = Arc::new(Shared {
             id: NEXT_RUNTIME.fetch_add(1, Relaxed),
             sched: Mutex::new(Sched {
                 runq: VecDeque::new(),
                 idle: Vec::new(),
                 shutdown: false,
+                allgs: Vec::new(),
+                free_slots: Vec::new(),
             }),
             ms: (0..procs)
                 .map(|_| MSlot {
                     idle: Parker::new(),
                     tid: AtomicU32::new(0),
                     state: AtomicU8::new(M_STARTING),
-                    tasks_run: AtomicU64::new(0),
+                    running_g: AtomicU64::new(0),
+                    switches: AtomicU64::new(0),
                 })
                 .collect(),
-            next_task: AtomicU64::new(1),
+            next_g: AtomicU64::new(1),
+            stacks,
+            stack_refusal: Mutex::new(None),
+            engine,
+            broken: Mutex::new(None),
+            main_waiter: Mutex::new(None),
         });
         let mut rt = Runtime {
             shared: shared.clone(),
@@ -152,7 +198,7 @@ impl Runtime {
         Ok(rt)
     }
 
-    /// Runs `f` as the main task and waits for it on this thread; returns its value.
+    /// Runs `f` as the main G and waits for it on this thread; returns its value.
     ///
     /// If `f` panics, the panic continues on this thread, as for `std::thread::scope`.
     pub fn block_on<F, T>(&self, f: F) -> T
@@ -160,9 +206,14 @@ impl Runtime {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        match self.shared.spawn(f).join() {
-            Ok(value) => value,
-            Err(panic) => std::panic::resume_unwind(panic.into_payload()),
+        let handle = self.shared.spawn(f);
+        *lock(&self.shared.main_waiter) = Some(thread_parker());
+        let joined = handle.join_unless(|| lock(&self.shared.broken).clone());
+        *lock(&self.shared.main_waiter) = None;
+        match joined {
+            Ok(Ok(value)) => value,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic.into_payload()),
+            Err(broken) => panic!("gmp: the runtime stopped: {broken}"),
         }
     }
 
@@ -171,7 +222,12 @@ impl Runtime {
         self.shared.ms.len()
     }
 
-    /// A human-readable picture of the runtime: each M's state, the queue length.
+    /// The engine its Gs run on.
+    pub fn engine(&self) -> Engine {
+        self.shared.engine
+    }
+
+    /// A human-readable picture of the runtime: each M, the queue, the live Gs.
     pub fn dump(&self) -> String {
         self.shared.dump()
     }
@@ -179,52 +235,75 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        let dropped: Vec<Task> = {
+        let (queued, live) = {
             let mut s = lock(&self.shared.sched);
             s.shutdown = true;
-            s.runq.drain(..).collect()
+            s.free_slots.clear();
+            let queued: Vec<Arc<G>> = s.runq.drain(..).collect();
+            let live: Vec<Arc<G>> = s.allgs.drain(..).flatten().collect();
+            (queued, live)
         };
-        // Dropping unrun tasks tells their joiners; do it outside the lock.
-        drop(dropped);
+        drop(queued);
         if std::thread::panicking() {
             // Already unwinding, often because a part panicked (a learner's `todo!()`).
             // A second panic here would abort the process and hide the first message, and
             // joining Ms whose Parker is broken could wait forever: wake them as best we
-            // can and let them go.
+            // can, let them go, and leave the Gs be.
             for m in &self.shared.ms {
                 let _ = panic::catch_unwind(AssertUnwindSafe(|| m.idle.unpark()));
             }
+            std::mem::forget(live);
             return;
         }
         for m in &self.shared.ms {
             m.idle.unpark();
         }
         for (i, m) in self.ms.drain(..).enumerate() {
-            // Task panics are contained, so an M only dies of a panic in a part or the
-            // runtime itself; that panic's message was printed when it happened.
+            // G panics are contained, so an M only dies of a panic in a part or the runtime
+            // itself; that panic's message was printed when it happened.
             if m.join().is_err() {
-                eprintln!("gmp: M{i} died of a panic outside any task (see the message above)");
+                eprintln!("gmp: M{i} died of a panic outside any G (see the message above)");
             }
+        }
+        if lock(&self.shared.broken).is_some() {
+            // A G may have been mid-switch when its M died: leave the Gs alone.
+            std::mem::forget(live);
+            return;
+        }
+        for g in live {
+            // SAFETY: every M has exited, so no M runs this G or ever will.
+            unsafe { g.tear_down() };
         }
     }
 }
 
 impl Shared {
-    fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
+    pub(crate) fn spawn<F, T>(self: &Arc<Self>, f: F) -> JoinHandle<T>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let id = self.next_task.fetch_add(1, Relaxed);
-        let (task, handle) = Task::new(id, f);
+        let id = self.next_g.fetch_add(1, Relaxed);
+        let (body, cancel, handle) = task::new(id, f);
+        let g = Arc::new(G::new(id, self.clone(), body, cancel, self.engine));
         let wake = {
             let mut s = lock(&self.sched);
             if s.shutdown {
                 drop(s);
-                drop(task); // fills the handle with "the runtime shut down"
+                // SAFETY: the G was never queued, so no M can run it.
+                unsafe { g.tear_down() };
                 return handle;
             }
-            s.runq.push_back(task);
+            let slot = match s.free_slots.pop() {
+                Some(slot) => slot,
+                None => {
+                    s.allgs.push(None);
+                    s.allgs.len() - 1
+                }
+            };
+            g.slot.set(slot);
+            s.allgs[slot] = Some(g.clone());
+            s.runq.push_back(g);
             s.idle.pop()
         };
         if let Some(index) = wake {
@@ -233,24 +312,89 @@ impl Shared {
         handle
     }
 
+    /// A stack for G `owner`, or why there is none.
+    pub(crate) fn alloc_stack(&self, owner: u64) -> Result<stack::GStack, String> {
+        let mut refusal = lock(&self.stack_refusal);
+        if let Some((why, in_use)) = refusal.as_ref() {
+            if self.stacks.stats().in_use >= *in_use {
+                return Err(why.clone());
+            }
+            *refusal = None;
+        }
+        drop(refusal);
+        self.stacks.alloc(owner).map_err(|e| {
+            let mut why = e.to_string();
+            if why.contains("vm.max_map_count") {
+                why.push_str(" (in gmp: unsafe { Runtime::builder().slab_stacks() })");
+            }
+            *lock(&self.stack_refusal) = Some((why.clone(), self.stacks.stats().in_use));
+            why
+        })
+    }
+
+    /// Puts a runnable G in the run queue and wakes an idle M for it. Go: `runqput` +
+    /// `wakep`.
+    pub(crate) fn enqueue(&self, g: Arc<G>) {
+        let wake = {
+            let mut s = lock(&self.sched);
+            if s.shutdown {
+                return; // shutdown tears it down with the other live Gs
+            }
+            s.runq.push_back(g);
+            s.idle.pop()
+        };
+        if let Some(index) = wake {
+            self.ms[index].idle.unpark();
+        }
+    }
+
+    /// A G finished: drop it from the table of live Gs.
+    fn forget(&self, g: &G) {
+        let mut s = lock(&self.sched);
+        let slot = g.slot.get();
+        let ours = s
+            .allgs
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|other| std::ptr::eq(&**other, g));
+        if ours {
+            s.allgs[slot] = None;
+            s.free_slots.push(slot);
+        }
+    }
+
     fn dump(&self) -> String {
+        const SHOWN: usize = 32;
         let s = lock(&self.sched);
+        let live: Vec<&Arc<G>> = s.allgs.iter().flatten().collect();
         let mut out = format!(
-            "runtime {}: {} P(s), run queue length {}, idle Ms {:?}{}\n",
+            "runtime {}: {} P(s), engine {}, run queue length {}, {} live G(s), idle Ms {:?}{}\n",
             self.id,
             self.ms.len(),
+            self.engine.name(),
             s.runq.len(),
+            live.len(),
             s.idle,
             if s.shutdown { ", shutting down" } else { "" }
         );
         for (i, m) in self.ms.iter().enumerate() {
-            let _ = writeln!(
+            let _ = write!(
                 out,
-                "  M{i} tid {}: {}, {} tasks run",
+                "  M{i} tid {}: {}",
                 m.tid.load(Relaxed),
                 state_name(m.state.load(Relaxed)),
-                m.tasks_run.load(Relaxed)
             );
+            let running = m.running_g.load(Relaxed);
+            if running != 0 {
+                let _ = write!(out, " G {running}");
+            }
+            let _ = writeln!(out, ", {} switches to Gs", m.switches.load(Relaxed));
+        }
+        for g in live.iter().take(SHOWN) {
+            let _ = writeln!(out, "  {:?}", g.state);
+        }
+        if live.len() > SHOWN {
+            let _ = writeln!(out, "  ... and {} more G(s)", live.len() - SHOWN);
         }
         out
     }
@@ -282,74 +426,101 @@ fn check_m_tids(tids: &[u32]) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// An M's loop: take a task, run it, repeat; park when there is none.
+/// g0's loop on M `index`. Go: `schedule`, which never returns; ours returns at shutdown.
 fn m_main(shared: Arc<Shared>, index: usize) {
-    CURRENT.with(|c| *c.borrow_mut() = Some((shared.clone(), index)));
     let me = &shared.ms[index];
-    loop {
-        let task = {
-            let mut s = lock(&shared.sched);
-            match s.runq.pop_front() {
-                Some(task) => Some(task),
-                None if s.shutdown => break,
-                None => {
-                    s.idle.push(index); // step 1 of "Idle M without lost wake-up"
-                    None
-                }
-            }
-        };
-        match task {
-            Some(task) => {
-                me.state.store(M_RUNNING, Relaxed);
-                task.run();
-                me.tasks_run.fetch_add(1, Relaxed);
-            }
-            None => {
-                me.state.store(M_IDLE, Relaxed);
-                me.idle.park();
-                me.state.store(M_RUNNING, Relaxed);
-            }
+    let looped = panic::catch_unwind(AssertUnwindSafe(|| {
+        while let Some(g) = find_runnable(&shared, index) {
+            execute(&shared, index, g);
+        }
+    }));
+    me.state.store(M_EXITED, Relaxed);
+    if let Err(payload) = looped {
+        // G panics never get here (each G catches its own), so this is a part or the
+        // runtime failing on g0: stop the runtime and tell the thread in block_on.
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("a non-string panic");
+        *lock(&shared.broken) = Some(format!("M{index} panicked on g0: {message}"));
+        lock(&shared.sched).shutdown = true;
+        for m in &shared.ms {
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| m.idle.unpark()));
+        }
+        if let Some(waiter) = lock(&shared.main_waiter).clone() {
+            waiter.unpark();
         }
     }
-    me.state.store(M_EXITED, Relaxed);
-    CURRENT.with(|c| *c.borrow_mut() = None);
 }
 
-/// The calling thread's Parker, for joins.
+/// The next G to run, sleeping until there is one; `None` at shutdown. Go: `findRunnable`
+/// (stage 1 has only the global queue to look in).
+fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
+    let me = &shared.ms[index];
+    loop {
+        {
+            let mut s = lock(&shared.sched);
+            if let Some(g) = s.runq.pop_front() {
+                return Some(g);
+            }
+            if s.shutdown {
+                return None;
+            }
+            s.idle.push(index); // step 1 of "Idle M without lost wake-up"
+        }
+        me.state.store(M_IDLE, Relaxed);
+        me.idle.park();
+        me.state.store(M_SCHEDULING, Relaxed);
+    }
+}
+
+/// Runs `g` until it switches out, then finishes what it started. Go: `execute`, `gogo`,
+/// and what `mcall` runs on g0 afterwards (`gosched_m`, `park_m`, `goexit0`).
+fn execute(shared: &Shared, index: usize, g: Arc<G>) {
+    let me = &shared.ms[index];
+    g.state.run(); // part 06: refuses a G that is not runnable
+    me.running_g.store(g.id(), Relaxed);
+    me.state.store(M_RUNNING_G, Relaxed);
+    // SAFETY: this M just moved the G to running, so it alone may resume it.
+    let why = unsafe { g.resume() };
+    me.state.store(M_SCHEDULING, Relaxed);
+    me.running_g.store(0, Relaxed);
+    me.switches.fetch_add(1, Relaxed);
+    match why {
+        SwitchOut::Yield => {
+            g.state.yielded();
+            shared.enqueue(g);
+        }
+        SwitchOut::Park => match g.state.parked() {
+            AfterPark::Waiting => {} // whoever readies it queues it
+            AfterPark::Requeue => shared.enqueue(g),
+        },
+        SwitchOut::Exit => {
+            g.state.exit();
+            shared.forget(&g);
+        }
+    }
+}
+
+/// The calling thread's Parker, for waits outside a G.
 pub(crate) fn thread_parker() -> Arc<Parker> {
     THREAD_PARKER.with(Arc::clone)
 }
 
-/// On an M: pops and runs one queued task, returning true. Elsewhere, or with an empty
-/// queue: false.
-pub(crate) fn run_one_queued_task() -> bool {
-    let Some((shared, index)) = CURRENT.with(|c| c.borrow().clone()) else {
-        return false;
-    };
-    let task = lock(&shared.sched).runq.pop_front();
-    match task {
-        Some(task) => {
-            task.run();
-            shared.ms[index].tasks_run.fetch_add(1, Relaxed);
-            true
-        }
-        None => false,
-    }
-}
-
-/// Starts `f` as a new task on the current runtime. Go: `go f()` (`newproc`).
+/// Starts `f` as a new G on the current runtime. Go: `go f()` (`newproc`).
 ///
 /// # Panics
 ///
-/// Outside a runtime (not inside [`run`] or [`Runtime::block_on`]): there is no queue to put
-/// the task on.
+/// Outside a G (not inside [`run`] or [`Runtime::block_on`]): there is no runtime to put
+/// the G in.
 pub fn go<F, T>(f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    match current() {
-        Some(shared) => shared.spawn(f),
+    match g::current_g() {
+        Some(g) => g.rt.spawn(f),
         None => panic!(
             "gmp::go called outside a runtime: start one with gmp::run(|| ...) and call go \
              from inside it"
@@ -357,8 +528,9 @@ where
     }
 }
 
+/// The runtime the calling G runs in.
 pub(crate) fn current() -> Option<Arc<Shared>> {
-    CURRENT.with(|c| c.borrow().as_ref().map(|(s, _)| s.clone()))
+    g::current_g().map(|g| g.rt.clone())
 }
 
 impl Shared {
@@ -372,7 +544,7 @@ impl Shared {
 }
 
 /// Starts a runtime (P count from `GMP_PROCS`, else the CPU count), runs `f` as its main
-/// task, shuts the runtime down and returns `f`'s value.
+/// G, shuts the runtime down and returns `f`'s value.
 ///
 /// # Panics
 ///

@@ -1,18 +1,19 @@
-//! A task's result slot and the [`JoinHandle`] that waits on it.
+//! A G's result slot and the [`JoinHandle`] that waits on it.
 //!
-//! Stage 0 runs a task as a closure to completion on an M; the slot is where its value (or
-//! its panic) lands. The joiner sleeps on its thread's Parker (part 03) until the slot fills.
-//! Chapter 6 replaces the sleeping thread with a parked G.
+//! The slot is where a G's value (or its panic) lands. A joiner that is a G parks (part 06,
+//! wait reason "join"); a joiner that is a plain thread sleeps on its Parker (part 03).
+//! Not here: running the G (`sched.rs`, `g.rs`).
 
 use std::any::Any;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::parts::parker::Parker;
-use crate::sched;
+use crate::engine::Body;
+use crate::g::{self, Waiter};
+use crate::parts::g::WaitReason;
 
-/// A task that panicked (or never ran because its runtime shut down first).
+/// A G that panicked, or never finished (its runtime shut down first, or it got no stack).
 pub struct Panic {
     task: u64,
     payload: Box<dyn Any + Send>,
@@ -28,7 +29,7 @@ impl Panic {
         }
     }
 
-    /// The id of the task that panicked.
+    /// The id of the G that panicked.
     pub fn task_id(&self) -> u64 {
         self.task
     }
@@ -43,7 +44,7 @@ impl fmt::Debug for Panic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "Panic {{ task: {}, message: {:?} }}",
+            "Panic {{ g: {}, message: {:?} }}",
             self.task,
             self.message()
         )
@@ -53,19 +54,21 @@ impl fmt::Debug for Panic {
 impl fmt::Display for Panic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.message() {
-            Some(m) => write!(f, "task {} panicked: {m}", self.task),
-            None => write!(f, "task {} panicked with a non-string payload", self.task),
+            Some(m) => write!(f, "G {} panicked: {m}", self.task),
+            None => write!(f, "G {} panicked with a non-string payload", self.task),
         }
     }
 }
 
 struct Slot<T> {
     result: Option<Result<T, Panic>>,
-    /// The joiner's Parker while it sleeps; whoever fills `result` unparks it.
-    waiter: Option<Arc<Parker>>,
+    /// Set by the first fill; later fills (a cancel after the G finished) do nothing.
+    filled: bool,
+    /// The joiner while it waits; whoever fills the slot wakes it.
+    waiter: Option<Waiter>,
 }
 
-pub(crate) struct Shared<T> {
+struct Shared<T> {
     slot: Mutex<Slot<T>>,
 }
 
@@ -79,16 +82,23 @@ impl<T> Shared<T> {
     fn fill(&self, result: Result<T, Panic>) {
         let waiter = {
             let mut slot = self.lock();
+            if slot.filled {
+                return;
+            }
+            slot.filled = true;
             slot.result = Some(result);
             slot.waiter.take()
         };
-        if let Some(parker) = waiter {
-            parker.unpark();
+        if let Some(waiter) = waiter {
+            waiter.wake();
         }
     }
 }
 
-/// Waits for a task started by [`go`](crate::go). Dropping it detaches the task.
+/// Tells a G's joiner why the G never finished.
+pub(crate) type Cancel = Box<dyn FnOnce(String) + Send>;
+
+/// Waits for a G started by [`go`](crate::go). Dropping it detaches the G.
 pub struct JoinHandle<T> {
     task: u64,
     shared: Arc<Shared<T>>,
@@ -96,27 +106,25 @@ pub struct JoinHandle<T> {
 
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "JoinHandle {{ task: {} }}", self.task)
+        write!(f, "JoinHandle {{ g: {} }}", self.task)
     }
 }
 
 impl<T> JoinHandle<T> {
-    /// The task's id, as [`dump`](crate::dump) and [`Panic::task_id`] show it.
+    /// The G's id, as [`dump`](crate::dump) and [`Panic::task_id`] show it.
     pub fn task_id(&self) -> u64 {
         self.task
     }
 
-    /// Has the task finished (returned or panicked)?
+    /// Has the G finished (returned or panicked)?
     pub fn is_finished(&self) -> bool {
-        self.shared.lock().result.is_some()
+        self.shared.lock().filled
     }
 
-    /// Waits for the task and returns its value, or the panic that ended it.
-    ///
-    /// On an M, the wait runs other queued tasks meanwhile (stage 0 cannot park a task, so
-    /// an M that only slept here could wait forever for a task queued behind it).
+    /// Waits for the G and returns its value, or the panic that ended it. On a G this parks
+    /// the G (its M runs other Gs meanwhile); elsewhere it blocks the thread.
     pub fn join(self) -> Result<T, Panic> {
-        let me = sched::thread_parker();
+        let me = Waiter::current();
         loop {
             {
                 let mut slot = self.shared.lock();
@@ -125,66 +133,66 @@ impl<T> JoinHandle<T> {
                 }
                 slot.waiter = Some(me.clone());
             }
-            if !sched::run_one_queued_task() {
-                me.park();
+            me.wait(WaitReason::Join);
+        }
+    }
+}
+
+impl<T> JoinHandle<T> {
+    /// [`join`](JoinHandle::join) for a thread that must also give up when `stop` says so
+    /// (`block_on` watching for a broken runtime). `stop`'s setter unparks this thread.
+    pub(crate) fn join_unless(
+        self,
+        stop: impl Fn() -> Option<String>,
+    ) -> Result<Result<T, Panic>, String> {
+        let me = Waiter::current();
+        loop {
+            {
+                let mut slot = self.shared.lock();
+                if let Some(result) = slot.result.take() {
+                    return Ok(result);
+                }
+                slot.waiter = Some(me.clone());
             }
+            if let Some(why) = stop() {
+                return Err(why);
+            }
+            me.wait(WaitReason::Join);
         }
     }
 }
 
-/// A task as the run queue holds it: the closure and the slot its result goes to.
-pub(crate) struct Task {
-    pub(crate) id: u64,
-    run: Option<Box<dyn FnOnce() + Send>>,
-    /// Fills the slot with "never ran" if the task is dropped unrun (runtime shut down).
-    on_drop_unrun: Option<Box<dyn FnOnce(u64) + Send>>,
-}
-
-impl Task {
-    pub(crate) fn new<F, T>(id: u64, f: F) -> (Task, JoinHandle<T>)
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        let shared = Arc::new(Shared {
-            slot: Mutex::new(Slot {
-                result: None,
-                waiter: None,
-            }),
-        });
-        let for_run = shared.clone();
-        let for_drop = shared.clone();
-        let task = Task {
-            id,
-            run: Some(Box::new(move || {
-                // Contain the panic here, so it never unwinds into the M's loop.
-                let outcome = panic::catch_unwind(AssertUnwindSafe(f))
-                    .map_err(|payload| Panic { task: id, payload });
-                for_run.fill(outcome);
-            })),
-            on_drop_unrun: Some(Box::new(move |id| {
-                for_drop.fill(Err(Panic {
-                    task: id,
-                    payload: Box::new("the runtime shut down before this task ran"),
-                }))
-            })),
+/// The pieces of a new G: its body (runs `f`, never unwinds, fills the slot), the cancel
+/// that fills the slot if the body never finishes, and the joiner's handle.
+pub(crate) fn new<F, T>(id: u64, f: F) -> (Body, Cancel, JoinHandle<T>)
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let shared = Arc::new(Shared {
+        slot: Mutex::new(Slot {
+            result: None,
+            filled: false,
+            waiter: None,
+        }),
+    });
+    let for_body = shared.clone();
+    let for_cancel = shared.clone();
+    let body: Body = Box::new(move || {
+        // Contain the panic here, so it never unwinds into g0 (or across the engine).
+        let outcome = panic::catch_unwind(AssertUnwindSafe(f));
+        let outcome = match outcome {
+            // Shutdown is unwinding this G's stack: let the unwind reach the engine.
+            Err(payload) if g::tearing_down() => panic::resume_unwind(payload),
+            other => other.map_err(|payload| Panic { task: id, payload }),
         };
-        (task, JoinHandle { task: id, shared })
-    }
-
-    /// Runs the task to completion. Never unwinds.
-    pub(crate) fn run(mut self) {
-        self.on_drop_unrun = None;
-        if let Some(run) = self.run.take() {
-            run();
-        }
-    }
-}
-
-impl Drop for Task {
-    fn drop(&mut self) {
-        if let Some(cancel) = self.on_drop_unrun.take() {
-            cancel(self.id);
-        }
-    }
+        for_body.fill(outcome);
+    });
+    let cancel: Cancel = Box::new(move |why| {
+        for_cancel.fill(Err(Panic {
+            task: id,
+            payload: Box::new(why),
+        }))
+    });
+    (body, cancel, JoinHandle { task: id, shared })
 }

@@ -152,3 +152,214 @@ fn dump_shows_each_m() {
         "{dump}"
     );
 }
+
+// ---- Stage 1: Gs with stacks (chapter 6). ----
+
+#[test]
+fn a_g_waiting_forever_is_torn_down_at_shutdown_and_its_joiner_told() {
+    struct SetOnDrop(Arc<AtomicUsize>);
+    impl Drop for SetOnDrop {
+        fn drop(&mut self) {
+            self.0.store(1, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let d = dropped.clone();
+    let (engine, handle) = watched("shutdown with a G waiting forever", move || {
+        let rt = Runtime::builder().procs(1).build().unwrap();
+        let h = rt.block_on(move || {
+            let (tx, rx) = gmp::chan::rendezvous::<u32>();
+            let h = gmp::go(move || {
+                let _guard = SetOnDrop(d);
+                let _keep_open = tx;
+                rx.recv().unwrap() // never sent: tx lives in this same frame
+            });
+            gmp::yield_now(); // let it start and park
+            h
+        });
+        let engine = rt.engine();
+        drop(rt);
+        (engine, h)
+    });
+    let err = handle.join().expect_err("the G never finished");
+    assert!(
+        err.to_string().contains("shut down before this G finished"),
+        "{err}"
+    );
+    match engine {
+        // corosensei unwinds the G's stack, so its locals are dropped.
+        gmp::Engine::Corosensei => assert_eq!(dropped.load(Ordering::SeqCst), 1),
+        // The asm engine cannot unwind: the stack is leaked and the guard never runs.
+        gmp::Engine::Asm => assert_eq!(dropped.load(Ordering::SeqCst), 0),
+    }
+}
+
+#[test]
+fn dump_shows_a_waiting_g_and_its_reason() {
+    let dump = watched("dump with a G parked on a channel", || {
+        Runtime::builder().procs(1).build().unwrap().block_on(|| {
+            let (tx, rx) = gmp::chan::rendezvous::<u32>();
+            let h = gmp::go(move || rx.recv());
+            gmp::yield_now();
+            let dump = gmp::dump();
+            tx.send(1).unwrap();
+            assert_eq!(h.join().unwrap(), Ok(1));
+            dump
+        })
+    });
+    assert!(dump.contains("waiting (chan receive)"), "{dump}");
+    assert!(dump.contains("running"), "the main G runs the dump: {dump}");
+}
+
+#[test]
+fn channel_ends_report_the_other_side_gone() {
+    let (sent, received) = watched("channels whose other side is dropped", || {
+        gmp::run(|| {
+            let (tx, rx) = gmp::chan::rendezvous::<u32>();
+            drop(rx);
+            let sent = tx.send(5);
+            let (tx, rx) = gmp::chan::rendezvous::<u32>();
+            // A receiver already waiting when the last sender goes.
+            let h = gmp::go(move || rx.recv());
+            gmp::yield_now();
+            drop(tx);
+            (sent, h.join().unwrap())
+        })
+    });
+    assert_eq!(sent.unwrap_err().0, 5, "the value comes back");
+    assert_eq!(received, Err(gmp::chan::RecvError));
+}
+
+#[test]
+fn wait_group_done_past_zero_is_a_clear_panic() {
+    let msg = watched("WaitGroup::done at zero", || {
+        gmp::run(|| {
+            gmp::go(|| gmp::sync::WaitGroup::new().done())
+                .join()
+                .unwrap_err()
+                .to_string()
+        })
+    });
+    assert!(
+        msg.contains("count at zero") && msg.contains("add(1)"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn park_and_current_outside_a_g_say_so() {
+    for (what, f) in [("park", gmp::park as fn()), ("yield_now", gmp::yield_now)] {
+        let payload = std::panic::catch_unwind(f).expect_err("must panic");
+        let msg = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            msg.contains(&format!("gmp::{what} called outside a G")),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn bad_engine_and_stack_settings_are_clear_errors() {
+    let err = Runtime::builder()
+        .stack_size(100)
+        .build()
+        .err()
+        .expect("100 bytes is too small");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("Builder::stack_size") && msg.contains("at least"),
+        "{msg}"
+    );
+    if cfg!(not(target_arch = "x86_64")) {
+        let err = Runtime::builder().engine(gmp::Engine::Asm).build().err();
+        assert!(matches!(err, Some(BuildError::BadEngine { .. })));
+    }
+}
+
+#[test]
+fn a_dead_g_refuses_an_unpark() {
+    let err = watched("unpark of a finished G", || {
+        // One P: the joined G has switched out for good before the joiner runs again. (On
+        // two Ps, join can return while the G is still on its way out, still running.)
+        Runtime::builder().procs(1).build().unwrap().block_on(|| {
+            let h = gmp::go(gmp::current);
+            let g = h.join().unwrap();
+            g.unpark().expect_err("the G has finished")
+        })
+    });
+    assert!(err.to_string().contains("dead"), "{err}");
+}
+
+#[test]
+fn gs_park_and_wake_across_two_ps() {
+    let n = 20_000u64;
+    let sum = watched("ping-pong between Gs on 2 Ps", move || {
+        Runtime::builder()
+            .procs(2)
+            .build()
+            .unwrap()
+            .block_on(move || {
+                let (tx, rx) = gmp::chan::rendezvous::<u64>();
+                let (back_tx, back_rx) = gmp::chan::rendezvous::<u64>();
+                gmp::go(move || {
+                    while let Ok(v) = rx.recv() {
+                        back_tx.send(v).unwrap();
+                    }
+                });
+                (0..n)
+                    .map(|i| {
+                        tx.send(i).unwrap();
+                        back_rx.recv().unwrap()
+                    })
+                    .sum::<u64>()
+            })
+    });
+    assert_eq!(sum, n * (n - 1) / 2);
+}
+
+#[test]
+fn gs_past_the_map_limit_fail_with_the_limit_and_the_way_out() {
+    let run = testkit::run_in_child(
+        "gs_past_the_map_limit_fail_with_the_limit_and_the_way_out",
+        DEFAULT_LIMIT,
+        || {
+            let rt = Runtime::builder().procs(1).build().unwrap();
+            let (parked, first_error) = rt.block_on(|| {
+                let (tx, rx) = gmp::chan::rendezvous::<()>();
+                // Guarded stacks take 2 mappings each: 40 000 cannot all fit in 65 530.
+                let hs: Vec<_> = (0..40_000)
+                    .map(|_| {
+                        let rx = rx.clone();
+                        gmp::go(move || rx.recv().is_err())
+                    })
+                    .collect();
+                gmp::yield_now(); // every G above runs (and parks) or fails first
+                drop((tx, rx));
+                let results: Vec<_> = hs.into_iter().map(|h| h.join()).collect();
+                let parked = results.iter().filter(|r| r.is_ok()).count();
+                let first_error = results.into_iter().find_map(Result::err);
+                (parked, first_error.map(|p| p.to_string()))
+            });
+            println!("parked {parked}; first error: {first_error:?}");
+        },
+    );
+    let limit: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .map(|s| s.trim().parse().unwrap())
+        .unwrap_or(65_530);
+    if limit > 80_000 {
+        // A raised limit fits them all; nothing to see.
+        assert!(run.output.contains("first error: None"), "{run:?}");
+        return;
+    }
+    assert!(run.success, "{run:?}");
+    for needle in ["vm.max_map_count", "slab_stacks", "could not start"] {
+        assert!(
+            run.output.contains(needle),
+            "expected {needle:?} in: {}",
+            run.output
+        );
+    }
+}

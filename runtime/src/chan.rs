@@ -1,0 +1,289 @@
+//! Just enough of a channel for chapter 6: an unbuffered (rendezvous) channel, where a send
+//! waits until a receiver takes the value. Buffered channels and `select!` are chapter 13.
+//!
+//! Go: `hchan` with `recvq` / `sendq` of `sudog`s (`chan.go`). As in Go, a waiting party
+//! puts a slot that lives in its own frame on the queue, and the other side hands the value
+//! over directly through it, then wakes the waiter: one hand-off, no buffer.
+//!
+//! Not here: buffering, select, timeouts (chapter 13).
+
+use std::cell::UnsafeCell;
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering::Acquire, Ordering::Release};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::g::Waiter;
+use crate::parts::g::WaitReason;
+
+/// An unbuffered channel: [`Sender::send`] returns once a [`Receiver::recv`] has the value.
+///
+/// ```
+/// let got = gmp::run(|| {
+///     let (tx, rx) = gmp::chan::rendezvous();
+///     gmp::go(move || tx.send("ping").unwrap());
+///     rx.recv().unwrap()
+/// });
+/// assert_eq!(got, "ping");
+/// ```
+pub fn rendezvous<T: Send>() -> (Sender<T>, Receiver<T>) {
+    let chan = Arc::new(Chan {
+        state: Mutex::new(State {
+            senders: VecDeque::new(),
+            receivers: VecDeque::new(),
+            senders_alive: 1,
+            receivers_alive: 1,
+        }),
+    });
+    (Sender { chan: chan.clone() }, Receiver { chan })
+}
+
+/// The sending side; clone it for more senders.
+pub struct Sender<T> {
+    chan: Arc<Chan<T>>,
+}
+
+/// The receiving side; clone it for more receivers.
+pub struct Receiver<T> {
+    chan: Arc<Chan<T>>,
+}
+
+/// Every receiver is gone; the value comes back.
+#[derive(PartialEq, Eq)]
+pub struct SendError<T>(pub T);
+
+/// Every sender is gone and no value is waiting.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RecvError;
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SendError(..)")
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("send on a channel whose receivers are all dropped (the value is returned)")
+    }
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("receive on a channel whose senders are all dropped")
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {}
+impl std::error::Error for RecvError {}
+
+struct Chan<T> {
+    state: Mutex<State<T>>,
+}
+
+struct State<T> {
+    /// Waiting senders, each slot holding its value. Go: `sendq`.
+    senders: VecDeque<*const Slot<T>>,
+    /// Waiting receivers, each slot empty until a sender fills it. Go: `recvq`.
+    receivers: VecDeque<*const Slot<T>>,
+    senders_alive: usize,
+    receivers_alive: usize,
+}
+
+// SAFETY: the raw pointers are slots in the frames of waiting parties. A slot stays on a
+// queue only while its owner waits (the owner leaves only once `done` is set, or takes the
+// slot off the queue under the lock as it unwinds), and the slot is used only under the
+// lock or, after `done`, by its owner. Values of T cross threads, hence `T: Send`.
+unsafe impl<T: Send> Send for Chan<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Chan<T> {}
+
+/// A waiting party's slot. Go: `sudog`.
+struct Slot<T> {
+    value: UnsafeCell<Option<T>>,
+    /// Set (last, under the channel lock) by the party that completes or cancels the wait.
+    done: AtomicBool,
+    waiter: Waiter,
+}
+
+impl<T> Chan<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // No user code runs under this lock (values are moved, not dropped, inside it).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Completes the wait of the party that owns `slot` and returns its waiter to wake
+    /// once the lock is released.
+    ///
+    /// # Safety
+    ///
+    /// `slot` was just taken off a queue under the lock the caller still holds.
+    unsafe fn complete(slot: *const Slot<T>) -> Waiter {
+        // SAFETY: the owner waits until `done`, so the slot is alive; after the store it
+        // may be gone, so the waiter is cloned first.
+        unsafe {
+            let waiter = (*slot).waiter.clone();
+            (*slot).done.store(true, Release);
+            waiter
+        }
+    }
+
+    /// Puts `slot` on a queue, waits until the other side completes it, and takes it off
+    /// the queue if the wait is unwound (a G torn down at shutdown).
+    fn wait(&self, slot: &Slot<T>, receiving: bool, mut state: MutexGuard<'_, State<T>>) {
+        let ptr: *const Slot<T> = slot;
+        if receiving {
+            state.receivers.push_back(ptr);
+        } else {
+            state.senders.push_back(ptr);
+        }
+        drop(state);
+        struct Dequeue<'a, T>(&'a Chan<T>, *const Slot<T>, bool);
+        impl<T> Drop for Dequeue<'_, T> {
+            fn drop(&mut self) {
+                let mut state = self.0.lock();
+                let queue = if self.2 {
+                    &mut state.receivers
+                } else {
+                    &mut state.senders
+                };
+                queue.retain(|p| *p != self.1);
+            }
+        }
+        let guard = Dequeue(self, ptr, receiving);
+        let reason = if receiving {
+            WaitReason::ChanRecv
+        } else {
+            WaitReason::ChanSend
+        };
+        while !slot.done.load(Acquire) {
+            slot.waiter.wait(reason);
+        }
+        // Completed: the other side already took the slot off the queue.
+        std::mem::forget(guard);
+    }
+}
+
+impl<T: Send> Sender<T> {
+    /// Sends `value`, waiting until a receiver takes it. Go: `ch <- v` (`chansend`).
+    ///
+    /// # Errors
+    ///
+    /// If every receiver is dropped, before or while waiting: the value comes back.
+    pub fn send(&self, value: T) -> Result<(), SendError<T>> {
+        let mut state = self.chan.lock();
+        if let Some(receiver) = state.receivers.pop_front() {
+            // SAFETY: a queued receiver's slot is alive and empty until we complete it.
+            let waiter = unsafe {
+                *(*receiver).value.get() = Some(value);
+                Chan::complete(receiver)
+            };
+            drop(state);
+            waiter.wake();
+            return Ok(());
+        }
+        if state.receivers_alive == 0 {
+            return Err(SendError(value));
+        }
+        let slot = Slot {
+            value: UnsafeCell::new(Some(value)),
+            done: AtomicBool::new(false),
+            waiter: Waiter::current(),
+        };
+        self.chan.wait(&slot, false, state);
+        // A receiver took the value, or the last receiver left it with us.
+        match slot.value.into_inner() {
+            None => Ok(()),
+            Some(value) => Err(SendError(value)),
+        }
+    }
+}
+
+impl<T: Send> Receiver<T> {
+    /// Receives a value, waiting for a sender. Go: `v, ok := <-ch` (`chanrecv`).
+    ///
+    /// # Errors
+    ///
+    /// If every sender is dropped and none is waiting.
+    pub fn recv(&self) -> Result<T, RecvError> {
+        let mut state = self.chan.lock();
+        if let Some(sender) = state.senders.pop_front() {
+            // SAFETY: a queued sender's slot is alive and holds its value until completed.
+            let (value, waiter) = unsafe {
+                let value = (*(*sender).value.get()).take();
+                (value, Chan::complete(sender))
+            };
+            drop(state);
+            waiter.wake();
+            return value.ok_or(RecvError);
+        }
+        if state.senders_alive == 0 {
+            return Err(RecvError);
+        }
+        let slot = Slot {
+            value: UnsafeCell::new(None),
+            done: AtomicBool::new(false),
+            waiter: Waiter::current(),
+        };
+        self.chan.wait(&slot, true, state);
+        slot.value.into_inner().ok_or(RecvError)
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.chan.lock().senders_alive += 1;
+        Sender {
+            chan: self.chan.clone(),
+        }
+    }
+}
+
+impl<T> Clone for Receiver<T> {
+    fn clone(&self) -> Self {
+        self.chan.lock().receivers_alive += 1;
+        Receiver {
+            chan: self.chan.clone(),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let waiters: Vec<Waiter> = {
+            let mut state = self.chan.lock();
+            state.senders_alive -= 1;
+            if state.senders_alive > 0 {
+                return;
+            }
+            // The last sender: every waiting receiver gets "closed" (an empty slot).
+            let queued: Vec<_> = state.receivers.drain(..).collect();
+            // SAFETY: each was just taken off the queue under the lock we hold.
+            queued
+                .into_iter()
+                .map(|r| unsafe { Chan::complete(r) })
+                .collect()
+        };
+        waiters.iter().for_each(Waiter::wake);
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let waiters: Vec<Waiter> = {
+            let mut state = self.chan.lock();
+            state.receivers_alive -= 1;
+            if state.receivers_alive > 0 {
+                return;
+            }
+            // The last receiver: every waiting sender gets its value back.
+            let queued: Vec<_> = state.senders.drain(..).collect();
+            // SAFETY: each was just taken off the queue under the lock we hold.
+            queued
+                .into_iter()
+                .map(|s| unsafe { Chan::complete(s) })
+                .collect()
+        };
+        waiters.iter().for_each(Waiter::wake);
+    }
+}

@@ -1,0 +1,102 @@
+//! Synchronisation for Gs. Stage 1 has [`WaitGroup`]; `Mutex` arrives in chapter 13.
+//!
+//! Not here: channels (`chan.rs`).
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::g::Waiter;
+use crate::parts::g::WaitReason;
+
+/// Waits for a set of Gs to finish: `add` before starting each, `done` at its end, `wait`
+/// until the count is back to zero. Clones share one counter. Go: `sync.WaitGroup`.
+///
+/// ```
+/// let total = gmp::run(|| {
+///     let wg = gmp::sync::WaitGroup::new();
+///     let sum = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+///     for i in 1..=4 {
+///         wg.add(1);
+///         let (wg, sum) = (wg.clone(), sum.clone());
+///         gmp::go(move || {
+///             sum.fetch_add(i, std::sync::atomic::Ordering::Relaxed);
+///             wg.done();
+///         });
+///     }
+///     wg.wait();
+///     sum.load(std::sync::atomic::Ordering::Relaxed)
+/// });
+/// assert_eq!(total, 10);
+/// ```
+#[derive(Clone, Default)]
+pub struct WaitGroup {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    count: usize,
+    waiters: Vec<Waiter>,
+}
+
+impl fmt::Debug for WaitGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WaitGroup {{ count: {} }}", self.lock().count)
+    }
+}
+
+impl WaitGroup {
+    /// A WaitGroup with a count of zero.
+    pub fn new() -> WaitGroup {
+        WaitGroup::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds `n` to the count.
+    pub fn add(&self, n: usize) {
+        self.lock().count += n;
+    }
+
+    /// Takes one off the count; at zero, wakes every waiter.
+    ///
+    /// # Panics
+    ///
+    /// If the count is already zero (more `done`s than `add`s), as Go's
+    /// "sync: negative WaitGroup counter".
+    pub fn done(&self) {
+        let waiters = {
+            let mut inner = self.lock();
+            if inner.count == 0 {
+                drop(inner);
+                panic!(
+                    "WaitGroup::done called with the count at zero: call add(1) before \
+                     starting each G that calls done()"
+                );
+            }
+            inner.count -= 1;
+            if inner.count > 0 {
+                return;
+            }
+            std::mem::take(&mut inner.waiters)
+        };
+        waiters.iter().for_each(Waiter::wake);
+    }
+
+    /// Waits until the count is zero.
+    pub fn wait(&self) {
+        let me = Waiter::current();
+        loop {
+            {
+                let mut inner = self.lock();
+                if inner.count == 0 {
+                    return;
+                }
+                inner.waiters.push(me.clone());
+            }
+            me.wait(WaitReason::WaitGroup);
+        }
+    }
+}
