@@ -498,3 +498,82 @@ fn step3_a_scheduler_loop_resumes_fibers_in_turn() {
         },
     );
 }
+
+// ---- Whole runtime: every G runs on your Fiber pair (the asm engine, feature mine-04). ----
+
+fn asm_runtime() -> gmp::Runtime {
+    let rt = gmp::Runtime::builder()
+        .procs(1)
+        .engine(gmp::Engine::Asm)
+        .build()
+        .unwrap();
+    assert_eq!(rt.engine(), gmp::Engine::Asm);
+    rt
+}
+
+#[test]
+fn whole_runtime_gs_spawn_and_join_on_your_switch() {
+    let run = testkit::run_in_child(
+        "whole_runtime_gs_spawn_and_join_on_your_switch",
+        LIMIT,
+        || {
+            let sum = asm_runtime().block_on(|| {
+                let hs: Vec<_> = (0..2_000u64).map(|i| gmp::go(move || i)).collect();
+                hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+            });
+            assert_eq!(sum, 2_000 * 1_999 / 2);
+        },
+    );
+    assert!(run.success, "{CRASH_HINT}\n{run:?}");
+}
+
+#[test]
+fn whole_runtime_ping_pong_and_yield_on_your_switch() {
+    let run = testkit::run_in_child(
+        "whole_runtime_ping_pong_and_yield_on_your_switch",
+        LIMIT,
+        || {
+            let (echoed, turns) = asm_runtime().block_on(|| {
+                let (tx, rx) = gmp::chan::rendezvous::<u32>();
+                let (back_tx, back_rx) = gmp::chan::rendezvous::<u32>();
+                let echo = gmp::go(move || {
+                    while let Ok(v) = rx.recv() {
+                        back_tx.send(v * 2).unwrap();
+                    }
+                });
+                let echoed: u32 = (0..1_000)
+                    .map(|i| {
+                        tx.send(i).unwrap();
+                        back_rx.recv().unwrap()
+                    })
+                    .sum();
+                drop(tx);
+                echo.join().unwrap();
+                let turns = gmp::go(|| (0..1_000).map(|_| gmp::yield_now()).count());
+                (echoed, turns.join().unwrap())
+            });
+            assert_eq!(echoed, 2 * (1_000 * 999 / 2));
+            assert_eq!(turns, 1_000);
+        },
+    );
+    assert!(run.success, "{CRASH_HINT}\n{run:?}");
+}
+
+#[test]
+fn whole_runtime_a_panicking_g_leaves_your_switch_working() {
+    let run = testkit::run_in_child(
+        "whole_runtime_a_panicking_g_leaves_your_switch_working",
+        LIMIT,
+        || {
+            let after = asm_runtime().block_on(|| {
+                let err = gmp::go(|| -> u32 { panic!("boom on a fiber") })
+                    .join()
+                    .unwrap_err();
+                assert_eq!(err.message(), Some("boom on a fiber"));
+                gmp::go(|| 7).join().unwrap()
+            });
+            assert_eq!(after, 7);
+        },
+    );
+    assert!(run.success, "{CRASH_HINT}\n{run:?}");
+}

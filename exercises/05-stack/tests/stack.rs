@@ -362,3 +362,134 @@ fn step4_gs_run_on_pool_stacks_through_corosensei() {
         "each finished G's stack went back to the pool"
     );
 }
+
+// ---- Whole runtime: every G's stack comes from your pool (feature mine-05). ----
+
+/// Parks `n` Gs at once on one channel (each holds a stack from the pool), then releases
+/// them by dropping the only sender. Returns how many saw the channel close.
+fn park_many_gs(rt: gmp::Runtime, n: usize) -> usize {
+    rt.block_on(move || {
+        let (tx, rx) = gmp::chan::rendezvous::<()>();
+        let wg = gmp::sync::WaitGroup::new();
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let (rx, wg) = (rx.clone(), wg.clone());
+                wg.add(1);
+                gmp::go(move || {
+                    wg.done();
+                    rx.recv().is_err()
+                })
+            })
+            .collect();
+        wg.wait(); // every G has run and is about to park in recv
+        drop(tx);
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a parked G panicked"))
+            .filter(|closed| *closed)
+            .count()
+    })
+}
+
+#[test]
+fn whole_runtime_ten_thousand_parked_gs_on_guarded_stacks() {
+    let n = 10_000;
+    let closed = testkit::watchdog_with(
+        "10 000 Gs parked on a channel, each on a guarded stack from your pool",
+        LIMIT,
+        gmp::dump_all,
+        move || {
+            let rt = gmp::Runtime::builder().procs(1).build().unwrap();
+            park_many_gs(rt, n)
+        },
+    );
+    assert_eq!(
+        closed, n,
+        "every parked G must wake when the channel closes"
+    );
+}
+
+#[test]
+fn whole_runtime_a_hundred_thousand_parked_gs_on_slab_stacks() {
+    let n = 100_000;
+    let closed = testkit::watchdog_with(
+        "100 000 Gs parked on a channel, each on a slab stack from your pool",
+        LIMIT,
+        gmp::dump_all,
+        move || {
+            // SAFETY: these Gs use a few hundred bytes of their 16 KiB.
+            let builder = unsafe {
+                gmp::Runtime::builder()
+                    .procs(1)
+                    .stack_size(16 << 10)
+                    .slab_stacks()
+            };
+            park_many_gs(builder.build().unwrap(), n)
+        },
+    );
+    assert_eq!(
+        closed, n,
+        "every parked G must wake when the channel closes"
+    );
+}
+
+#[test]
+fn whole_runtime_a_g_that_overflows_a_guarded_stack_is_named() {
+    let run = run_in_child(
+        "whole_runtime_a_g_that_overflows_a_guarded_stack_is_named",
+        LIMIT,
+        || {
+            let rt = gmp::Runtime::builder().procs(1).build().unwrap();
+            rt.block_on(|| gmp::go(|| recurse(0, u64::MAX)).join().map(|_| ()).unwrap());
+        },
+    );
+    assert!(
+        run.output
+            .contains("overflowed its 64 KiB stack (guard page hit)"),
+        "a G running off its stack must be reported by G and size: {run:?}"
+    );
+    assert!(!run.success, "an overflow must end the process");
+}
+
+#[test]
+fn whole_runtime_a_g_that_overflows_into_its_slab_canary_is_named() {
+    let run = run_in_child(
+        "whole_runtime_a_g_that_overflows_into_its_slab_canary_is_named",
+        LIMIT,
+        || {
+            // SAFETY: not kept on purpose: the G below reaches into its canary zone (and
+            // no further), which the check at its next switch must report.
+            let builder = unsafe {
+                gmp::Runtime::builder()
+                    .procs(1)
+                    .stack_size(16 << 10)
+                    .slab_stacks()
+            };
+            builder.build().unwrap().block_on(|| {
+                let g = gmp::go(|| {
+                    let bottom = gmp::stack_bounds().expect("a G has a stack").start;
+                    dig(bottom + CANARY_BYTES);
+                    gmp::yield_now(); // the switch where the runtime checks the canary
+                });
+                g.join().unwrap();
+            });
+        },
+    );
+    assert!(
+        run.output
+            .contains("overflowed its 16 KiB stack (canary zone overwritten"),
+        "a slab G that wrote into its canary zone must be reported at its next switch: {run:?}"
+    );
+    assert!(!run.success, "an overflow must end the process");
+}
+
+/// Recurses with small frames (well under CANARY_BYTES each) until one lies below `floor`,
+/// writing every frame: the last one lands inside the canary zone, not past the stack.
+fn dig(floor: usize) {
+    let pad = [0xA5u8; 32];
+    std::hint::black_box(&pad);
+    if (pad.as_ptr() as usize) > floor {
+        dig(floor);
+    }
+    std::hint::black_box(&pad);
+}
