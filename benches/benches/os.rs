@@ -1,12 +1,14 @@
 //! Criterion benches of the OS costs of chapters 1–3: process spawn, thread spawn+join, and
 //! the ping-pong hand-off over three mechanisms, cross-core and same-core; and the
-//! user-space switch of chapter 4 (part 04's asm switch and step-3 fiber against corosensei).
+//! user-space switch of chapter 4 (part 04's asm switch and step-3 fiber against corosensei);
+//! and the Gs of chapter 6 at P=1 (spawn+join, channel hand-off, yield) on both engines.
 //!
 //! ```text
 //! cargo bench -p gmp-benches               # full: HTML under target/criterion/report/
 //! cargo bench -p gmp-benches -- --quick    # quick: criterion's --quick, shorter limits
 //! cargo bench -p gmp-benches -- handoff    # one group
 //! cargo bench -p gmp-benches -- switch     # asm switch vs asm fiber vs corosensei round trip
+//! cargo bench -p gmp-benches -- g/         # Gs on one P (Go's twins are in the class bench)
 //! ```
 //!
 //! The measurements are the crate's (`gmp_benches::*`), the same code the class bench runs.
@@ -18,8 +20,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gmp_benches::{
-    Engine, Mechanism, Placement, handoff, osthread_spawn_join, process_spawn_wait, std_spawn_join,
-    switch_round_trip,
+    Engine, Mechanism, Placement, gs, handoff, osthread_spawn_join, process_spawn_wait,
+    std_spawn_join, switch_round_trip,
 };
 
 /// `--quick` on the command line (criterion's flag: stop once the estimate is stable, at
@@ -103,6 +105,24 @@ fn switches(c: &mut Criterion) {
     g.finish();
 }
 
+fn gs(c: &mut Criterion) {
+    let mut g = c.benchmark_group("g");
+    g.measurement_time(measurement_time());
+    for engine in [gmp::Engine::Corosensei, gmp::Engine::Asm] {
+        // Each sample starts its own one-P runtime outside the timed part.
+        g.bench_function(format!("spawn_join/{}", engine.name()), |b| {
+            b.iter_custom(|iters| gs::g_spawn_join(engine, iters).expect("G spawn+join"))
+        });
+        g.bench_function(format!("handoff/{}", engine.name()), |b| {
+            b.iter_custom(|iters| gs::g_ping_pong(engine, iters).expect("G hand-off"))
+        });
+        g.bench_function(format!("yield/{}", engine.name()), |b| {
+            b.iter_custom(|iters| gs::g_yield(engine, iters).expect("G yield"))
+        });
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     let c = Criterion::default().warm_up_time(Duration::from_secs(1));
     if quick() {
@@ -117,6 +137,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = os;
     config = config();
-    targets = process, thread, handoffs, switches
+    targets = process, thread, handoffs, switches, gs
 }
 criterion_main!(os);

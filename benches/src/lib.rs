@@ -20,6 +20,8 @@
 //! part 01 (`procinfo`), the futex hand-off is part 03 (`parker`) and the stack switch is
 //! part 04 (`context`), all from `solutions/`.
 
+pub mod go;
+pub mod gs;
 pub mod report;
 
 use std::ffi::OsStr;
@@ -77,6 +79,10 @@ pub struct Plan {
     /// The two round-trip counts [`callgrind_round_trip`] runs under callgrind; the
     /// difference of the totals over the difference of the counts is one round trip.
     pub callgrind_rounds: (u64, u64),
+    /// Operations per timed run of each G measurement (spawn+join, hand-off, yield).
+    pub g_ops: u64,
+    /// At most this many parked Gs per memory measurement (the report asks for 1M).
+    pub parked_max: usize,
 }
 
 impl Plan {
@@ -90,6 +96,8 @@ impl Plan {
         sleeper_runs: 3,
         switch_rounds: 1_000_000,
         callgrind_rounds: (10_000, 110_000),
+        g_ops: 200_000,
+        parked_max: 1_000_000,
     };
 
     /// The full class bench: 10,000 sleeping threads, as in chapter 2.
@@ -102,6 +110,8 @@ impl Plan {
         sleeper_runs: 3,
         switch_rounds: 10_000_000,
         callgrind_rounds: (100_000, 1_100_000),
+        g_ops: 1_000_000,
+        parked_max: 1_000_000,
     };
 
     /// Tiny counts for the unit tests: proves the code runs, measures nothing.
@@ -114,6 +124,8 @@ impl Plan {
         sleeper_runs: 1,
         switch_rounds: 100,
         callgrind_rounds: (10, 110),
+        g_ops: 100,
+        parked_max: 1_000,
     };
 }
 

@@ -1,4 +1,4 @@
-//! The class bench: the costs chapters 1–4 talk about, measured on the machine in front of
+//! The class bench: the costs chapters 1–6 talk about, measured on the machine in front of
 //! the class, beside the seed articles' figures and the reference machine's (ANCHORS.md).
 //!
 //! ```text
@@ -36,13 +36,18 @@ use gmp_benches::{
     sleeping_threads, std_spawn_join, switch_round_trip, valgrind_on_path,
 };
 
+mod gs;
+
 const USAGE: &str = "usage: class-bench [--quick] [--json] [--pause]
        class-bench --switch-count asm|fiber|corosensei N
+       class-bench --parked N slab|guarded STACK_BYTES
   --quick  a short run (under a minute on 2 cores): 1,000 sleeping threads, fewer rounds
   --json   print the report as JSON on stdout (progress goes to stderr)
   --pause  wait for Enter after each prediction question (when stdin is a terminal)
   --switch-count ENGINE N
-           run N user-space switch round trips and exit (what callgrind counts)";
+           run N user-space switch round trips and exit (what callgrind counts)
+  --parked N MODE STACK_BYTES
+           park N gmp Gs, print their memory and exit (run fresh for each measurement)";
 
 /// Reference figures of ANCHORS.md, µs.
 const REF_CROSS_US: f64 = 25.0;
@@ -92,6 +97,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--switch-count") {
         return switch_count(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("--parked") {
+        return gs::parked_main(&args[1..]);
     }
     let mut opts = Options {
         quick: false,
@@ -145,6 +153,8 @@ fn main() -> ExitCode {
     let handoffs = measure_handoffs(&out, plan);
     let sleepers = measure_sleepers(&out, plan);
     let switches = measure_switches(&out, plan);
+    let dir = target_dir().join("class-bench");
+    let gs = gs::measure(&out, plan, &dir);
 
     rows_process_and_spawn(&mut report, &process, &spawn);
     rows_handoffs(&mut report, &handoffs);
@@ -152,6 +162,8 @@ fn main() -> ExitCode {
     rows_switches(&mut report, &switches);
     ratios(&mut report, &process, &spawn, &handoffs, &sleepers);
     ratios_switches(&mut report, &handoffs, &switches);
+    gs::rows(&mut report, &gs);
+    gs::ratios(&mut report, &gs);
 
     report.facts = machine_facts();
     report.facts.push((
@@ -179,7 +191,6 @@ fn main() -> ExitCode {
         ));
     }
 
-    let dir = target_dir().join("class-bench");
     if opts.json {
         print!("{}", report.json());
     } else {

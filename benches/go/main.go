@@ -1,0 +1,178 @@
+// The Go side of the class bench: what a goroutine costs, measured the way the Rust side
+// measures an OS thread or a G of the workbook's runtime, so the two can stand in one table.
+//
+//	gobench spawn-join N   start one goroutine, wait for its value; N times, one at a time
+//	gobench pingpong N     two goroutines, two unbuffered channels, N round trips
+//	gobench yield N        two goroutines, each calls runtime.Gosched N times
+//	gobench parked N       N goroutines blocked on one channel: RSS and create time per G
+//
+// Each run prints one line of JSON, for benches/src/go.rs:
+//
+//	{"kind":"pingpong","n":1000000,"ns_per_op":128.4,"rss_bytes_per_g":0,"gomaxprocs":1}
+//
+// ns_per_op is per spawn+join, per hand-off (a round trip is two), per Gosched, or per
+// created goroutine. The Go runtime reads GOMAXPROCS from the environment itself; the class
+// bench sets GOMAXPROCS=1 to compare with a runtime running on one P.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+const usage = "usage: gobench spawn-join|pingpong|yield|parked N"
+
+func main() {
+	if len(os.Args) != 3 {
+		fail(usage)
+	}
+	kind := os.Args[1]
+	n, err := strconv.ParseUint(os.Args[2], 10, 64)
+	if err != nil || n == 0 {
+		fail(fmt.Sprintf("N must be a whole number above 0, got %q\n%s", os.Args[2], usage))
+	}
+
+	var nsPerOp, rssPerG float64
+	switch kind {
+	case "spawn-join":
+		spawnJoin(warmUp(n)) // why: the first Gs and channels allocate; later ones reuse
+		nsPerOp = perOp(spawnJoin(n), n)
+	case "pingpong":
+		pingPong(warmUp(n))
+		nsPerOp = perOp(pingPong(n), 2*n) // one round trip is two hand-offs
+	case "yield":
+		yield(warmUp(n))
+		nsPerOp = perOp(yield(n), 2*n) // two goroutines yield n times each
+	case "parked":
+		// No warm-up: the dead Gs of a warm-up would be reused and hide the memory cost.
+		var elapsed time.Duration
+		elapsed, rssPerG = parked(n)
+		nsPerOp = perOp(elapsed, n)
+	default:
+		fail(fmt.Sprintf("unknown kind %q\n%s", kind, usage))
+	}
+	fmt.Printf("{\"kind\":%q,\"n\":%d,\"ns_per_op\":%.1f,\"rss_bytes_per_g\":%.1f,\"gomaxprocs\":%d}\n",
+		kind, n, nsPerOp, rssPerG, runtime.GOMAXPROCS(0))
+}
+
+// spawnJoin starts a goroutine that sends one value on a fresh channel and waits for it.
+func spawnJoin(n uint64) time.Duration {
+	start := time.Now()
+	for i := range n {
+		done := make(chan uint64)
+		go func() { done <- i }()
+		<-done
+	}
+	return time.Since(start)
+}
+
+// pingPong passes one value back and forth: main sends on ping, the other goroutine
+// answers on pong. Unbuffered, so every send waits for its receiver: each message is a
+// hand-off from one goroutine to the other.
+func pingPong(n uint64) time.Duration {
+	ping, pong := make(chan uint64), make(chan uint64)
+	go func() {
+		for v := range ping {
+			pong <- v + 1
+		}
+	}()
+	start := time.Now()
+	v := uint64(0)
+	for range n {
+		ping <- v
+		v = <-pong
+	}
+	elapsed := time.Since(start)
+	close(ping) // lets the other goroutine end
+	return elapsed
+}
+
+// yield runs two goroutines that call runtime.Gosched n times each; on one P every call
+// switches to the other goroutine.
+func yield(n uint64) time.Duration {
+	var ready, done sync.WaitGroup
+	gate := make(chan struct{})
+	for range 2 {
+		ready.Add(1)
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			ready.Done()
+			<-gate // why: both start yielding together, not one alone first
+			for range n {
+				runtime.Gosched()
+			}
+		}()
+	}
+	ready.Wait()
+	start := time.Now()
+	close(gate)
+	done.Wait()
+	return time.Since(start)
+}
+
+// parked starts n goroutines that block for good on one shared channel and returns the
+// time to create them and the resident memory each adds. The time runs from the first `go`
+// until every goroutine has run up to its receive. They stay blocked until the program exits.
+func parked(n uint64) (time.Duration, float64) {
+	forever := make(chan struct{})
+	var started sync.WaitGroup
+	started.Add(int(n))
+	runtime.GC() // why: measure from a heap with no garbage in it
+	before := vmRSS()
+	start := time.Now()
+	for range n {
+		go func() {
+			started.Done()
+			<-forever
+		}()
+	}
+	started.Wait()
+	elapsed := time.Since(start)
+	runtime.GC() // why: count what the parked goroutines keep, not garbage left on the way
+	after := vmRSS()
+	return elapsed, float64(after-before) / float64(n)
+}
+
+// vmRSS reads the resident set size of this process, in bytes, from /proc/self/status.
+func vmRSS() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		fail("reading /proc/self/status (Linux only): " + err.Error())
+	}
+	defer f.Close()
+	lines := bufio.NewScanner(f)
+	for lines.Scan() {
+		// The line reads "VmRSS:     1234 kB".
+		if rest, ok := strings.CutPrefix(lines.Text(), "VmRSS:"); ok {
+			kib, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				fail("cannot read the VmRSS line of /proc/self/status: " + lines.Text())
+			}
+			return kib * 1024
+		}
+	}
+	fail("/proc/self/status has no VmRSS line")
+	return 0
+}
+
+// warmUp is the count of the untimed first run: a tenth, at most 10,000.
+func warmUp(n uint64) uint64 {
+	return min(n/10+1, 10_000)
+}
+
+func perOp(d time.Duration, ops uint64) float64 {
+	return float64(d.Nanoseconds()) / float64(ops)
+}
+
+// fail prints why on stderr and exits 2; stdout stays empty, so no half a line is parsed.
+func fail(why string) {
+	fmt.Fprintln(os.Stderr, "gobench: "+why)
+	os.Exit(2)
+}
