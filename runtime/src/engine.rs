@@ -28,7 +28,8 @@ pub(crate) enum SwitchOut {
     Exit,
 }
 
-/// A G's function, wrapped so that it never unwinds.
+/// A G's function, wrapped so that the G's own panics never unwind out of it (a part
+/// panicking while the body wakes a joiner still can; each engine carries that to g0).
 pub(crate) type Body = Box<dyn FnOnce() + Send>;
 
 /// Which engine runs the Gs of a runtime; see [`Builder::engine`](crate::Builder::engine).
@@ -215,6 +216,8 @@ mod asm {
         fiber: UnsafeCell<Fiber>,
         why: Cell<SwitchOut>,
         body: Cell<Option<Body>>,
+        /// A panic that escaped the body, for g0 to re-raise.
+        panic: Cell<Option<Box<dyn std::any::Any + Send>>>,
     }
 
     impl Suspender {
@@ -223,6 +226,7 @@ mod asm {
                 fiber: UnsafeCell::new(Fiber::default()),
                 why: Cell::new(SwitchOut::Exit),
                 body: Cell::new(None),
+                panic: Cell::new(None),
             }
         }
 
@@ -253,7 +257,13 @@ mod asm {
         // outlives the fiber (Engine::new's contract).
         let body = unsafe { (*suspender).body.take() };
         if let Some(body) = body {
-            body(); // never unwinds: the runtime wraps every G in catch_unwind
+            // The runtime catches the G's own panics inside `body`; what is left is a part
+            // panicking as it wakes a joiner. It must not unwind out of this extern "C"
+            // frame: carry it to g0, which re-raises it (and reports a broken runtime).
+            if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+                // SAFETY: as above.
+                unsafe { (*suspender).panic.set(Some(payload)) };
+            }
         }
         loop {
             // SAFETY: as above; we are on this fiber's stack. g0 never resumes it again.
@@ -302,6 +312,10 @@ mod asm {
                 (*self.suspender).why.get()
             };
             self.finished = why == SwitchOut::Exit;
+            // SAFETY: as above; the fiber is suspended, so nothing else touches the cell.
+            if let Some(payload) = unsafe { (*self.suspender).panic.take() } {
+                std::panic::resume_unwind(payload);
+            }
             why
         }
     }

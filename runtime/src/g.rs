@@ -80,7 +80,7 @@ impl G {
     /// # Safety
     ///
     /// The caller is the M that moved this G to running and has not yet handed it on.
-    pub(crate) unsafe fn resume(&self) -> SwitchOut {
+    pub(crate) unsafe fn resume(self: &Arc<Self>) -> SwitchOut {
         // SAFETY: the caller's promise: we alone touch `run` now.
         let run = unsafe { &mut *self.run.get() };
         if run.engine.is_none() {
@@ -107,7 +107,8 @@ impl G {
         let info = run.stack.expect("set with the engine");
         let why = {
             let _running = info.enter();
-            CURRENT_G.set(self);
+            // From the Arc itself, so `arc_of` may take another count through it.
+            CURRENT_G.set(Arc::as_ptr(self));
             let why = run.engine.as_mut().expect("checked above").resume();
             CURRENT_G.set(ptr::null());
             why
@@ -177,8 +178,8 @@ pub(crate) fn tearing_down() -> bool {
 /// Another `Arc` of the running G.
 fn arc_of(g: &'static G) -> Arc<G> {
     let raw: *const G = g;
-    // SAFETY: CURRENT_G is only ever set from a live `Arc<G>` (sched.rs `execute`) that the
-    // M keeps while the G runs, so `raw` points into an Arc allocation with a count >= 1.
+    // SAFETY: CURRENT_G is only ever set from `Arc::as_ptr` of a live `Arc<G>` (G::resume)
+    // that the M keeps while the G runs, so `raw` is an Arc pointer with a count >= 1.
     unsafe {
         Arc::increment_strong_count(raw);
         Arc::from_raw(raw)
