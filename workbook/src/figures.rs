@@ -255,6 +255,40 @@ impl Figures {
             .collect()
     }
 
+    /// The figures a wrong `literal` on `line` most likely means: those with its unit whose
+    /// key and description share the most words with the line (at most three).
+    pub fn nearest(&self, literal: &str, line: &str) -> Vec<&Figure> {
+        let literal = normalize(literal);
+        let unit: String = literal
+            .chars()
+            .rev()
+            .take_while(|c| c.is_alphabetic())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let words = |text: &str| -> Vec<String> {
+            text.split(|c: char| !c.is_alphanumeric() && c != '-')
+                .filter(|w| w.chars().count() >= 4)
+                .map(str::to_lowercase)
+                .collect()
+        };
+        let line_words = words(line);
+        let mut scored: Vec<(usize, &Figure)> = self
+            .figures
+            .values()
+            .filter(|f| normalize(&f.unit) == unit)
+            .map(|f| {
+                let own = words(&format!("{} {}", f.key.replace(['.', '_'], " "), f.what));
+                let score = own.iter().filter(|w| line_words.contains(w)).count();
+                (score, f)
+            })
+            .filter(|(score, _)| *score > 0)
+            .collect();
+        scored.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.key.cmp(&b.1.key)));
+        scored.into_iter().take(3).map(|(_, f)| f).collect()
+    }
+
     /// Whether `literal` may stay on `page` (a file name such as `ch05-stack.md`).
     pub fn allows(&self, literal: &str, page: &str) -> bool {
         let wanted = normalize(literal);
@@ -823,6 +857,7 @@ pub fn check_pages(root: &Path) -> Vec<PageProblem> {
         let page = crate::rel(root, &path);
         let name = page_name(&path);
         for (line, parts) in segments(&text) {
+            let whole: String = parts.iter().map(|(_, t)| *t).collect();
             for (segment, piece) in parts {
                 let mut prose = String::new();
                 let mut last = 0;
@@ -855,7 +890,26 @@ pub fn check_pages(root: &Path) -> Vec<PageProblem> {
                         .as_ref()
                         .map(|f| f.keys_with_text(&literal.text))
                         .unwrap_or_default();
+                    let near = figures
+                        .as_ref()
+                        .map(|f| f.nearest(&literal.text, &whole))
+                        .unwrap_or_default();
                     let fix = match keys.as_slice() {
+                        [] if !near.is_empty() => format!(
+                            "no figure in {FIGURES_REL} has this value. If it is the \
+                             quantity of {}, write that tag: a second value for one quantity \
+                             is how pages come to disagree. If it is a new figure, add \
+                             [fig.KEY] with value, unit, source and what, and write {{{{fig KEY}}}}",
+                            near.iter()
+                                .map(|f| format!(
+                                    "{{{{fig {}}}}} ({}: {})",
+                                    f.key,
+                                    f.text(),
+                                    f.what
+                                ))
+                                .collect::<Vec<_>>()
+                                .join(" or ")
+                        ),
                         [] => format!(
                             "no figure in {FIGURES_REL} has this value: if it is a figure \
                              the book already quotes, use that key (a second value for one \
@@ -1032,6 +1086,18 @@ why = "the page size"
         assert_eq!(figures.keys_with_text("10 us"), ["seed.thread_create"]);
         assert!(figures.allows("4\u{a0}KiB", "ch05-stack.md"));
         assert!(!figures.allows("4 KiB", "ch02-osthread.md"));
+    }
+
+    #[test]
+    fn a_wrong_value_points_at_the_figure_of_the_same_quantity() {
+        let figures = Figures::parse(DATA).unwrap();
+        let near = figures.nearest("209 ns", "| Go hand-off over a channel | 209 ns |");
+        let keys: Vec<&str> = near.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(keys, ["go.handoff"]);
+        assert!(
+            figures.nearest("209 ms", "Go hand-off").is_empty(),
+            "units differ"
+        );
     }
 
     #[test]

@@ -49,7 +49,8 @@ fn a_wrong_literal_figure_and_an_unknown_key_fail_verify_naming_page_and_line() 
     assert!(
         message.contains(&format!("book/src/ch03-parker.md line {line}"))
             && message.contains("`123–134 ns`")
-            && message.contains("no figure in book/figures.toml has this value"),
+            && message.contains("no figure in book/figures.toml has this value")
+            && message.contains("If it is the quantity of {{fig go.handoff}} (125–150\u{a0}ns"),
         "the message names page, line and literal: {message}"
     );
 
