@@ -11,7 +11,8 @@
 //! - `{{fig KEY}}` becomes the figure's value and unit as plain text, e.g. `123–134 ns`
 //!   (plain, so a tag works in tables, headings and image descriptions alike);
 //! - `{{chapters-map}}` and `{{instructor-table}}`, alone on a line, become the
-//!   introduction's chapter map and chapter 0's instructor table;
+//!   introduction's chapter map and chapter 0's instructor table (elsewhere on a line they
+//!   stay as they are, so running text can name them without an escape);
 //! - `\{{fig KEY}}` is written out as `{{fig KEY}}`, for pages that explain the tags.
 //!
 //! mdBook's own directives start with `{{#`, so neither can take the other's tags.
