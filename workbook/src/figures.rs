@@ -12,7 +12,8 @@
 //!   (plain, so a tag works in tables, headings and image descriptions alike);
 //! - `{{chapters-map}}` and `{{instructor-table}}`, alone on a line, become the
 //!   introduction's chapter map and chapter 0's instructor table (elsewhere on a line they
-//!   stay as they are, so running text can name them without an escape);
+//!   stay as they are, so running text can name them without an escape); likewise
+//!   `{{figures-table}}`, every figure with its source, for the appendix of figures;
 //! - `\{{fig KEY}}` is written out as `{{fig KEY}}`, for pages that explain the tags.
 //!
 //! mdBook's own directives start with `{{#`, so neither can take the other's tags.
@@ -35,6 +36,8 @@ const FIG_OPEN: &str = "{{fig ";
 pub const CHAPTERS_MAP: &str = "{{chapters-map}}";
 /// The block tag for chapter 0's instructor table.
 pub const INSTRUCTOR_TABLE: &str = "{{instructor-table}}";
+/// The block tag for the appendix that lists every figure with its source.
+pub const FIGURES_TABLE: &str = "{{figures-table}}";
 
 /// One quoted figure.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -360,6 +363,30 @@ impl Figures {
     }
 }
 
+impl Figures {
+    /// Every figure of the data file (not the generated chapter minutes) as a markdown
+    /// table: key, value, what it is, source.
+    pub fn figures_table(&self) -> String {
+        let cell = |text: &str| text.replace('|', "\\|");
+        let mut out =
+            String::from("| key | value | what | source |\n|-----|------:|------|--------|\n");
+        for fig in self.figures.values() {
+            if fig.key.starts_with("chapter.") {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} |",
+                fig.key,
+                cell(&fig.text()),
+                cell(&fig.what),
+                cell(&fig.source)
+            );
+        }
+        out
+    }
+}
+
 /// Walks `[fig.*]`: a table with a `value` is a figure, any other table a group of them.
 fn collect(table: &toml::Table, prefix: &str, out: &mut BTreeMap<String, Figure>) -> Result<()> {
     for (name, item) in table {
@@ -635,10 +662,11 @@ pub fn render_page(text: &str, page: &Path, figures: Option<&Figures>) -> Result
     for (line_no, parts) in segments(text) {
         let whole: String = parts.iter().map(|(_, t)| *t).collect();
         let block = whole.trim();
-        if block == CHAPTERS_MAP || block == INSTRUCTOR_TABLE {
+        if [CHAPTERS_MAP, INSTRUCTOR_TABLE, FIGURES_TABLE].contains(&block) {
             match figures {
                 Some(f) if block == CHAPTERS_MAP => out.push_str(&f.chapters_map()),
-                Some(f) => out.push_str(&f.instructor_table()),
+                Some(f) if block == INSTRUCTOR_TABLE => out.push_str(&f.instructor_table()),
+                Some(f) => out.push_str(&f.figures_table()),
                 None => errors.push(format!(
                     "{name} line {line_no}: {block} is made from the chapter list in \
                      {FIGURES_REL}, which does not exist"
@@ -1135,6 +1163,18 @@ discussion = 20
         let err = Figures::parse(data).unwrap_err();
         assert!(err.message().contains("is not its class time"), "{err}");
         let ok = Figures::parse(&data.replace("discussion = 20", "discussion = 30")).unwrap();
+        let figures = Figures::parse(&format!(
+            "{}\n{DATA}",
+            data.replace("discussion = 20", "discussion = 30")
+        ))
+        .unwrap();
+        let listing = figures.figures_table();
+        assert!(
+            listing.contains(
+                "| `go.handoff` | 123–134\u{a0}ns | Go hand-off | Go 1.23, reference machine |"
+            ) && !listing.contains("chapter.0.minutes"),
+            "{listing}"
+        );
         let table = ok.instructor_table();
         assert!(
             table.contains("| 0. [Zero](ch00-zero.md) | 10 min | 30 min | 30 min | 60 min |"),
