@@ -9,6 +9,9 @@
 //! `--open` tries, in order, `$BROWSER`, `xdg-open` and `open`; if none works it says so
 //! and prints the `file://` URL. Failing to open a browser never fails the command: the
 //! book is built, which is what matters.
+//!
+//! The figures the pages quote come from `book/figures.toml` through the preprocessor of
+//! [`crate::figures`], registered here; an unknown key stops the build naming key and page.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,8 +34,10 @@ pub fn build(root: &Path) -> Result<PathBuf> {
         )));
     }
     install_logger();
-    let book = MDBook::load(root)
+    let mut book = MDBook::load(root)
         .map_err(|e| Error::new(format!("mdBook could not load the book: {e:#}")))?;
+    // After mdBook's own {{#include}}: the tags of book/figures.toml, in-process.
+    book.with_preprocessor(crate::figures::Preprocessor);
     book.build()
         .map_err(|e| Error::new(format!("mdBook could not build the book: {e:#}")))?;
     let index = book.build_dir_for("html").join("index.html");

@@ -104,7 +104,8 @@ For instructors and authors
   bench [--quick]        the class bench report (target/class-bench/) and the
                          criterion benches (target/criterion/)
   verify [--only NN]     check the workbook: every skeleton red, every solution green,
-                         chapters and exercises linked both ways, step anchors, hints
+                         chapters and exercises linked both ways, step anchors, hints,
+                         every figure of the book a tag of book/figures.toml
 
   help                   this list
 ",

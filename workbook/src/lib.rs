@@ -4,8 +4,9 @@
 //! [`watch`], [`reset`], [`verify`], [`bench`]), and what they share: [`parts`] finds the
 //! exercises and chapters on disk, [`state`] keeps the learner's progress in a plain-text
 //! file, [`testrun`] runs one exercise's `cargo test` and reads what failed, [`poll`] notices
-//! changed files, [`cli`] turns the arguments into a [`cli::Command`]. `main.rs` only
-//! dispatches.
+//! changed files, [`cli`] turns the arguments into a [`cli::Command`], [`figures`] renders
+//! `book/figures.toml` into the pages (for [`book`]) and checks them (for [`verify`]).
+//! `main.rs` only dispatches.
 //!
 //! Everything takes the workbook's root folder as a path (found by [`parts::root`]), so the
 //! tests run the same code on a temporary copy of the repository.
@@ -16,6 +17,7 @@
 pub mod bench;
 pub mod book;
 pub mod cli;
+pub mod figures;
 pub mod hint;
 pub mod parts;
 pub mod poll;

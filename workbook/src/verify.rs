@@ -12,6 +12,9 @@
 //!   tests (the `todo!()` messages) points at a page that defines `{#anchor}`.
 //! - [`check_summary`]: SUMMARY.md lists every exercise's chapter, and every entry that is not
 //!   a draft (`- [Title]()`) has its file.
+//! - [`check_figures`]: every page takes its figures from `book/figures.toml` (see
+//!   [`crate::figures`]): no unknown tag key, no literal figure in prose; the chapter list
+//!   there agrees with SUMMARY.md.
 //! - [`check_skeleton`]: `cargo test -p ex-NN-slug --no-fail-fast` fails, with "not yet
 //!   implemented" and a `chNN-slug.html#` link in its output, and without a compile error.
 //! - [`check_solution`]: `cargo test -p sol-NN-slug` passes.
@@ -321,6 +324,30 @@ pub fn check_summary(root: &Path, parts: &[Part]) -> Vec<Problem> {
     problems
 }
 
+/// (f) The pages take every figure from `book/figures.toml`, and its chapter list agrees
+/// with SUMMARY.md. A problem names page, line, the literal and the key to write.
+pub fn check_figures(root: &Path) -> Vec<Problem> {
+    crate::figures::check_pages(root)
+        .into_iter()
+        .chain(crate::figures::check_chapters(root))
+        .map(|p| {
+            // The messages already start with "page line N:" or "page:".
+            let message = p
+                .message
+                .strip_prefix(&format!("{} line {}: ", p.page, p.line))
+                .or_else(|| p.message.strip_prefix(&format!("{}: ", p.page)))
+                .unwrap_or(&p.message)
+                .to_string();
+            let subject = if p.line == 0 {
+                p.page
+            } else {
+                format!("{} line {}", p.page, p.line)
+            };
+            Problem::new(subject, message)
+        })
+        .collect()
+}
+
 fn cargo_test(root: &Path, package: &str, target_dir: Option<&Path>) -> Result<TestRun> {
     Cargo::new(root).with_target_dir(target_dir).test(package)
 }
@@ -501,6 +528,17 @@ pub fn run(root: &Path, parts: &[Part], only: Option<&Part>) -> Result<()> {
             .collect(),
         seconds: None,
     });
+    if only.is_none() {
+        report(CheckResult {
+            subject: "book".into(),
+            what: format!(
+                "every figure comes from {} (no unknown key, no literal in prose)",
+                crate::figures::FIGURES_REL
+            ),
+            problems: check_figures(root),
+            seconds: None,
+        });
+    }
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     println!("running each skeleton's and solution's tests, one at a time (target dir: {target})");
     for part in &selected {
