@@ -386,8 +386,9 @@ pub(crate) fn rows(report: &mut Report, gs: &Gs) {
         "Parked Gs: each measured in a fresh process (`class-bench --parked`): VmRSS after all \
          Gs parked on one channel minus VmRSS before the runtime started, over the Gs that \
          parked. It counts each G's touched stack pages, its G record, closure and join \
-         slot. Guarded stacks take two mappings each, so vm.max_map_count caps them near \
-         32k; slab stacks share one mapping per 1024."
+         slot. Guarded stacks take two mappings each, and gmp keeps a sixteenth of \
+         vm.max_map_count free for malloc and threads, so about 30.7k fit under the default \
+         65,530; slab stacks share one mapping per 1024."
             .to_string(),
     );
     for op in Op::ALL {
