@@ -205,7 +205,7 @@ impl Builder {
                 value: "asm".to_string(),
             });
         }
-        Runtime::start(procs, self.m_stack.0, &cpus, stacks, engine)
+        Runtime::start(procs, self.m_stack.0, &cpus, stacks, self.slab, engine)
     }
 }
 

@@ -36,14 +36,16 @@ use std::fmt::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use crate::builder::{BuildError, Builder};
 use crate::engine::{Engine, SwitchOut};
 use crate::g::{self, G};
+use crate::maps;
 use crate::parts::g::AfterPark;
 use crate::parts::osthread::{MBuilder, MHandle};
 use crate::parts::parker::Parker;
-use crate::parts::stack::{self, PoolConfig, StackPool};
+use crate::parts::stack::{self, PoolConfig, SLAB_CHUNK, StackPool};
 use crate::task::{self, JoinHandle};
 
 /// A running runtime. Dropping it shuts it down (see "Shutdown" above).
@@ -61,16 +63,44 @@ pub(crate) struct Shared {
     next_g: AtomicU64,
     /// Every G's stack comes from here (part 05), through `alloc_stack`.
     stacks: StackPool,
-    /// The last refusal of the pool, and how many stacks were in use then: until some are
-    /// given back, asking again would only fail again, slowly (the error reads
-    /// /proc/self/maps to say which limit was hit).
-    stack_refusal: Mutex<Option<(String, usize)>>,
+    /// Declared after `stacks`, so dropped after it: tells refusals elsewhere that this
+    /// pool's mappings may be gone.
+    _pool_gone: maps::PoolGone,
+    /// Slab stacks (1 mapping per chunk) rather than guarded ones (2 per stack).
+    slab: bool,
+    /// The last refusal, kept for a while: a pool that must map would only be refused
+    /// again, slowly (a count of /proc/self/maps near the limit takes some 30 ms).
+    stack_refusal: Mutex<Option<Refusal>>,
     engine: Engine,
     /// Set when an M died of a panic on g0 (a part broke, say): what happened. The thread
     /// in `block_on` watches it, so a broken runtime is a clear error, not a silent hang.
     broken: Mutex<Option<String>>,
     /// The thread waiting in `block_on`, woken when the runtime breaks.
     main_waiter: Mutex<Option<Arc<Parker>>>,
+}
+
+/// Why the pool said no, until when that answer stands without asking again.
+struct Refusal {
+    why: String,
+    until: Instant,
+    /// `maps::generation()` then: a runtime dropped since may have unmapped its stacks.
+    generation: u64,
+}
+
+impl Refusal {
+    /// Holds 100 times as long as finding out took (at least 100 ms), so asking again costs
+    /// at most 1% of the time.
+    fn new(why: String, took: Duration) -> Refusal {
+        Refusal {
+            why,
+            until: Instant::now() + (took * 100).max(Duration::from_millis(100)),
+            generation: maps::generation(),
+        }
+    }
+
+    fn holds(&self) -> bool {
+        Instant::now() < self.until && self.generation == maps::generation()
+    }
 }
 
 struct Sched {
@@ -139,6 +169,7 @@ impl Runtime {
         m_stack: usize,
         cpus: &[usize],
         stacks: PoolConfig,
+        slab: bool,
         engine: Engine,
     ) -> Result<Runtime, BuildError> {
         let stacks = StackPool::new(stacks).map_err(|e| BuildError::Stacks {
@@ -165,6 +196,8 @@ impl Runtime {
                 .collect(),
             next_g: AtomicU64::new(1),
             stacks,
+            _pool_gone: maps::PoolGone,
+            slab,
             stack_refusal: Mutex::new(None),
             engine,
             broken: Mutex::new(None),
@@ -312,24 +345,72 @@ impl Shared {
         handle
     }
 
-    /// A stack for G `owner`, or why there is none.
+    /// A stack for G `owner`, or why there is none. The pool may map only while the
+    /// process keeps `maps::kept_mappings` free (see `maps.rs`), whatever part 05 does.
     pub(crate) fn alloc_stack(&self, owner: u64) -> Result<stack::GStack, String> {
-        let mut refusal = lock(&self.stack_refusal);
-        if let Some((why, in_use)) = refusal.as_ref() {
-            if self.stacks.stats().in_use >= *in_use {
-                return Err(why.clone());
+        if !maps::take(self.map_cost()) {
+            // The credit is spent: a free stack needs no mapping, else count first.
+            if self.stacks.stats().free == 0 {
+                self.make_room()?;
+            } else {
+                maps::refill_if_cheap();
             }
-            *refusal = None;
         }
-        drop(refusal);
+        let asked = Instant::now();
         self.stacks.alloc(owner).map_err(|e| {
             let mut why = e.to_string();
             if why.contains("vm.max_map_count") {
                 why.push_str(" (in gmp: unsafe { Runtime::builder().slab_stacks() })");
             }
-            *lock(&self.stack_refusal) = Some((why.clone(), self.stacks.stats().in_use));
+            maps::spend_all();
+            *lock(&self.stack_refusal) = Some(Refusal::new(why.clone(), asked.elapsed()));
             why
         })
+    }
+
+    /// Mappings one allocation may add: a guarded stack is 2, a slab chunk 1.
+    fn map_cost(&self) -> usize {
+        if self.slab { 1 } else { 2 }
+    }
+
+    /// Counts the mappings (unless a recent refusal still holds) and says whether the pool
+    /// may map one more stack.
+    fn make_room(&self) -> Result<(), String> {
+        let mut refusal = lock(&self.stack_refusal);
+        if let Some(r) = refusal.as_ref().filter(|r| r.holds()) {
+            return Err(r.why.clone());
+        }
+        *refusal = None;
+        maps::refill(self.map_cost()).map_err(|reading| {
+            let why = self.map_limit_message(&reading);
+            *refusal = Some(Refusal::new(why.clone(), reading.took));
+            why
+        })
+    }
+
+    /// The named error at the map limit: how many stacks fit, the limit, the margin and the
+    /// ways out.
+    fn map_limit_message(&self, reading: &maps::Reading) -> String {
+        let stacks = self.stacks.stats().mapped;
+        let (mode, each, way_out) = if self.slab {
+            ("slab", format!("{SLAB_CHUNK} per mapping"), String::new())
+        } else {
+            (
+                "guarded",
+                "2 mappings each".to_string(),
+                format!(
+                    "use slab stacks (unsafe {{ Runtime::builder().slab_stacks() }}: \
+                     {SLAB_CHUNK} stacks per mapping, no guard pages), "
+                ),
+            )
+        };
+        format!(
+            "out of memory mappings: {stacks} {mode} stacks fit in this runtime ({each}); the \
+             process has {} of vm.max_map_count = {} mappings, and gmp keeps the last {} for \
+             malloc, thread stacks and the rest of the process; {way_out}keep fewer Gs alive \
+             at once, or raise the limit (sudo sysctl -w vm.max_map_count=262144)",
+            reading.mappings, reading.headroom.max_map_count, reading.headroom.kept
+        )
     }
 
     /// Puts a runnable G in the run queue and wakes an idle M for it. Go: `runqput` +

@@ -320,42 +320,108 @@ fn gs_park_and_wake_across_two_ps() {
     assert_eq!(sum, n * (n - 1) / 2);
 }
 
+/// Above this limit, reaching it would take too many Gs (and GiB of RSS) for a test.
+const REACHABLE_MAP_LIMIT: usize = 300_000;
+
 #[test]
-fn gs_past_the_map_limit_fail_with_the_limit_and_the_way_out() {
+fn gs_past_the_map_limit_fail_with_the_limit_and_the_process_lives_on() {
     let run = testkit::run_in_child(
-        "gs_past_the_map_limit_fail_with_the_limit_and_the_way_out",
+        "gs_past_the_map_limit_fail_with_the_limit_and_the_process_lives_on",
         DEFAULT_LIMIT,
         || {
-            let rt = Runtime::builder().procs(1).build().unwrap();
-            let (parked, first_error) = rt.block_on(|| {
+            let room = gmp::map_headroom();
+            let n = if room.max_map_count > REACHABLE_MAP_LIMIT {
+                1_000
+            } else {
+                // Guarded stacks take 2 mappings each: this many cannot all fit.
+                room.max_map_count / 2 + 1_000
+            };
+            // The default builder: guarded stacks, one P per CPU.
+            let rt = Runtime::builder().build().unwrap();
+            let (parked, first_error) = rt.block_on(move || {
+                let started = Arc::new(AtomicUsize::new(0));
                 let (tx, rx) = gmp::chan::rendezvous::<()>();
-                // Guarded stacks take 2 mappings each: 40 000 cannot all fit in 65 530.
-                let hs: Vec<_> = (0..40_000)
+                let hs: Vec<_> = (0..n)
                     .map(|_| {
-                        let rx = rx.clone();
-                        gmp::go(move || rx.recv().is_err())
+                        let (rx, started) = (rx.clone(), started.clone());
+                        gmp::go(move || {
+                            started.fetch_add(1, Ordering::Relaxed);
+                            rx.recv().is_err()
+                        })
                     })
                     .collect();
-                gmp::yield_now(); // every G above runs (and parks) or fails first
+                // Every G either parks in recv or fails to get a stack (and finishes).
+                while started.load(Ordering::Relaxed)
+                    + hs.iter().filter(|h| h.is_finished()).count()
+                    < n
+                {
+                    gmp::yield_now();
+                }
+                let parked = started.load(Ordering::Relaxed);
+                // With the Gs still holding their stacks, the rest of the process must still
+                // get mappings: large buffers (each above malloc's mmap threshold) and threads.
+                let buffers: Vec<Vec<u8>> = (0..500).map(|_| vec![0u8; 256 << 10]).collect();
+                let threads: Vec<_> = (0..32)
+                    .map(|i| std::thread::spawn(move || format!("thread {i}").len()))
+                    .collect();
+                let spoken: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+                assert!(spoken > 0 && buffers.iter().all(|b| b.len() == 256 << 10));
+                drop(buffers);
                 drop((tx, rx));
                 let results: Vec<_> = hs.into_iter().map(|h| h.join()).collect();
-                let parked = results.iter().filter(|r| r.is_ok()).count();
                 let first_error = results.into_iter().find_map(Result::err);
                 (parked, first_error.map(|p| p.to_string()))
             });
-            println!("parked {parked}; first error: {first_error:?}");
+            println!(
+                "asked {n}, parked {parked}, vm.max_map_count {}, kept {}",
+                room.max_map_count, room.kept
+            );
+            println!("first error: {first_error:?}");
         },
     );
-    let limit: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .map(|s| s.trim().parse().unwrap())
-        .unwrap_or(65_530);
-    if limit > 80_000 {
-        // A raised limit fits them all; nothing to see.
-        assert!(run.output.contains("first error: None"), "{run:?}");
+    assert_eq!(run.signal, None, "the child was killed: {run:?}");
+    assert!(run.success, "the child must exit normally: {run:?}");
+    let figure = |name: &str| -> usize {
+        let at = run.output.find(&format!("{name} ")).unwrap_or_else(|| {
+            panic!("no {name:?} in the child's output: {}", run.output);
+        });
+        let digits: String = run.output[at + name.len() + 1..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().unwrap()
+    };
+    let (asked, parked) = (figure("asked"), figure("parked"));
+    let (limit, kept) = (figure("vm.max_map_count"), figure("kept"));
+    if limit > REACHABLE_MAP_LIMIT {
+        assert_eq!(parked, asked, "{}", run.output);
+        assert!(run.output.contains("first error: None"), "{}", run.output);
         return;
     }
-    assert!(run.success, "{run:?}");
-    for needle in ["vm.max_map_count", "slab_stacks", "could not start"] {
+    // The stacks stop short of the margin, and do not waste much of the room below it
+    // (the test binary itself has a few hundred mappings).
+    let fit = (limit - kept) / 2;
+    assert!(
+        parked <= fit && parked + 1_000 >= fit,
+        "expected just under {fit} guarded stacks to fit, {parked} did: {}",
+        run.output
+    );
+    // The message counts the main G's stack too.
+    let said = figure("out of memory mappings:");
+    assert!(
+        (parked..=parked + 2).contains(&said),
+        "the message says {said} stacks fit, but {parked} Gs parked: {}",
+        run.output
+    );
+    for needle in [
+        "could not start",
+        "out of memory mappings",
+        " guarded stacks fit in this runtime (2 mappings each)",
+        &format!("vm.max_map_count = {limit}"),
+        &format!("keeps the last {kept}"),
+        "slab_stacks()",
+        "sysctl -w vm.max_map_count",
+    ] {
         assert!(
             run.output.contains(needle),
             "expected {needle:?} in: {}",

@@ -30,7 +30,11 @@
 //!
 //! Invariant: a stack is used by one G at a time; its memory outlives every use.
 //!
-//! Not here: switching onto a stack (part 04, corosensei), G ids and states (part 06).
+//! Not here: switching onto a stack (part 04, corosensei), G ids and states (part 06), and
+//! headroom at the map limit: the pool maps until the kernel refuses and then names the
+//! limit (`MapLimit`); the runtime (gmp's `maps.rs`) stops a sixteenth of the limit (4,095
+//! of 65,530) earlier, so that malloc and threads still get theirs (book: appendix, "Why
+//! the runtime keeps the last mappings").
 //!
 //! Book: chapter 5, "Stacks for a million Gs" (`book/src/ch05-stack.md`).
 #![warn(missing_docs)]

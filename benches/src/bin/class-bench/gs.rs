@@ -224,7 +224,7 @@ pub(crate) fn measure(out: &Out, plan: Plan, dir: &Path) -> Gs {
                         fmt_ns(p.create_per_g().as_secs_f64() * 1e6)
                     ));
                     if let Some(f) = &p.failure {
-                        out.result(&format!("  the others: {f}"));
+                        out.result(&format!("  {}; the others: {f}", why_fewer_fit(p, *slab)));
                     }
                 }
                 Err(e) => out.result(&format!("gmp {label}: failed: {e}")),
@@ -337,6 +337,37 @@ fn parse_parked(line: &str) -> Option<ParkedGs> {
     })
 }
 
+/// "30,689 of 100,000 fit: vm.max_map_count 65,530, 2 mappings per guarded stack, 4,095
+/// kept for malloc": why a parked-G run stopped short (the runtime refused the rest).
+fn why_fewer_fit(p: &ParkedGs, slab: bool) -> String {
+    let room = gmp::map_headroom();
+    let per_stack = if slab {
+        "1 mapping per chunk of slab stacks".to_string()
+    } else {
+        "2 mappings per guarded stack".to_string()
+    };
+    format!(
+        "{} of {} fit: vm.max_map_count {}, {per_stack}, {} kept for malloc",
+        grouped(p.parked),
+        grouped(p.asked),
+        grouped(room.max_map_count),
+        grouped(room.kept)
+    )
+}
+
+/// 30689 -> "30,689".
+fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
 fn ratio_text(r: Option<f64>) -> String {
     r.map_or("—".to_string(), |r| format!("{r:.2}×"))
 }
@@ -355,8 +386,9 @@ pub(crate) fn rows(report: &mut Report, gs: &Gs) {
         "Parked Gs: each measured in a fresh process (`class-bench --parked`): VmRSS after all \
          Gs parked on one channel minus VmRSS before the runtime started, over the Gs that \
          parked. It counts each G's touched stack pages, its G record, closure and join \
-         slot. Guarded stacks take two mappings each, so vm.max_map_count caps them near \
-         32k; slab stacks share one mapping per 1024."
+         slot. Guarded stacks take two mappings each, and gmp keeps a sixteenth of \
+         vm.max_map_count free for malloc and threads, so about 30.7k fit under the default \
+         65,530; slab stacks share one mapping per 1024."
             .to_string(),
     );
     for op in Op::ALL {
@@ -393,14 +425,14 @@ pub(crate) fn rows(report: &mut Report, gs: &Gs) {
         "1000–10000 (switch)",
         "—",
     ));
-    for ((label, key, _, _, _), (count, r)) in PARKED.iter().zip(&gs.parked) {
+    for ((label, key, _, _, slab), (_, r)) in PARKED.iter().zip(&gs.parked) {
         let v = r.as_ref().ok().map(|p| p.rss_per_g() / 1024.0);
         let this = match r {
             Ok(p) if p.parked < p.asked => {
                 format!(
-                    "{:.2} ({} of {count} fit)",
+                    "{:.2} ({})",
                     p.rss_per_g() / 1024.0,
-                    p.parked
+                    why_fewer_fit(p, *slab)
                 )
             }
             Ok(p) => format!("{:.2}", p.rss_per_g() / 1024.0),
@@ -481,5 +513,30 @@ mod tests {
         let p = parse_parked("asked=1 parked=1 rss_bytes=0 create_ns=5 failure=").unwrap();
         assert_eq!(p.failure, None);
         assert!(parse_parked("garbage").is_none());
+    }
+
+    #[test]
+    fn a_short_run_says_how_many_fit_and_why() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(30_689), "30,689");
+        assert_eq!(grouped(1_000_000), "1,000,000");
+        let p =
+            parse_parked("asked=100000 parked=30689 rss_bytes=1 create_ns=1 failure=x").unwrap();
+        let room = gmp::map_headroom();
+        let why = why_fewer_fit(&p, false);
+        assert!(
+            why.starts_with("30,689 of 100,000 fit: vm.max_map_count "),
+            "{why}"
+        );
+        assert!(why.contains(&grouped(room.max_map_count)), "{why}");
+        assert!(
+            why.ends_with(&format!(
+                "2 mappings per guarded stack, {} kept for malloc",
+                grouped(room.kept)
+            )),
+            "{why}"
+        );
+        assert!(why_fewer_fit(&p, true).contains("1 mapping per chunk of slab stacks"));
     }
 }
