@@ -199,7 +199,12 @@ enum Verdict<T> {
 }
 
 /// Runs `body` on its own thread; with `progress`, also fails it when the ticks stop.
-fn run_watched<T, F>(what: &str, total: Duration, progress: Option<&Progress>, body: F) -> Verdict<T>
+fn run_watched<T, F>(
+    what: &str,
+    total: Duration,
+    progress: Option<&Progress>,
+    body: F,
+) -> Verdict<T>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
@@ -483,9 +488,11 @@ mod tests {
     #[test]
     #[should_panic(expected = "too slow: `ticking slowly`")]
     fn watch_still_has_a_total_limit() {
-        watch("ticking slowly", Duration::from_millis(300), SPIN, |p| loop {
-            p.tick();
-            thread::sleep(Duration::from_millis(10));
+        watch("ticking slowly", Duration::from_millis(300), SPIN, |p| {
+            loop {
+                p.tick();
+                thread::sleep(Duration::from_millis(10));
+            }
         });
     }
 

@@ -218,7 +218,11 @@ mod tests {
         let manifest = root.join("exercises/03-parker");
         let manifest = manifest.to_str().unwrap();
         let here = "parker::step2_x::here";
-        assert!(Guard::start("sol-03-parker", manifest, here).target.is_none());
+        assert!(
+            Guard::start("sol-03-parker", manifest, here)
+                .target
+                .is_none()
+        );
         assert!(
             Guard::start("ex-03-parker", "/nowhere/exercises/03-parker", here)
                 .target
