@@ -487,7 +487,9 @@ mod tests {
         .unwrap();
 
         write_record(root, "03-parker", &tests[1], true, mtime);
-        let partial = State::load(root).unwrap().results["03-parker"].status.clone();
+        let partial = State::load(root).unwrap().results["03-parker"]
+            .status
+            .clone();
         assert_eq!(
             partial,
             Status::Partial {
@@ -501,7 +503,9 @@ mod tests {
         for (i, test) in tests.iter().enumerate() {
             write_record(root, "03-parker", test, i != 2, mtime);
         }
-        let failing = State::load(root).unwrap().results["03-parker"].status.clone();
+        let failing = State::load(root).unwrap().results["03-parker"]
+            .status
+            .clone();
         assert_eq!(
             failing,
             Status::Failing {
@@ -523,7 +527,9 @@ mod tests {
         for test in &tests {
             write_record(root, "03-parker", test, false, mtime - 1);
         }
-        let stale = State::load(root).unwrap().results["03-parker"].status.clone();
+        let stale = State::load(root).unwrap().results["03-parker"]
+            .status
+            .clone();
         assert_eq!(
             stale,
             Status::Done { tests: tests.len() },

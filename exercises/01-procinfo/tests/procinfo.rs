@@ -15,6 +15,7 @@ voluntary_ctxt_switches:\t2000007\nnonvoluntary_ctxt_switches:\t31\n";
 
 #[test]
 fn step1_parses_every_field() {
+    let _outcome = testkit::record!();
     let parsed = parse_status(SAMPLE).expect("SAMPLE is a valid status text");
     assert_eq!(
         parsed,
@@ -32,6 +33,7 @@ fn step1_parses_every_field() {
 
 #[test]
 fn step1_ignores_line_order_and_unknown_lines() {
+    let _outcome = testkit::record!();
     let mut lines: Vec<&str> = SAMPLE.lines().collect();
     lines.reverse();
     let reversed = lines.join("\n") + "\nSomeNewField:\tnot a number\n";
@@ -44,6 +46,7 @@ fn step1_ignores_line_order_and_unknown_lines() {
 
 #[test]
 fn step1_names_a_missing_field() {
+    let _outcome = testkit::record!();
     let without_rss: String = SAMPLE
         .lines()
         .filter(|l| !l.starts_with("VmRSS"))
@@ -57,6 +60,7 @@ fn step1_names_a_missing_field() {
 
 #[test]
 fn step1_names_a_bad_value() {
+    let _outcome = testkit::record!();
     let garbled = SAMPLE.replace("Threads:\t3", "Threads:\tthree");
     match parse_status(&garbled) {
         Err(ProcError::BadValue { field, found }) => {
@@ -69,6 +73,7 @@ fn step1_names_a_bad_value() {
 
 #[test]
 fn step2_reads_this_process() {
+    let _outcome = testkit::record!();
     let me = status(Pid::Current).expect("/proc/self/status is readable");
     assert!(me.threads >= 1, "a process has at least one thread");
     assert!(
@@ -79,6 +84,7 @@ fn step2_reads_this_process() {
 
 #[test]
 fn step2_sees_a_new_thread() {
+    let _outcome = testkit::record!();
     watchdog("counting a parked helper thread", DEFAULT_LIMIT, || {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let helper = std::thread::spawn(move || rx.recv());
@@ -95,6 +101,7 @@ fn step2_sees_a_new_thread() {
 
 #[test]
 fn step2_reads_another_pid() {
+    let _outcome = testkit::record!();
     let parent = std::os::unix::process::parent_id();
     let theirs = status(Pid::Id(parent)).expect("the test runner's parent process exists");
     assert!(theirs.threads >= 1);
@@ -102,6 +109,7 @@ fn step2_reads_another_pid() {
 
 #[test]
 fn step2_names_a_missing_pid() {
+    let _outcome = testkit::record!();
     // Above the kernel's pid_max (at most 2^22), so no process can have it.
     let pid = 9_999_999;
     let err = status(Pid::Id(pid)).expect_err("pid 9999999 cannot exist");
@@ -117,6 +125,7 @@ fn step2_names_a_missing_pid() {
 
 #[test]
 fn step3_lists_thread_ids() {
+    let _outcome = testkit::record!();
     let tids = thread_ids(Pid::Current).unwrap();
     assert!(
         tids.contains(&std::process::id()),
@@ -136,6 +145,7 @@ fn step3_lists_thread_ids() {
 
 #[test]
 fn step3_names_a_missing_pid() {
+    let _outcome = testkit::record!();
     assert!(matches!(
         thread_ids(Pid::Id(9_999_999)),
         Err(ProcError::NoSuchProcess { pid: 9_999_999 })
@@ -144,6 +154,7 @@ fn step3_names_a_missing_pid() {
 
 #[test]
 fn whole_runtime_counts_its_ms_through_your_part() {
+    let _outcome = testkit::record!();
     let procs = 3;
     let report = watchdog("gmp runtime with 3 Ps", DEFAULT_LIMIT, move || {
         let rt = gmp::Runtime::builder().procs(procs).build().unwrap();
@@ -168,6 +179,7 @@ fn whole_runtime_counts_its_ms_through_your_part() {
 
 #[test]
 fn whole_runtime_sees_rss_grow() {
+    let _outcome = testkit::record!();
     let grown = watchdog("gmp runtime touching 32 MiB", DEFAULT_LIMIT, || {
         gmp::Runtime::builder()
             .procs(1)

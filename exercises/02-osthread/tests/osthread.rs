@@ -32,6 +32,7 @@ fn task_status_field(tid: u32, field: &str) -> String {
 
 #[test]
 fn step1_current_tid_is_the_kernel_thread_id() {
+    let _outcome = testkit::record!();
     let main_tid = current_tid();
     assert!(
         fs::metadata(format!("/proc/self/task/{main_tid}")).is_ok(),
@@ -43,6 +44,7 @@ fn step1_current_tid_is_the_kernel_thread_id() {
 
 #[test]
 fn step1_allowed_cpus_lists_this_process_cpus() {
+    let _outcome = testkit::record!();
     let cpus = allowed_cpus().expect("sched_getaffinity works on Linux");
     assert!(!cpus.is_empty());
     assert!(
@@ -59,6 +61,7 @@ fn step1_allowed_cpus_lists_this_process_cpus() {
 
 #[test]
 fn step2_starts_a_named_thread_and_reports_its_tid() {
+    let _outcome = testkit::record!();
     watchdog("a named M", DEFAULT_LIMIT, || {
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let m = MBuilder::new("ex02-named")
@@ -82,6 +85,7 @@ fn step2_starts_a_named_thread_and_reports_its_tid() {
 
 #[test]
 fn step2_honours_the_stack_size() {
+    let _outcome = testkit::record!();
     let asked = 4 << 20; // neither Rust's 2 MiB default nor glibc's 8 MiB
     let got = watchdog("an M with a 4 MiB stack", DEFAULT_LIMIT, move || {
         MBuilder::new("ex02-stack")
@@ -113,6 +117,7 @@ fn own_stack_size() -> usize {
 
 #[test]
 fn step2_refuses_a_stack_below_the_minimum() {
+    let _outcome = testkit::record!();
     let ran = Arc::new(AtomicBool::new(false));
     let flag = ran.clone();
     let err = MBuilder::new("ex02-tiny")
@@ -136,6 +141,7 @@ fn step2_refuses_a_stack_below_the_minimum() {
 
 #[test]
 fn step2_refuses_a_name_linux_cannot_keep() {
+    let _outcome = testkit::record!();
     let err = MBuilder::new("a-name-longer-than-15")
         .spawn(|| ())
         .expect_err("too long");
@@ -144,6 +150,7 @@ fn step2_refuses_a_name_linux_cannot_keep() {
 
 #[test]
 fn step2_a_panicking_body_is_reported_by_join() {
+    let _outcome = testkit::record!();
     let m = MBuilder::new("ex02-panic")
         .spawn(|| panic!("boom"))
         .unwrap();
@@ -152,6 +159,7 @@ fn step2_a_panicking_body_is_reported_by_join() {
 
 #[test]
 fn step3_pins_a_thread_to_one_cpu() {
+    let _outcome = testkit::record!();
     let cpu = *allowed_cpus().unwrap().last().unwrap();
     let (seen, tid) = watchdog("a pinned M", DEFAULT_LIMIT, move || {
         let m = MBuilder::new("ex02-pinned")
@@ -172,6 +180,7 @@ fn step3_pins_a_thread_to_one_cpu() {
 
 #[test]
 fn step3_pins_the_calling_thread() {
+    let _outcome = testkit::record!();
     let cpu = allowed_cpus().unwrap()[0];
     let allowed = std::thread::spawn(move || {
         pin_current_thread(&[cpu]).unwrap();
@@ -184,6 +193,7 @@ fn step3_pins_the_calling_thread() {
 
 #[test]
 fn step3_refuses_a_cpu_outside_the_allowed_set() {
+    let _outcome = testkit::record!();
     let err = MBuilder::new("ex02-badcpu")
         .cpus(&[4000])
         .spawn(|| ())
@@ -211,6 +221,7 @@ fn step3_refuses_a_cpu_outside_the_allowed_set() {
 
 #[test]
 fn whole_runtime_names_its_ms() {
+    let _outcome = testkit::record!();
     let tids = watchdog("gmp runtime with 2 Ps", DEFAULT_LIMIT, || {
         let rt = gmp::Runtime::builder()
             .procs(2)
@@ -232,6 +243,7 @@ fn whole_runtime_names_its_ms() {
 
 #[test]
 fn whole_runtime_pins_ms_when_asked() {
+    let _outcome = testkit::record!();
     watchdog("gmp runtime with pinned Ms", DEFAULT_LIMIT, || {
         let cpus = allowed_cpus().unwrap();
         let rt = gmp::Runtime::builder()
@@ -249,6 +261,7 @@ fn whole_runtime_pins_ms_when_asked() {
 
 #[test]
 fn whole_runtime_reports_a_bad_stack_size() {
+    let _outcome = testkit::record!();
     let err = match gmp::Runtime::builder().procs(1).m_stack_size(1024).build() {
         Ok(_) => panic!("a 1 KiB M stack must be refused"),
         Err(e) => e.to_string(),

@@ -13,6 +13,7 @@ use testkit::{DEFAULT_LIMIT, watchdog};
 
 #[test]
 fn step1_futex_wait_returns_at_once_if_the_word_changed() {
+    let _outcome = testkit::record!();
     watchdog(
         "futex_wait on a word that is not `expected`",
         DEFAULT_LIMIT,
@@ -28,6 +29,7 @@ fn step1_futex_wait_returns_at_once_if_the_word_changed() {
 
 #[test]
 fn step1_futex_wait_times_out() {
+    let _outcome = testkit::record!();
     let word = AtomicU32::new(0);
     let start = Instant::now();
     let woken = watchdog(
@@ -44,6 +46,7 @@ fn step1_futex_wait_times_out() {
 
 #[test]
 fn step1_futex_wake_wakes_a_sleeper() {
+    let _outcome = testkit::record!();
     watchdog(
         "a thread in futex_wait, woken by futex_wake",
         DEFAULT_LIMIT,
@@ -66,6 +69,7 @@ fn step1_futex_wake_wakes_a_sleeper() {
 
 #[test]
 fn step2_unpark_before_park_is_not_lost() {
+    let _outcome = testkit::record!();
     watchdog("park after an unpark", DEFAULT_LIMIT, || {
         let p = Parker::new();
         p.unpark();
@@ -75,6 +79,7 @@ fn step2_unpark_before_park_is_not_lost() {
 
 #[test]
 fn step2_unpark_wakes_a_parked_thread() {
+    let _outcome = testkit::record!();
     watchdog(
         "a parked thread, unparked from another",
         DEFAULT_LIMIT,
@@ -152,6 +157,7 @@ enum Spin {
 
 #[test]
 fn step2_ping_pong_loses_no_wake_up() {
+    let _outcome = testkit::record!();
     let rounds = 20_000;
     let (ping, pong, _) = watchdog(
         "ping-pong of 20 000 sleeping hand-offs",
@@ -167,6 +173,7 @@ fn step2_ping_pong_loses_no_wake_up() {
 
 #[test]
 fn step2_wake_during_park_a_million_times() {
+    let _outcome = testkit::record!();
     let rounds = 1_000_000;
     let limit = Duration::from_secs(60);
     let (ping, pong, parks) = watchdog(
@@ -188,6 +195,7 @@ fn step2_wake_during_park_a_million_times() {
 
 #[test]
 fn step3_park_timeout_times_out_without_a_token() {
+    let _outcome = testkit::record!();
     let p = Parker::new();
     let start = Instant::now();
     assert_eq!(
@@ -202,6 +210,7 @@ fn step3_park_timeout_times_out_without_a_token() {
 
 #[test]
 fn step3_park_timeout_takes_a_token() {
+    let _outcome = testkit::record!();
     watchdog(
         "park_timeout(10 s) unparked from another thread",
         DEFAULT_LIMIT,
@@ -223,6 +232,7 @@ fn step3_park_timeout_takes_a_token() {
 
 #[test]
 fn step3_tokens_do_not_count() {
+    let _outcome = testkit::record!();
     let p = Parker::new();
     p.unpark();
     p.unpark();
@@ -240,6 +250,7 @@ fn step3_tokens_do_not_count() {
 
 #[test]
 fn whole_runtime_fans_out_and_in() {
+    let _outcome = testkit::record!();
     let n = 20_000u64;
     let sum = testkit::watchdog_with(
         "gmp runtime running 20 000 tasks on 2 Ps",
@@ -258,6 +269,7 @@ fn whole_runtime_fans_out_and_in() {
 
 #[test]
 fn whole_runtime_wakes_an_idle_m_for_new_work() {
+    let _outcome = testkit::record!();
     testkit::watchdog_with(
         "an idle M that should be woken by gmp::go",
         DEFAULT_LIMIT,
@@ -283,6 +295,7 @@ fn whole_runtime_wakes_an_idle_m_for_new_work() {
 
 #[test]
 fn whole_runtime_idle_ms_sleep_in_the_kernel() {
+    let _outcome = testkit::record!();
     testkit::watchdog_with(
         "idle Ms going to sleep",
         DEFAULT_LIMIT,

@@ -82,6 +82,7 @@ fn run_rounds(stack: &mut Stack, entry: context::Entry, shared: &mut Shared, rou
 
 #[test]
 fn step1_prepare_refuses_a_tiny_stack() {
+    let _outcome = testkit::record!();
     let mut stack = Stack::new(1024);
     // SAFETY: prepare must refuse before writing anything.
     let err = unsafe { prepare(stack.top(), stack.len(), counter, 0) }.unwrap_err();
@@ -94,6 +95,7 @@ fn step1_prepare_refuses_a_tiny_stack() {
 
 #[test]
 fn step1_prepare_aligns_the_stack_as_the_abi_wants() {
+    let _outcome = testkit::record!();
     let mut stack = Stack::new(16 << 10);
     // An odd top: prepare must align it down itself.
     // SAFETY: top - 3 is inside the allocation; the stack is ours.
@@ -118,6 +120,7 @@ fn step1_prepare_aligns_the_stack_as_the_abi_wants() {
 
 #[test]
 fn step2_switch_enters_and_comes_back() {
+    let _outcome = testkit::record!();
     isolated(
         "step2_switch_enters_and_comes_back",
         LIMIT,
@@ -149,6 +152,7 @@ extern "C" fn record_arg_and_stack(arg: usize) -> ! {
 
 #[test]
 fn step2_entry_gets_its_argument_and_runs_on_the_new_stack() {
+    let _outcome = testkit::record!();
     isolated(
         "step2_entry_gets_its_argument_and_runs_on_the_new_stack",
         LIMIT,
@@ -192,6 +196,7 @@ extern "C" fn clobber_and_return(arg: usize) -> ! {
 
 #[test]
 fn step2_callee_saved_registers_survive_a_round_trip() {
+    let _outcome = testkit::record!();
     isolated(
         "step2_callee_saved_registers_survive_a_round_trip",
         LIMIT,
@@ -262,6 +267,7 @@ extern "C" fn ring_worker(arg: usize) -> ! {
 
 #[test]
 fn step2_three_contexts_pass_the_cpu_round_robin() {
+    let _outcome = testkit::record!();
     isolated(
         "step2_three_contexts_pass_the_cpu_round_robin",
         LIMIT,
@@ -317,6 +323,7 @@ extern "C" fn fiber_counter(arg: usize, fiber: *mut Fiber) -> ! {
 
 #[test]
 fn step3_resume_runs_a_fiber_until_it_suspends() {
+    let _outcome = testkit::record!();
     isolated(
         "step3_resume_runs_a_fiber_until_it_suspends",
         LIMIT,
@@ -359,6 +366,7 @@ extern "C" fn fiber_where(arg: usize, fiber: *mut Fiber) -> ! {
 
 #[test]
 fn step3_a_fiber_gets_its_argument_and_runs_on_its_stack() {
+    let _outcome = testkit::record!();
     isolated(
         "step3_a_fiber_gets_its_argument_and_runs_on_its_stack",
         LIMIT,
@@ -408,6 +416,7 @@ extern "C" fn fiber_clobber(_arg: usize, fiber: *mut Fiber) -> ! {
 
 #[test]
 fn step3_resume_keeps_the_resumers_callee_saved_registers() {
+    let _outcome = testkit::record!();
     isolated(
         "step3_resume_keeps_the_resumers_callee_saved_registers",
         LIMIT,
@@ -465,6 +474,7 @@ extern "C" fn fiber_worker(arg: usize, fiber: *mut Fiber) -> ! {
 
 #[test]
 fn step3_a_scheduler_loop_resumes_fibers_in_turn() {
+    let _outcome = testkit::record!();
     isolated(
         "step3_a_scheduler_loop_resumes_fibers_in_turn",
         LIMIT,
@@ -513,6 +523,7 @@ fn asm_runtime() -> gmp::Runtime {
 
 #[test]
 fn whole_runtime_gs_spawn_and_join_on_your_switch() {
+    let _outcome = testkit::record!();
     let run = testkit::run_in_child(
         "whole_runtime_gs_spawn_and_join_on_your_switch",
         LIMIT,
@@ -529,6 +540,7 @@ fn whole_runtime_gs_spawn_and_join_on_your_switch() {
 
 #[test]
 fn whole_runtime_ping_pong_and_yield_on_your_switch() {
+    let _outcome = testkit::record!();
     let run = testkit::run_in_child(
         "whole_runtime_ping_pong_and_yield_on_your_switch",
         LIMIT,
@@ -561,6 +573,7 @@ fn whole_runtime_ping_pong_and_yield_on_your_switch() {
 
 #[test]
 fn whole_runtime_a_panicking_g_leaves_your_switch_working() {
+    let _outcome = testkit::record!();
     let run = testkit::run_in_child(
         "whole_runtime_a_panicking_g_leaves_your_switch_working",
         LIMIT,

@@ -72,6 +72,7 @@ fn touch(stack: &GStack) {
 
 #[test]
 fn step1_refuses_a_stack_below_the_minimum() {
+    let _outcome = testkit::record!();
     let err = StackPool::new(PoolConfig::guarded(1024))
         .err()
         .expect("1 KiB is too small");
@@ -87,6 +88,7 @@ fn step1_refuses_a_stack_below_the_minimum() {
 
 #[test]
 fn step1_a_guarded_stack_is_writable_with_a_guard_page_below() {
+    let _outcome = testkit::record!();
     let pool = StackPool::new(PoolConfig::guarded(64 << 10)).unwrap();
     let s = pool.alloc(1).unwrap();
     assert_eq!(s.top() - s.bottom(), 64 << 10);
@@ -111,6 +113,7 @@ fn step1_a_guarded_stack_is_writable_with_a_guard_page_below() {
 
 #[test]
 fn step2_a_freed_stack_is_reused() {
+    let _outcome = testkit::record!();
     let pool = StackPool::new(PoolConfig::guarded(16 << 10)).unwrap();
     let first = pool.alloc(1).unwrap();
     let addr = first.bottom();
@@ -128,6 +131,7 @@ fn step2_a_freed_stack_is_reused() {
 
 #[test]
 fn step2_past_the_hot_limit_pages_go_back_to_the_kernel() {
+    let _outcome = testkit::record!();
     let pool = StackPool::new(PoolConfig::guarded(32 << 10).hot_limit(1)).unwrap();
     let (a, b) = (pool.alloc(1).unwrap(), pool.alloc(2).unwrap());
     touch(&a);
@@ -146,6 +150,7 @@ fn step2_past_the_hot_limit_pages_go_back_to_the_kernel() {
 
 #[test]
 fn step2_a_dropped_pool_gives_its_mappings_back() {
+    let _outcome = testkit::record!();
     // In its own process: nothing else maps memory there that could land on a freed range.
     isolated(
         "step2_a_dropped_pool_gives_its_mappings_back",
@@ -180,6 +185,7 @@ fn step2_a_dropped_pool_gives_its_mappings_back() {
 
 #[test]
 fn step3_slab_stacks_share_mappings() {
+    let _outcome = testkit::record!();
     // SAFETY: these stacks only get written by this test, inside their bounds.
     let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) }).unwrap();
     let stacks: Vec<GStack> = (0..2000).map(|g| pool.alloc(g).unwrap()).collect();
@@ -208,6 +214,7 @@ fn step3_slab_stacks_share_mappings() {
 
 #[test]
 fn step3_a_dead_canary_is_reported() {
+    let _outcome = testkit::record!();
     // SAFETY: the test writes only inside the stack.
     let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) }).unwrap();
     let s = pool.alloc(42).unwrap();
@@ -229,6 +236,7 @@ fn recurse(depth: u64, until: u64) -> u64 {
 
 #[test]
 fn step3_a_stack_with_a_dead_canary_is_not_reused() {
+    let _outcome = testkit::record!();
     // Hot limit 0: every freed stack has its pages given back, which zeroes the canary
     // zone; the check must come first.
     // SAFETY: the test writes only inside the stack.
@@ -250,6 +258,7 @@ fn step3_a_stack_with_a_dead_canary_is_not_reused() {
 
 #[test]
 fn step4_a_guarded_overflow_is_named_not_a_bare_segfault() {
+    let _outcome = testkit::record!();
     let run = run_in_child(
         "step4_a_guarded_overflow_is_named_not_a_bare_segfault",
         LIMIT,
@@ -271,6 +280,7 @@ fn step4_a_guarded_overflow_is_named_not_a_bare_segfault() {
 
 #[test]
 fn step4_a_slab_overflow_is_named_at_the_next_switch() {
+    let _outcome = testkit::record!();
     let run = run_in_child(
         "step4_a_slab_overflow_is_named_at_the_next_switch",
         LIMIT,
@@ -304,6 +314,7 @@ fn step4_a_slab_overflow_is_named_at_the_next_switch() {
 
 #[test]
 fn step4_many_guarded_stacks_hit_the_map_limit_with_a_clear_error() {
+    let _outcome = testkit::record!();
     isolated(
         "step4_many_guarded_stacks_hit_the_map_limit_with_a_clear_error",
         LIMIT,
@@ -334,6 +345,7 @@ fn step4_many_guarded_stacks_hit_the_map_limit_with_a_clear_error() {
 
 #[test]
 fn step4_a_million_slab_stacks_fit() {
+    let _outcome = testkit::record!();
     isolated("step4_a_million_slab_stacks_fit", LIMIT, "", || {
         // SAFETY: nothing runs on these stacks.
         let pool = StackPool::new(unsafe { PoolConfig::slab(MIN_STACK) }).unwrap();
@@ -345,6 +357,7 @@ fn step4_a_million_slab_stacks_fit() {
 
 #[test]
 fn step4_gs_run_on_pool_stacks_through_corosensei() {
+    let _outcome = testkit::record!();
     let pool = StackPool::new(PoolConfig::guarded(64 << 10)).unwrap();
     for g in 0..100 {
         let s = pool.alloc(g).unwrap();
@@ -393,6 +406,7 @@ fn park_many_gs(rt: gmp::Runtime, n: usize) -> usize {
 
 #[test]
 fn whole_runtime_ten_thousand_parked_gs_on_guarded_stacks() {
+    let _outcome = testkit::record!();
     let n = 10_000;
     let closed = testkit::watchdog_with(
         "10 000 Gs parked on a channel, each on a guarded stack from your pool",
@@ -411,6 +425,7 @@ fn whole_runtime_ten_thousand_parked_gs_on_guarded_stacks() {
 
 #[test]
 fn whole_runtime_a_hundred_thousand_parked_gs_on_slab_stacks() {
+    let _outcome = testkit::record!();
     let n = 100_000;
     let closed = testkit::watchdog_with(
         "100 000 Gs parked on a channel, each on a slab stack from your pool",
@@ -435,6 +450,7 @@ fn whole_runtime_a_hundred_thousand_parked_gs_on_slab_stacks() {
 
 #[test]
 fn whole_runtime_a_g_that_overflows_a_guarded_stack_is_named() {
+    let _outcome = testkit::record!();
     let run = run_in_child(
         "whole_runtime_a_g_that_overflows_a_guarded_stack_is_named",
         LIMIT,
@@ -453,6 +469,7 @@ fn whole_runtime_a_g_that_overflows_a_guarded_stack_is_named() {
 
 #[test]
 fn whole_runtime_a_g_that_overflows_into_its_slab_canary_is_named() {
+    let _outcome = testkit::record!();
     let run = run_in_child(
         "whole_runtime_a_g_that_overflows_into_its_slab_canary_is_named",
         LIMIT,

@@ -40,6 +40,7 @@ fn assert_names(msg: &str, needles: &[&str]) {
 
 #[test]
 fn step1_a_new_g_is_runnable_and_keeps_its_id() {
+    let _outcome = testkit::record!();
     let g = GState::new(42);
     assert_eq!(g.id(), 42);
     assert_eq!(g.status(), Status::Runnable);
@@ -48,6 +49,7 @@ fn step1_a_new_g_is_runnable_and_keeps_its_id() {
 
 #[test]
 fn step1_run_yield_run_exit() {
+    let _outcome = testkit::record!();
     let g = GState::new(1);
     g.run();
     assert_eq!(g.status(), Status::Running);
@@ -61,6 +63,7 @@ fn step1_run_yield_run_exit() {
 
 #[test]
 fn step1_running_a_g_twice_panics_naming_the_function_the_g_and_both_states() {
+    let _outcome = testkit::record!();
     let g = GState::new(7);
     g.run();
     let msg = panic_message(|| g.run());
@@ -74,6 +77,7 @@ fn step1_running_a_g_twice_panics_naming_the_function_the_g_and_both_states() {
 
 #[test]
 fn step1_exit_and_yield_need_a_running_g() {
+    let _outcome = testkit::record!();
     let g = GState::new(8);
     let msg = panic_message(|| g.exit());
     assert_names(&msg, &["GState::exit", "G 8", "runnable", "running"]);
@@ -87,6 +91,7 @@ fn step1_exit_and_yield_need_a_running_g() {
 
 #[test]
 fn step2_park_goes_through_parking_to_waiting_with_its_reason() {
+    let _outcome = testkit::record!();
     let g = GState::new(2);
     g.run();
     assert!(
@@ -100,6 +105,7 @@ fn step2_park_goes_through_parking_to_waiting_with_its_reason() {
 
 #[test]
 fn step2_every_wait_reason_survives_the_round_trip() {
+    let _outcome = testkit::record!();
     for reason in [
         WaitReason::Park,
         WaitReason::Join,
@@ -119,6 +125,7 @@ fn step2_every_wait_reason_survives_the_round_trip() {
 
 #[test]
 fn step2_park_and_parked_refuse_the_wrong_state() {
+    let _outcome = testkit::record!();
     let g = GState::new(4);
     let msg = panic_message(|| {
         g.park(WaitReason::Park);
@@ -133,6 +140,7 @@ fn step2_park_and_parked_refuse_the_wrong_state() {
 
 #[test]
 fn step3_ready_wakes_a_waiting_g_and_the_caller_queues_it() {
+    let _outcome = testkit::record!();
     let g = GState::new(5);
     g.run();
     assert!(g.park(WaitReason::Join));
@@ -146,6 +154,7 @@ fn step3_ready_wakes_a_waiting_g_and_the_caller_queues_it() {
 
 #[test]
 fn step3_ready_on_a_running_g_leaves_a_token_for_its_next_park() {
+    let _outcome = testkit::record!();
     let g = GState::new(6);
     g.run();
     assert_eq!(g.ready(), Ok(Ready::Pending));
@@ -164,6 +173,7 @@ fn step3_ready_on_a_running_g_leaves_a_token_for_its_next_park() {
 
 #[test]
 fn step3_a_token_survives_a_yield() {
+    let _outcome = testkit::record!();
     let g = GState::new(9);
     g.run();
     g.ready().unwrap();
@@ -177,6 +187,7 @@ fn step3_a_token_survives_a_yield() {
 
 #[test]
 fn step3_ready_while_parking_is_requeued_by_the_scheduler() {
+    let _outcome = testkit::record!();
     let g = GState::new(10);
     g.run();
     assert!(g.park(WaitReason::ChanSend));
@@ -197,6 +208,7 @@ fn step3_ready_while_parking_is_requeued_by_the_scheduler() {
 
 #[test]
 fn step3_a_dead_g_refuses_a_wake_up_with_a_clear_error() {
+    let _outcome = testkit::record!();
     let g = GState::new(11);
     g.run();
     g.exit();
@@ -215,6 +227,7 @@ fn step3_a_dead_g_refuses_a_wake_up_with_a_clear_error() {
 /// panics, or the queue receives the G twice.
 #[test]
 fn step3_a_million_park_ready_races_lose_nothing_and_run_nothing_twice() {
+    let _outcome = testkit::record!();
     const ROUNDS: u64 = 1_000_000;
 
     struct Shared {
@@ -351,6 +364,7 @@ fn step3_a_million_park_ready_races_lose_nothing_and_run_nothing_twice() {
 
 #[test]
 fn whole_runtime_park_and_unpark_a_g_from_an_os_thread() {
+    let _outcome = testkit::record!();
     let n = 20_000u64;
     let woken = watchdog_with(
         "Gs parked with gmp::park, woken by gmp::GHandle::unpark from an OS thread",
@@ -387,6 +401,7 @@ fn whole_runtime_park_and_unpark_a_g_from_an_os_thread() {
 
 #[test]
 fn whole_runtime_ping_pong_between_two_gs_on_one_p() {
+    let _outcome = testkit::record!();
     let rounds = 10_000u64;
     let sum = watchdog_with(
         "two Gs passing a counter over rendezvous channels on one P",
@@ -421,6 +436,7 @@ fn whole_runtime_ping_pong_between_two_gs_on_one_p() {
 
 #[test]
 fn whole_runtime_yield_interleaves_gs_on_one_p() {
+    let _outcome = testkit::record!();
     let order = watchdog(
         "two Gs taking turns with gmp::yield_now on one P",
         DEFAULT_LIMIT,
