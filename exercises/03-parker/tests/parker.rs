@@ -371,7 +371,8 @@ fn whole_runtime_fans_out_and_in() {
                 hs.into_iter()
                     .map(|h| {
                         progress.tick();
-                        h.join().expect("a task that returns its number cannot panic")
+                        h.join()
+                            .expect("a task that returns its number cannot panic")
                     })
                     .sum::<u64>()
             })
