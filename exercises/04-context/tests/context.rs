@@ -116,7 +116,7 @@ fn step1_prepare_aligns_the_stack_as_the_abi_wants() {
     let sp = ctx.stack_pointer();
     assert!(
         sp >= stack.bottom() && sp < stack.top() as usize,
-        "rsp {sp:#x} outside the stack (book: {STEP1})"
+        "expected rsp inside the given stack, got {sp:#x} (book: {STEP1})"
     );
     assert_eq!(
         sp % 16,
