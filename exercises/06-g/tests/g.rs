@@ -13,7 +13,7 @@ use std::thread;
 use std::time::Duration;
 
 use g::{AfterPark, GState, Ready, ReadyError, Status, WaitReason};
-use testkit::{DEFAULT_LIMIT, Step, watch, watch_with};
+use testkit::{DEFAULT_LIMIT, Step, watch_with};
 
 const STEP1: &str = "ch06-g.html#step-1";
 const STEP2: &str = "ch06-g.html#step-2";
