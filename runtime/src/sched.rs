@@ -471,8 +471,27 @@ impl Shared {
             }
             let _ = writeln!(out, ", {} switches to Gs", m.switches.load(Relaxed));
         }
+        // Facts that, if they last until a watchdog fires, point at a lost wake-up.
+        if !s.runq.is_empty() && !s.idle.is_empty() {
+            let _ = writeln!(
+                out,
+                "  note: M(s) {:?} idle while {} G(s) wait in the run queue: if this lasts, an \
+                 idle M's wake-up was lost (part 03, parker)",
+                s.idle,
+                s.runq.len()
+            );
+        }
         for g in live.iter().take(SHOWN) {
-            let _ = writeln!(out, "  {:?}", g.state);
+            let nowhere = g.state.status() == crate::parts::g::Status::Runnable
+                && !s.runq.iter().any(|q| Arc::ptr_eq(q, g))
+                && !self.ms.iter().any(|m| m.running_g.load(Relaxed) == g.id());
+            let note = if nowhere {
+                ": in no run queue and on no M; if this lasts, it was readied and never \
+                 queued (part 06, g)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "  {:?}{note}", g.state);
         }
         if live.len() > SHOWN {
             let _ = writeln!(out, "  ... and {} more G(s)", live.len() - SHOWN);

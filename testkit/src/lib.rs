@@ -1,29 +1,52 @@
-//! Test support shared by every part's tests and the runtime's: the watchdog.
+//! Test support shared by every part's tests and the runtime's: watchdogs and outcome records.
 //!
 //! A test that can block (a lost wake-up, a learner's infinite loop, a deadlock in the
 //! runtime) must end as a red test with a message that says what was stuck, never as a
-//! frozen terminal. [`watchdog`] runs the test body on its own thread and fails the test if
-//! the body has not finished within the limit. The stuck thread is left behind: the test
-//! binary exits when the harness is done, which ends it.
+//! frozen terminal. [`watch`] runs the test body on its own thread and watches its
+//! *progress*: the body ticks a [`Progress`] and names the [`Step`] it is in; if no tick
+//! comes for [`STALL_LIMIT`], the test fails naming the stalled step, the invariant a stall
+//! there breaks and the book section. Only the total limit is generous, for slow CI.
+//! [`watchdog`] is the older form that watches the total time only. The stuck thread is
+//! left behind: the test binary exits when the harness is done, which ends it.
 //!
 //! A test whose failure is a crash (a bad stack switch, a stack overflow) would take the
 //! whole test binary down with it. [`isolated`] runs such a body in a child process, the
 //! same test binary re-run with a filter, and turns a signal into a red test that says what
 //! the signal usually means.
 //!
+//! Every exercise test starts with `let _outcome = testkit::record!();`: the guard writes
+//! the test's outcome to `.workbook/tests/` ([`record`]), so `cargo workbook status` knows
+//! the result of a plain `cargo test -p ex-NN-slug`.
+//!
 //! What does not live here: anything that measures time for performance. Timing claims live
 //! in the criterion benches and `cargo workbook bench` (book, chapter 0).
+
+pub mod record;
 
 use std::os::unix::process::ExitStatusExt;
 use std::panic;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The limit most tests use: generous for a debug build on a loaded 2-core machine, short
 /// enough that a hang is reported before a learner gives up waiting.
 pub const DEFAULT_LIMIT: Duration = Duration::from_secs(20);
+
+/// How long a body watched by [`watch`] may go without a tick before it is a red test.
+/// A healthy body ticks every few microseconds to milliseconds, so 5 s without one is a
+/// stall even on a loaded machine, not slowness.
+pub const STALL_LIMIT: Duration = Duration::from_secs(5);
+
+/// The stall limit once a body in this process has already stalled. The part under test is
+/// then known to lose wake-ups, and the other stalls it causes are reported without another
+/// 5 s each, so a broken part turns the whole test binary red in seconds.
+pub const STALL_LIMIT_AFTER_A_STALL: Duration = Duration::from_secs(1);
+
+/// Set when any [`watch`] in this process reported a stall.
+static STALLED: AtomicBool = AtomicBool::new(false);
 
 /// Runs `body` on a fresh thread and returns its value; fails the calling test if it takes
 /// longer than `limit`.
@@ -46,6 +69,146 @@ where
     F: FnOnce() -> T + Send + 'static,
     D: FnOnce() -> String,
 {
+    let verdict = run_watched(what, limit, None, body);
+    match verdict {
+        Verdict::Finished(value) => value,
+        Verdict::Stalled { .. } => unreachable!("a plain watchdog has no stall limit"),
+        Verdict::TimedOut => panic!(
+            "watchdog: `{what}` was still stuck after {limit:?}; it never finished. \
+             A lost wake-up, a deadlock or an endless loop leaves code waiting forever: \
+             look for a wait that nobody ends.{}",
+            state_block(diagnose())
+        ),
+    }
+}
+
+/// Where a watched body is, and what a stall there would mean. Tests declare their steps
+/// as constants and hand them to [`Progress::step`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// What the body is doing ("ping-pong: each side parks until the turn is its own").
+    pub name: &'static str,
+    /// The invariant a stall here breaks, as the learner should read it ("lost wake-up:
+    /// unpark found the Parker PARKED and nobody woke it").
+    pub invariant: &'static str,
+    /// The book section to read: `chNN-slug.html#anchor`.
+    pub book: &'static str,
+}
+
+/// The body's side of [`watch`]: tick it whenever the body gets somewhere (a round, a
+/// hand-off), and name the step it enters. Cheap to clone into the threads or Gs it starts.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    inner: Arc<ProgressInner>,
+}
+
+#[derive(Debug)]
+struct ProgressInner {
+    ticks: AtomicU64,
+    step: Mutex<Step>,
+}
+
+impl Progress {
+    fn new(first: Step) -> Progress {
+        Progress {
+            inner: Arc::new(ProgressInner {
+                ticks: AtomicU64::new(0),
+                step: Mutex::new(first),
+            }),
+        }
+    }
+
+    /// The body got somewhere: the stall clock starts again.
+    pub fn tick(&self) {
+        self.inner.ticks.fetch_add(1, Relaxed);
+    }
+
+    /// The body enters `step` (and that is progress too).
+    pub fn step(&self, step: Step) {
+        *self.inner.step.lock().unwrap_or_else(|e| e.into_inner()) = step;
+        self.tick();
+    }
+
+    fn ticks(&self) -> u64 {
+        self.inner.ticks.load(Relaxed)
+    }
+
+    fn current(&self) -> Step {
+        *self.inner.step.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs `body` on a fresh thread under a progress watchdog and returns its value.
+///
+/// The body starts in step `first`. If it goes [`STALL_LIMIT`] without a
+/// [`Progress::tick`] or [`Progress::step`], the test fails with a first line naming the
+/// stalled step, its invariant and its book section; if it runs longer than `total` while
+/// still ticking, it fails as too slow to finish. A panic in `body` is re-raised unchanged.
+pub fn watch<T, F>(what: &str, total: Duration, first: Step, body: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(&Progress) -> T + Send + 'static,
+{
+    watch_with(what, total, first, String::new, body)
+}
+
+/// Like [`watch`], and when it fires also prints `diagnose()`: the state of whatever was
+/// stuck (G states, M states, queue lengths).
+pub fn watch_with<T, F, D>(what: &str, total: Duration, first: Step, diagnose: D, body: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(&Progress) -> T + Send + 'static,
+    D: FnOnce() -> String,
+{
+    let progress = Progress::new(first);
+    let for_body = progress.clone();
+    let verdict = run_watched(what, total, Some(&progress), move || body(&for_body));
+    match verdict {
+        Verdict::Finished(value) => value,
+        Verdict::Stalled { after } => {
+            let step = progress.current();
+            panic!(
+                "stalled in step `{}`: {} (book: {})\nwatchdog: `{what}` made no progress for \
+                 {:.1} s (ticks so far: {}).{}",
+                step.name,
+                step.invariant,
+                step.book,
+                after.as_secs_f64(),
+                progress.ticks(),
+                state_block(diagnose())
+            )
+        }
+        Verdict::TimedOut => {
+            let step = progress.current();
+            panic!(
+                "too slow: `{what}` kept making progress but did not finish within {total:?} \
+                 (last step `{}`; book: {}). The limit is generous for slow machines: a part \
+                 that spins or sleeps where it should block can be this slow.{}",
+                step.name,
+                step.book,
+                state_block(diagnose())
+            )
+        }
+    }
+}
+
+enum Verdict<T> {
+    Finished(T),
+    Stalled { after: Duration },
+    TimedOut,
+}
+
+/// Runs `body` on its own thread; with `progress`, also fails it when the ticks stop.
+fn run_watched<T, F>(
+    what: &str,
+    total: Duration,
+    progress: Option<&Progress>,
+    body: F,
+) -> Verdict<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
     let (done_tx, done_rx) = mpsc::channel();
     let worker = thread::Builder::new()
         .name(format!("watched: {what}"))
@@ -55,36 +218,68 @@ where
             let _ = done_tx.send(outcome);
         })
         .expect("watchdog: could not start the thread that runs the test body");
-    match done_rx.recv_timeout(limit) {
-        Ok(Ok(value)) => {
-            let _ = worker.join();
-            value
+    let start = Instant::now();
+    let mut seen = progress.map_or(0, Progress::ticks);
+    let mut last_tick = start;
+    loop {
+        let now = Instant::now();
+        let stall_limit = if STALLED.load(Relaxed) {
+            STALL_LIMIT_AFTER_A_STALL
+        } else {
+            STALL_LIMIT
+        };
+        let deadline = if progress.is_some() {
+            (start + total).min(last_tick + stall_limit)
+        } else {
+            start + total
+        };
+        // Poll at least every 100 ms, so ticks and another test's stall are noticed.
+        let wait = deadline
+            .saturating_duration_since(now)
+            .min(Duration::from_millis(100));
+        match done_rx.recv_timeout(wait) {
+            Ok(Ok(value)) => {
+                let _ = worker.join();
+                return Verdict::Finished(value);
+            }
+            Ok(Err(payload)) => {
+                let _ = worker.join();
+                panic::resume_unwind(payload)
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                unreachable!("watchdog: the body's thread ended without reporting")
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
-        Ok(Err(payload)) => {
-            let _ = worker.join();
-            panic::resume_unwind(payload)
+        let now = Instant::now();
+        if let Some(progress) = progress {
+            let ticks = progress.ticks();
+            if ticks != seen {
+                seen = ticks;
+                last_tick = now;
+            } else if now.duration_since(last_tick) >= stall_limit {
+                STALLED.store(true, Relaxed);
+                return Verdict::Stalled {
+                    after: now.duration_since(last_tick),
+                };
+            }
         }
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            let state = diagnose();
-            let state = if state.is_empty() {
-                String::new()
-            } else {
-                format!("\nstate when the watchdog fired:\n{state}")
-            };
-            panic!(
-                "watchdog: `{what}` was still stuck after {limit:?}; it never finished. \
-                 A lost wake-up, a deadlock or an endless loop leaves code waiting forever: \
-                 look for a wait that nobody ends.{state}"
-            )
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            unreachable!("watchdog: the body's thread ended without reporting")
+        if now.duration_since(start) >= total {
+            return Verdict::TimedOut;
         }
     }
 }
 
+fn state_block(state: String) -> String {
+    if state.is_empty() {
+        String::new()
+    } else {
+        format!("\nstate when the watchdog fired:\n{state}")
+    }
+}
+
 /// Set in the child process to the name of the test it must run for real.
-const ISOLATED_ENV: &str = "TESTKIT_ISOLATED";
+pub(crate) const ISOLATED_ENV: &str = "TESTKIT_ISOLATED";
 
 /// What a child run of a test printed, and how it ended. See [`run_in_child`].
 #[derive(Debug)]
@@ -232,6 +427,73 @@ mod tests {
             run.output.contains("about to abort") && !run.success,
             "{run:?}"
         );
+    }
+
+    const SPIN: Step = Step {
+        name: "spinning forever",
+        invariant: "the test body must tick",
+        book: "ch00-workbook.html#watchdog",
+    };
+
+    #[test]
+    fn watch_returns_the_body_value_and_lets_a_ticking_body_run_past_the_stall_limit() {
+        let n = watch("ticking", DEFAULT_LIMIT, SPIN, |p| {
+            let until = Instant::now() + STALL_LIMIT + Duration::from_millis(500);
+            let mut n = 0u64;
+            while Instant::now() < until {
+                p.tick();
+                n += 1;
+                thread::sleep(Duration::from_millis(1));
+            }
+            n
+        });
+        assert!(n > 0);
+    }
+
+    #[test]
+    fn watch_names_the_stalled_step_its_invariant_and_book_section() {
+        const PARKED: Step = Step {
+            name: "second half",
+            invariant: "lost wake-up: nobody woke it",
+            book: "ch03-parker.html#step-2",
+        };
+        let started = Instant::now();
+        let msg = panic::catch_unwind(|| {
+            watch_with(
+                "a body that stops ticking",
+                DEFAULT_LIMIT,
+                SPIN,
+                || "queue length 3".to_string(),
+                |p| {
+                    p.step(PARKED);
+                    thread::sleep(Duration::from_secs(3600))
+                },
+            )
+        })
+        .expect_err("the stall must fail the test");
+        let msg = msg.downcast_ref::<String>().unwrap();
+        assert!(
+            msg.starts_with(
+                "stalled in step `second half`: lost wake-up: nobody woke it \
+                 (book: ch03-parker.html#step-2)\n"
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains("queue length 3"), "{msg}");
+        // A correctness bound on the watchdog (it must not wait for the total limit), not a
+        // performance claim.
+        assert!(started.elapsed() < DEFAULT_LIMIT, "{:?}", started.elapsed());
+    }
+
+    #[test]
+    #[should_panic(expected = "too slow: `ticking slowly`")]
+    fn watch_still_has_a_total_limit() {
+        watch("ticking slowly", Duration::from_millis(300), SPIN, |p| {
+            loop {
+                p.tick();
+                thread::sleep(Duration::from_millis(10));
+            }
+        });
     }
 
     #[test]

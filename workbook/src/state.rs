@@ -5,6 +5,10 @@
 //! running 17 crates' tests. The file is gitignored, meant to be readable, and safe to
 //! delete (everything goes back to "not started", hints to the first one).
 //!
+//! A plain `cargo test -p ex-NN-slug` reaches the file too: every exercise test writes its
+//! outcome to `.workbook/tests/NN-slug/` (`testkit::record`), and [`State::load`] merges
+//! those records when they are newer than the file's result (see [`from_records`]).
+//!
 //! Format, one fact per line, `#` starts a comment, unknown lines are skipped:
 //!
 //! ```text
@@ -12,6 +16,7 @@
 //! result 02-osthread 1732360000 failing 3 14 step2_starts_a_named_thread
 //! result 03-parker 1732360000 does-not-compile src/lib.rs:12:5: error[E0308]: mismatched types
 //! result 04-context 1732360000 crashed signal 11 (SIGSEGV) in `--test context`
+//! result 05-stack 1732360000 partial 4 17 step2_guard_page_is_mapped
 //! hints 01-procinfo 2
 //! ```
 //!
@@ -20,7 +25,10 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use testkit::record::{self, Record};
 
 use crate::{Result, io_error};
 
@@ -59,6 +67,16 @@ pub enum Status {
         /// Cargo's first error line.
         message: String,
     },
+    /// Every test that ran passed, but some of the binary's tests have not run since it
+    /// was built (a filtered `cargo test -p ex-NN-slug step1`).
+    Partial {
+        /// How many passed.
+        passed: usize,
+        /// How many the test binaries hold.
+        total: usize,
+        /// The first test, in name order, that has not run.
+        next: String,
+    },
 }
 
 impl Status {
@@ -74,6 +92,11 @@ impl Status {
             Status::DoesNotCompile { error } => format!("does not compile: {error}"),
             Status::Crashed { message } => format!("crashed: {message}"),
             Status::CargoFailed { message } => format!("cargo failed: {message}"),
+            Status::Partial {
+                passed,
+                total,
+                next,
+            } => format!("{passed} of {total} tests pass, the others not run yet (next: {next})"),
         }
     }
 
@@ -155,6 +178,11 @@ impl State {
                 }
                 Status::Crashed { message } => format!("crashed {}", one_line(message)),
                 Status::CargoFailed { message } => format!("cargo-failed {}", one_line(message)),
+                Status::Partial {
+                    passed,
+                    total,
+                    next,
+                } => format!("partial {passed} {total} {}", one_line(next)),
             };
             out.push_str(&format!("result {key} {} {rest}\n", rec.checked_at));
         }
@@ -164,13 +192,39 @@ impl State {
         out
     }
 
-    /// Reads `root/.workbook/state`; a missing file is an empty state.
+    /// Reads `root/.workbook/state` (a missing file is an empty state), then takes each
+    /// exercise's test records where they are newer than the file's result.
     pub fn load(root: &Path) -> Result<State> {
         let path = path(root);
-        match fs::read_to_string(&path) {
-            Ok(text) => Ok(State::parse(&text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-            Err(e) => Err(io_error("reading", &path)(e)),
+        let mut state = match fs::read_to_string(&path) {
+            Ok(text) => State::parse(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => return Err(io_error("reading", &path)(e)),
+        };
+        state.merge_records(root);
+        Ok(state)
+    }
+
+    /// Replaces each exercise's result by the one its test records give, when those are
+    /// newer (a plain `cargo test -p ex-NN-slug` ran after the last workbook command).
+    pub fn merge_records(&mut self, root: &Path) {
+        let keys: Vec<String> = fs::read_dir(root.join(record::DIR_REL))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect();
+        for key in keys {
+            let Some(from_records) = from_records(root, &key) else {
+                continue;
+            };
+            let newer = self
+                .results
+                .get(&key)
+                .is_none_or(|old| from_records.checked_at > old.checked_at);
+            if newer {
+                self.results.insert(key, from_records);
+            }
         }
     }
 
@@ -223,6 +277,79 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Exercise `key`'s result from its test records, or `None` when there is no record for
+/// its current test binaries (never run, or rebuilt since).
+///
+/// Each binary that wrote a record is asked for every test it holds (`<binary> --list`,
+/// which runs nothing): the exercise is done when every one of them passed, failing when
+/// one failed (the first in name order, which is step order, is the one to work on), and
+/// partial when the others have not run since the binary was built.
+pub fn from_records(root: &Path, key: &str) -> Option<Recorded> {
+    let fresh: Vec<Record> = record::load(root, key)
+        .into_iter()
+        .filter(|r| !r.is_stale())
+        .collect();
+    let newest_ms = fresh.iter().map(|r| r.at_ms).max()?;
+    let mut binaries: BTreeMap<&Path, Vec<&Record>> = BTreeMap::new();
+    for r in &fresh {
+        binaries.entry(&r.binary).or_default().push(r);
+    }
+    let (mut total, mut passed) = (0, 0);
+    let (mut failed, mut not_run) = (Vec::new(), Vec::new());
+    for (binary, records) in binaries {
+        let listed = list_tests(binary)?;
+        total += listed.len();
+        for test in listed {
+            match records.iter().find(|r| r.test == test) {
+                Some(r) if r.passed => passed += 1,
+                Some(_) => failed.push(test),
+                None => not_run.push(test),
+            }
+        }
+    }
+    failed.sort();
+    not_run.sort();
+    let status = if let Some(first) = failed.first() {
+        Status::Failing {
+            failed: failed.len(),
+            total,
+            first: first.clone(),
+        }
+    } else if let Some(next) = not_run.first() {
+        Status::Partial {
+            passed,
+            total,
+            next: next.clone(),
+        }
+    } else {
+        Status::Done { tests: total }
+    };
+    Some(Recorded {
+        status,
+        checked_at: newest_ms / 1000,
+    })
+}
+
+/// The tests a libtest binary holds (`--list --format terse`: `name: test` lines).
+fn list_tests(binary: &Path) -> Option<Vec<String>> {
+    let out = Command::new(binary)
+        .args(["--list", "--format", "terse"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_suffix(": test"))
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
 fn parse_status(words: &[&str]) -> Option<Status> {
     let rest = |from: usize| words.get(from..).unwrap_or_default().join(" ");
     match *words.first()? {
@@ -237,6 +364,11 @@ fn parse_status(words: &[&str]) -> Option<Status> {
         "does-not-compile" => Some(Status::DoesNotCompile { error: rest(1) }),
         "crashed" => Some(Status::Crashed { message: rest(1) }),
         "cargo-failed" => Some(Status::CargoFailed { message: rest(1) }),
+        "partial" => Some(Status::Partial {
+            passed: words.get(1)?.parse().ok()?,
+            total: words.get(2)?.parse().ok()?,
+            next: rest(3),
+        }),
         _ => None,
     }
 }
@@ -273,10 +405,19 @@ mod tests {
                 message: "signal 11 (SIGSEGV)".into(),
             },
         );
+        state.record(
+            "05-stack",
+            Status::Partial {
+                passed: 4,
+                total: 17,
+                next: "step2_x".into(),
+            },
+        );
         state.hints.insert("01-procinfo".into(), 2);
         let back = State::parse(&state.render());
         assert_eq!(back.hints, state.hints);
-        assert_eq!(back.results.len(), 4);
+        assert_eq!(back.results.len(), 5);
+        assert_eq!(back.results["05-stack"], state.results["05-stack"]);
         assert_eq!(back.results["01-procinfo"], state.results["01-procinfo"]);
         assert_eq!(back.results["02-osthread"], state.results["02-osthread"]);
         assert_eq!(
@@ -308,5 +449,91 @@ mod tests {
         let loaded = State::load(dir.path()).unwrap();
         assert_eq!(loaded.hints_shown("01-procinfo"), 3);
         assert!(dir.path().join(".workbook/state").is_file());
+    }
+
+    /// Writes a record for `test` of this very test binary, as testkit's guard would.
+    fn write_record(root: &Path, key: &str, test: &str, passed: bool, binary_mtime_ns: u128) {
+        let binary = std::env::current_exe().unwrap();
+        let dir = record::dir(root, key);
+        fs::create_dir_all(&dir).unwrap();
+        let rec = Record {
+            test: test.into(),
+            passed,
+            at_ms: unix_now() * 1000 + 999,
+            binary,
+            binary_mtime_ns,
+        };
+        fs::write(dir.join(test), rec.render()).unwrap();
+    }
+
+    #[test]
+    fn records_of_a_plain_test_run_override_an_older_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let me = std::env::current_exe().unwrap();
+        let mtime = record::mtime_ns(&me).unwrap();
+        let mut tests = list_tests(&me).expect("this test binary lists its tests");
+        tests.sort();
+        assert!(tests.len() > 3, "{tests:?}");
+        update(root, |s| {
+            s.results.insert(
+                "03-parker".into(),
+                Recorded {
+                    status: Status::Done { tests: 1 },
+                    checked_at: 1,
+                },
+            )
+        })
+        .unwrap();
+
+        write_record(root, "03-parker", &tests[1], true, mtime);
+        let partial = State::load(root).unwrap().results["03-parker"]
+            .status
+            .clone();
+        assert_eq!(
+            partial,
+            Status::Partial {
+                passed: 1,
+                total: tests.len(),
+                next: tests[0].clone()
+            },
+            "one test ran: the others are not run yet, and the old result is replaced"
+        );
+
+        for (i, test) in tests.iter().enumerate() {
+            write_record(root, "03-parker", test, i != 2, mtime);
+        }
+        let failing = State::load(root).unwrap().results["03-parker"]
+            .status
+            .clone();
+        assert_eq!(
+            failing,
+            Status::Failing {
+                failed: 1,
+                total: tests.len(),
+                first: tests[2].clone()
+            }
+        );
+
+        write_record(root, "03-parker", &tests[2], true, mtime);
+        let done = update(root, |s| s.results["03-parker"].status.clone()).unwrap();
+        assert_eq!(done, Status::Done { tests: tests.len() });
+        let saved = fs::read_to_string(path(root)).unwrap();
+        assert!(
+            saved.contains(&format!("done {}", tests.len())),
+            "the merged result reaches the state file: {saved}"
+        );
+
+        for test in &tests {
+            write_record(root, "03-parker", test, false, mtime - 1);
+        }
+        let stale = State::load(root).unwrap().results["03-parker"]
+            .status
+            .clone();
+        assert_eq!(
+            stale,
+            Status::Done { tests: tests.len() },
+            "records of a binary since rebuilt are ignored: the saved result stands"
+        );
     }
 }

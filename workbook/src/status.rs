@@ -1,8 +1,9 @@
 //! `cargo workbook status [--check]`: where the learner is, chapter by chapter.
 //!
-//! Without `--check` it only reads the state file that `watch` and `status --check` keep
-//! (no cargo run: it prints at once), and marks a result as stale when the exercise's files
-//! changed after it was taken. `--check` reruns `cargo test -p ex-NN-slug` for every
+//! Without `--check` it only reads the state file that `watch` and `status --check` keep,
+//! merged with the outcome records a plain `cargo test -p ex-NN-slug` leaves (no cargo run:
+//! it prints at once), and marks a result as stale when the exercise's files changed after
+//! it was taken. `--check` reruns `cargo test -p ex-NN-slug` for every
 //! exercise, one after another, output captured, and records each result first.
 //!
 //! The table also shows the hint progress and which chapter is next: the first exercise
@@ -113,8 +114,8 @@ pub fn table(root: &Path, parts: &[Part], state: &State) -> String {
     }
     if state.results.is_empty() {
         out.push_str(
-            "(results come from `cargo workbook watch` and `cargo workbook status --check`; \
-             none recorded yet)\n",
+            "(results come from `cargo test -p ex-NN-slug`, `cargo workbook watch` and \
+             `cargo workbook status --check`; none recorded yet)\n",
         );
     }
     out

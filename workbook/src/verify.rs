@@ -10,6 +10,8 @@
 //!   (`chNN-slug`).
 //! - [`check_anchors`]: every book link `chNN-slug.html#anchor` in the exercise's sources and
 //!   tests (the `todo!()` messages) points at a page that defines `{#anchor}`.
+//! - [`check_test_records`]: every `#[test]` in the exercise's test files starts with
+//!   `let _outcome = testkit::record!();`, so `status` sees a plain `cargo test`'s result.
 //! - [`check_summary`]: SUMMARY.md lists every exercise's chapter, and every entry that is not
 //!   a draft (`- [Title]()`) has its file.
 //! - [`check_figures`]: every page takes its figures from `book/figures.toml` (see
@@ -286,6 +288,61 @@ pub fn check_anchors(root: &Path, part: &Part) -> Vec<Problem> {
     problems
 }
 
+/// The line every exercise test starts with (see `testkit::record`).
+pub const RECORD_LINE: &str = "let _outcome = testkit::record!();";
+
+/// (b) Every test in the exercise's test files records its outcome: its first statement is
+/// [`RECORD_LINE`]. A test without it is invisible to `status` after a plain `cargo test`,
+/// so the exercise could never show as done.
+pub fn check_test_records(root: &Path, part: &Part) -> Vec<Problem> {
+    let mut files = Vec::new();
+    rust_files(&part.exercise_dir(root).join("tests"), &mut files);
+    files.sort();
+    let mut problems = Vec::new();
+    for file in files {
+        let Some(text) = read(&file) else { continue };
+        for test in tests_missing_the_record(&text) {
+            problems.push(Problem::new(
+                crate::rel(root, &file),
+                format!(
+                    "test `{test}` does not record its outcome: make `{RECORD_LINE}` its first \
+                     line, or `cargo workbook status` never sees it pass"
+                ),
+            ));
+        }
+    }
+    problems
+}
+
+/// The names of the `#[test]` functions in `source` whose body does not start with
+/// [`RECORD_LINE`].
+pub fn tests_missing_the_record(source: &str) -> Vec<String> {
+    let lines: Vec<&str> = source.lines().collect();
+    let mut missing = Vec::new();
+    for (at, line) in lines.iter().enumerate() {
+        if line.trim() != "#[test]" {
+            continue;
+        }
+        // The signature may span lines and follow other attributes: find its opening brace.
+        let Some(fn_at) = (at + 1..lines.len()).find(|&i| lines[i].contains("fn ")) else {
+            continue;
+        };
+        let name = lines[fn_at]
+            .split("fn ")
+            .nth(1)
+            .and_then(|rest| rest.split(['(', '<']).next())
+            .unwrap_or("?")
+            .trim()
+            .to_string();
+        let body_at = (fn_at..lines.len()).find(|&i| lines[i].trim_end().ends_with('{'));
+        let first = body_at.and_then(|i| lines.get(i + 1)).map(|l| l.trim());
+        if first != Some(RECORD_LINE) {
+            missing.push(name);
+        }
+    }
+    missing
+}
+
 /// (e) SUMMARY.md lists the chapter of each of `parts`, and every non-draft entry exists.
 pub fn check_summary(root: &Path, parts: &[Part]) -> Vec<Problem> {
     let entries = match parts::summary(root) {
@@ -512,9 +569,15 @@ pub fn run(root: &Path, parts: &[Part], only: Option<&Part>) -> Result<()> {
             seconds: None,
         });
         report(CheckResult {
-            subject,
+            subject: subject.clone(),
             what: "every book link in its sources has its anchor".into(),
             problems: check_anchors(root, part),
+            seconds: None,
+        });
+        report(CheckResult {
+            subject,
+            what: "every test records its outcome for `status`".into(),
+            problems: check_test_records(root, part),
             seconds: None,
         });
     }
@@ -596,5 +659,14 @@ mod tests {
         }
         assert!(!defines_anchor(md, "step-4"));
         assert!(!defines_anchor(md, "step"));
+    }
+
+    #[test]
+    fn a_test_without_the_record_line_is_named() {
+        let source = "#[test]\nfn a() {\n    let _outcome = testkit::record!();\n}\n\n\
+            #[test]\n#[ignore]\nfn b_long(\n) {\n    let x = 1;\n}\n\n\
+            #[test]\nfn c() {\n    assert!(true);\n    let _outcome = testkit::record!();\n}\n\
+            fn helper() {}\n";
+        assert_eq!(tests_missing_the_record(source), ["b_long", "c"]);
     }
 }

@@ -138,3 +138,24 @@ fn hints_files_and_the_summary_are_checked() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn every_exercise_test_records_its_outcome_for_status() {
+    let root = common::repo_root();
+    let all = parts::discover(&root).unwrap();
+    assert!(all.len() >= 6, "{all:?}");
+    for part in &all {
+        let problems = verify::check_test_records(&root, part);
+        assert!(
+            problems.is_empty(),
+            "every test must start with `{}`, or a plain `cargo test -p {}` never reaches \
+             `status`:\n{}",
+            verify::RECORD_LINE,
+            part.exercise_package(),
+            problems
+                .iter()
+                .map(|p| format!("  {p}\n"))
+                .collect::<String>()
+        );
+    }
+}

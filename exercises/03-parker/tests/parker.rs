@@ -1,7 +1,9 @@
 //! Tests for part 03, `parker`. The exercise and the solution run this same file.
 //!
 //! `stepN_…` tests follow the steps of chapter 3. Everything that could sleep forever runs
-//! under a watchdog: a lost wake-up shows up as a red test naming what was stuck.
+//! under a progress watchdog (`testkit::watch`): each hand-off ticks it, and a body that
+//! makes no progress for 5 s fails naming the step it stalled in, the invariant a stall
+//! there breaks (a lost wake-up, most often) and the book section to read.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -9,18 +11,74 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use parker::{ParkResult, Parker, futex_wait, futex_wake};
-use testkit::{DEFAULT_LIMIT, watchdog};
+use testkit::{DEFAULT_LIMIT, Progress, Step, watch, watch_with};
+
+const STEP1: &str = "ch03-parker.html#step-1";
+const STEP2: &str = "ch03-parker.html#step-2";
+const STEP3: &str = "ch03-parker.html#step-3";
+
+const WAIT_ON_A_CHANGED_WORD: Step = Step {
+    name: "futex_wait on a word that is not `expected`",
+    invariant: "futex_wait must return at once when *word != expected: the kernel compares \
+                the word before it sleeps (EAGAIN)",
+    book: STEP1,
+};
+const WAIT_WITH_A_TIMEOUT: Step = Step {
+    name: "futex_wait with a 20 ms timeout",
+    invariant: "futex_wait must hand its timeout to the kernel (a timespec) and return \
+                false when it expires",
+    book: STEP1,
+};
+const WAKE_A_SLEEPER: Step = Step {
+    name: "a thread asleep in futex_wait, woken by futex_wake",
+    invariant: "futex_wake must wake a sleeper on the same word, with the same PRIVATE flag \
+                as futex_wait",
+    book: STEP1,
+};
+const TOKEN_BEFORE_PARK: Step = Step {
+    name: "park after an unpark on the same thread",
+    invariant: "lost wake-up: a token left by unpark before park must make park return at \
+                once (NOTIFIED -> EMPTY) instead of sleeping",
+    book: STEP2,
+};
+const HAND_OFF: Step = Step {
+    name: "a parked thread waiting for another thread's unpark",
+    invariant: "lost wake-up: unpark found the Parker PARKED and nobody woke it (unpark must \
+                futex_wake when the state it replaced was PARKED)",
+    book: STEP2,
+};
+const TIMED_OUT_PARK: Step = Step {
+    name: "park_timeout with no token",
+    invariant: "park_timeout must give up at its deadline: sleep in futex_wait with the time \
+                that is left, then withdraw PARKED -> EMPTY",
+    book: STEP3,
+};
+const TIMED_PARK_UNPARKED: Step = Step {
+    name: "park_timeout(10 s), unparked from another thread after 20 ms",
+    invariant: "lost wake-up: unpark found the Parker PARKED and nobody woke it, so \
+                park_timeout waits for its deadline instead of returning Unparked",
+    book: STEP3,
+};
+const RUNTIME: Step = Step {
+    name: "the gmp runtime's Ms sleeping and waking on your Parker",
+    invariant: "lost wake-up: an idle M's Parker was PARKED when new work unparked it, and \
+                nobody woke it (see the idle Ms and the run queue below)",
+    book: STEP2,
+};
 
 #[test]
 fn step1_futex_wait_returns_at_once_if_the_word_changed() {
-    watchdog(
+    let _outcome = testkit::record!();
+    watch(
         "futex_wait on a word that is not `expected`",
         DEFAULT_LIMIT,
-        || {
+        WAIT_ON_A_CHANGED_WORD,
+        |_| {
             let word = AtomicU32::new(5);
             assert!(
                 futex_wait(&word, 4, None),
-                "the kernel returns EAGAIN at once: not a timeout"
+                "expected true: the kernel returns EAGAIN at once, which is not a timeout \
+                 (book: {STEP1})"
             );
         },
     );
@@ -28,26 +86,35 @@ fn step1_futex_wait_returns_at_once_if_the_word_changed() {
 
 #[test]
 fn step1_futex_wait_times_out() {
+    let _outcome = testkit::record!();
     let word = AtomicU32::new(0);
     let start = Instant::now();
-    let woken = watchdog(
+    let woken = watch(
         "futex_wait with a 20 ms timeout",
         DEFAULT_LIMIT,
-        move || futex_wait(&word, 0, Some(Duration::from_millis(20))),
+        WAIT_WITH_A_TIMEOUT,
+        move |_| futex_wait(&word, 0, Some(Duration::from_millis(20))),
     );
-    assert!(!woken, "futex_wait returns false when the timeout passed");
+    assert!(
+        !woken,
+        "expected false: futex_wait returns false when the timeout passed (ETIMEDOUT) \
+         (book: {STEP1})"
+    );
     assert!(
         start.elapsed() >= Duration::from_millis(20),
-        "it returned before the timeout"
+        "expected at least 20 ms, got {:?}: it returned before the timeout (book: {STEP1})",
+        start.elapsed()
     );
 }
 
 #[test]
 fn step1_futex_wake_wakes_a_sleeper() {
-    watchdog(
+    let _outcome = testkit::record!();
+    watch(
         "a thread in futex_wait, woken by futex_wake",
         DEFAULT_LIMIT,
-        || {
+        WAKE_A_SLEEPER,
+        |_| {
             let word = Arc::new(AtomicU32::new(0));
             let w = word.clone();
             let sleeper = thread::spawn(move || {
@@ -58,27 +125,39 @@ fn step1_futex_wake_wakes_a_sleeper() {
             thread::sleep(Duration::from_millis(20)); // let it fall asleep (not required)
             word.store(1, Ordering::Release);
             futex_wake(&word, 1);
-            sleeper.join().unwrap();
-            assert_eq!(futex_wake(&word, 1), 0, "nobody is left asleep on the word");
+            sleeper.join().expect("the sleeping thread panicked");
+            assert_eq!(
+                futex_wake(&word, 1),
+                0,
+                "expected 0 woken: nobody is left asleep on the word (book: {STEP1})"
+            );
         },
     );
 }
 
 #[test]
 fn step2_unpark_before_park_is_not_lost() {
-    watchdog("park after an unpark", DEFAULT_LIMIT, || {
-        let p = Parker::new();
-        p.unpark();
-        p.park(); // must return at once: the token was left for us
-    });
+    let _outcome = testkit::record!();
+    watch(
+        "park after an unpark",
+        DEFAULT_LIMIT,
+        TOKEN_BEFORE_PARK,
+        |_| {
+            let p = Parker::new();
+            p.unpark();
+            p.park(); // must return at once: the token was left for us
+        },
+    );
 }
 
 #[test]
 fn step2_unpark_wakes_a_parked_thread() {
-    watchdog(
+    let _outcome = testkit::record!();
+    watch(
         "a parked thread, unparked from another",
         DEFAULT_LIMIT,
-        || {
+        HAND_OFF,
+        |_| {
             let p = Arc::new(Parker::new());
             let done = Arc::new(AtomicU32::new(0));
             let (p2, d2) = (p.clone(), done.clone());
@@ -88,21 +167,25 @@ fn step2_unpark_wakes_a_parked_thread() {
             });
             thread::sleep(Duration::from_millis(20));
             p.unpark();
-            t.join().unwrap();
-            assert_eq!(done.load(Ordering::SeqCst), 1);
+            t.join().expect("the parked thread panicked");
+            assert_eq!(
+                done.load(Ordering::SeqCst),
+                1,
+                "expected the parked thread to have run on after its park (book: {STEP2})"
+            );
         },
     );
 }
 
 /// Two threads hand a turn back and forth, each parking until it is theirs. A lost
 /// wake-up leaves both asleep and the watchdog fires; an extra wake-up is harmless because
-/// each side re-checks `turn`. Every round is counted on both sides.
+/// each side re-checks `turn`. Every round is counted on both sides and ticks `progress`.
 ///
 /// `spin`: how many times a side checks `turn` before it parks. With `Spin::Never` every
 /// hand-off is a real sleep and wake. With `Spin::Varied` the spin changes every round
 /// (0 to 63 checks), so the unpark often lands just before, during or just after the park,
 /// which is where a lost wake-up hides. Returns (rounds seen by ping, by pong, parks).
-fn ping_pong(rounds: u64, spin: Spin) -> (u64, u64, u64) {
+fn ping_pong(rounds: u64, spin: Spin, progress: &Progress) -> (u64, u64, u64) {
     let turn = Arc::new(AtomicU64::new(0)); // 2i+1: pong's turn in round i, 2i+2: ping's
     let parkers = Arc::new([Parker::new(), Parker::new()]);
     let parks = Arc::new(AtomicU64::new(0));
@@ -124,11 +207,13 @@ fn ping_pong(rounds: u64, spin: Spin) -> (u64, u64, u64) {
         }
     };
     let (t2, p2, pong_waits) = (turn.clone(), parkers.clone(), wait_for.clone());
+    let pong_progress = progress.clone();
     let pong = thread::spawn(move || {
         let mut seen = 0;
         for i in 0..rounds {
             pong_waits(&t2, &p2[1], 2 * i + 1);
             seen += 1;
+            pong_progress.tick();
             t2.store(2 * i + 2, Ordering::Release);
             p2[0].unpark();
         }
@@ -140,8 +225,10 @@ fn ping_pong(rounds: u64, spin: Spin) -> (u64, u64, u64) {
         parkers[1].unpark();
         wait_for(&turn, &parkers[0], 2 * i + 2);
         seen += 1;
+        progress.tick();
     }
-    (seen, pong.join().unwrap(), parks.load(Ordering::Relaxed))
+    let pong_seen = pong.join().expect("the pong thread panicked");
+    (seen, pong_seen, parks.load(Ordering::Relaxed))
 }
 
 #[derive(Clone, Copy)]
@@ -152,60 +239,77 @@ enum Spin {
 
 #[test]
 fn step2_ping_pong_loses_no_wake_up() {
+    let _outcome = testkit::record!();
     let rounds = 20_000;
-    let (ping, pong, _) = watchdog(
+    let (ping, pong, _) = watch(
         "ping-pong of 20 000 sleeping hand-offs",
         DEFAULT_LIMIT,
-        move || ping_pong(rounds, Spin::Never),
+        HAND_OFF,
+        move |progress| ping_pong(rounds, Spin::Never, progress),
     );
     assert_eq!(
         (ping, pong),
         (rounds, rounds),
-        "every round seen once on each side"
+        "expected every round seen once on each side (book: {STEP2})"
     );
 }
 
 #[test]
 fn step2_wake_during_park_a_million_times() {
+    let _outcome = testkit::record!();
     let rounds = 1_000_000;
-    let limit = Duration::from_secs(60);
-    let (ping, pong, parks) = watchdog(
+    // Generous in total for a debug build on a loaded machine; a stall fails in 5 s.
+    let limit = Duration::from_secs(90);
+    let (ping, pong, parks) = watch(
         "10^6 racing hand-offs (unpark during park)",
         limit,
-        move || ping_pong(rounds, Spin::Varied),
+        HAND_OFF,
+        move |progress| ping_pong(rounds, Spin::Varied, progress),
     );
     assert_eq!(
         (ping, pong),
         (rounds, rounds),
-        "every round seen once on each side"
+        "expected every round seen once on each side (book: {STEP2})"
     );
     // A stress that never parks proves nothing; on 2 cores about 1 round in 10 parks.
     assert!(
         parks >= rounds / 100,
-        "only {parks} parks in {rounds} rounds: the race was not hit"
+        "expected at least {} parks, got {parks} in {rounds} rounds: the race was not hit \
+         (book: {STEP2})",
+        rounds / 100
     );
 }
 
 #[test]
 fn step3_park_timeout_times_out_without_a_token() {
-    let p = Parker::new();
+    let _outcome = testkit::record!();
     let start = Instant::now();
+    let result = watch(
+        "park_timeout(30 ms) with no token",
+        DEFAULT_LIMIT,
+        TIMED_OUT_PARK,
+        |_| Parker::new().park_timeout(Duration::from_millis(30)),
+    );
     assert_eq!(
-        p.park_timeout(Duration::from_millis(30)),
-        ParkResult::TimedOut
+        result,
+        ParkResult::TimedOut,
+        "expected TimedOut: nobody unparked (book: {STEP3})"
     );
     assert!(
         start.elapsed() >= Duration::from_millis(30),
-        "it returned before its time"
+        "expected at least 30 ms, got {:?}: it returned before its time (book: {STEP3})",
+        start.elapsed()
     );
 }
 
 #[test]
 fn step3_park_timeout_takes_a_token() {
-    watchdog(
+    let _outcome = testkit::record!();
+    watch(
         "park_timeout(10 s) unparked from another thread",
         DEFAULT_LIMIT,
-        || {
+        TIMED_PARK_UNPARKED,
+        |_| {
             let p = Arc::new(Parker::new());
             let p2 = p.clone();
             let waker = thread::spawn(move || {
@@ -214,55 +318,82 @@ fn step3_park_timeout_takes_a_token() {
             });
             assert_eq!(
                 p.park_timeout(Duration::from_secs(10)),
-                ParkResult::Unparked
+                ParkResult::Unparked,
+                "expected Unparked: the unpark came 20 ms in, long before the deadline \
+                 (book: {STEP3})"
             );
-            waker.join().unwrap();
+            waker.join().expect("the waking thread panicked");
         },
     );
 }
 
 #[test]
 fn step3_tokens_do_not_count() {
-    let p = Parker::new();
-    p.unpark();
-    p.unpark();
-    assert_eq!(
-        p.park_timeout(Duration::ZERO),
-        ParkResult::Unparked,
-        "one token is there"
+    let _outcome = testkit::record!();
+    let (first, second) = watch(
+        "two unparks, then two park_timeouts",
+        DEFAULT_LIMIT,
+        TIMED_OUT_PARK,
+        |_| {
+            let p = Parker::new();
+            p.unpark();
+            p.unpark();
+            let first = p.park_timeout(Duration::ZERO);
+            (first, p.park_timeout(Duration::from_millis(10)))
+        },
     );
     assert_eq!(
-        p.park_timeout(Duration::from_millis(10)),
+        first,
+        ParkResult::Unparked,
+        "expected Unparked: one token is there (book: {STEP3})"
+    );
+    assert_eq!(
+        second,
         ParkResult::TimedOut,
-        "two unparks leave one token, not two"
+        "expected TimedOut: two unparks leave one token, not two (book: {STEP3})"
     );
 }
 
 #[test]
 fn whole_runtime_fans_out_and_in() {
+    let _outcome = testkit::record!();
     let n = 20_000u64;
-    let sum = testkit::watchdog_with(
+    let sum = watch_with(
         "gmp runtime running 20 000 tasks on 2 Ps",
         DEFAULT_LIMIT,
+        RUNTIME,
         gmp::dump_all,
-        move || {
+        move |progress| {
+            let progress = progress.clone();
             let rt = gmp::Runtime::builder().procs(2).build().unwrap();
             rt.block_on(move || {
                 let hs: Vec<_> = (0..n).map(|i| gmp::go(move || i)).collect();
-                hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+                hs.into_iter()
+                    .map(|h| {
+                        progress.tick();
+                        h.join()
+                            .expect("a task that returns its number cannot panic")
+                    })
+                    .sum::<u64>()
             })
         },
     );
-    assert_eq!(sum, n * (n - 1) / 2);
+    assert_eq!(
+        sum,
+        n * (n - 1) / 2,
+        "expected the sum of 0..{n}: every task ran once (book: {STEP2})"
+    );
 }
 
 #[test]
 fn whole_runtime_wakes_an_idle_m_for_new_work() {
-    testkit::watchdog_with(
+    let _outcome = testkit::record!();
+    watch_with(
         "an idle M that should be woken by gmp::go",
         DEFAULT_LIMIT,
+        RUNTIME,
         gmp::dump_all,
-        || {
+        |_| {
             let rt = gmp::Runtime::builder().procs(2).build().unwrap();
             rt.block_on(|| {
                 // Give the other M time to find nothing and park (not required).
@@ -275,7 +406,7 @@ fn whole_runtime_wakes_an_idle_m_for_new_work() {
                 while flag.load(Ordering::SeqCst) == 0 {
                     std::hint::spin_loop();
                 }
-                h.join().unwrap();
+                h.join().expect("the task only sets a flag");
             });
         },
     );
@@ -283,27 +414,28 @@ fn whole_runtime_wakes_an_idle_m_for_new_work() {
 
 #[test]
 fn whole_runtime_idle_ms_sleep_in_the_kernel() {
-    testkit::watchdog_with(
+    let _outcome = testkit::record!();
+    watch_with(
         "idle Ms going to sleep",
         DEFAULT_LIMIT,
+        RUNTIME,
         gmp::dump_all,
-        || {
+        |progress| {
             let rt = gmp::Runtime::builder().procs(2).build().unwrap();
             let tids = rt.block_on(|| gmp::metrics().unwrap().m_tids);
             // Once idle, each M must be asleep (state S), not spinning (state R).
             for tid in tids {
+                progress.tick();
                 let mut state = String::new();
                 for _ in 0..200 {
-                    let stat =
-                        std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+                    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+                        .expect("an M's thread is alive while its runtime is");
                     // The state is the field after the ")" that closes the thread's name.
                     state = stat
                         .rsplit(')')
                         .next()
-                        .unwrap()
-                        .split_whitespace()
-                        .next()
-                        .unwrap()
+                        .and_then(|rest| rest.split_whitespace().next())
+                        .unwrap_or("?")
                         .into();
                     if state == "S" {
                         break;
@@ -312,7 +444,8 @@ fn whole_runtime_idle_ms_sleep_in_the_kernel() {
                 }
                 assert_eq!(
                     state, "S",
-                    "idle M (tid {tid}) should sleep in futex_wait, not spin"
+                    "expected idle M (tid {tid}) asleep in futex_wait (S), not spinning \
+                     (book: {STEP2})"
                 );
             }
         },

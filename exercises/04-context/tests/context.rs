@@ -11,6 +11,11 @@ use context::{Context, MIN_STACK, StackTooSmall, prepare, switch};
 use testkit::isolated;
 
 const LIMIT: Duration = Duration::from_secs(20);
+const STEP1: &str = "ch04-context.html#step-1";
+const STEP2: &str = "ch04-context.html#step-2";
+const STEP3: &str = "ch04-context.html#step-3";
+/// The asm engine runs every G on part 04's fibers (`prepare_fiber` and `resume`).
+const RUNTIME: &str = STEP3;
 const CRASH_HINT: &str = "A crash in a switch usually means a wrong stack pointer or return \
     address was restored: check the offsets of Context, that rsp is loaded last, and that \
     prepare left the trampoline's address at the new rsp (book: ch04-context.html#step-2).";
@@ -73,7 +78,8 @@ extern "C" fn counter(arg: usize) -> ! {
 fn run_rounds(stack: &mut Stack, entry: context::Entry, shared: &mut Shared, rounds: usize) {
     let me = shared as *mut Shared;
     // SAFETY: the stack outlives the rounds below and is used by nothing else.
-    shared.coro = unsafe { prepare(stack.top(), stack.len(), entry, me as usize) }.unwrap();
+    shared.coro = unsafe { prepare(stack.top(), stack.len(), entry, me as usize) }
+        .expect("expected Ok: the test stacks are big enough (book: ch04-context.html#step-1)");
     for _ in 0..rounds {
         // SAFETY: coro was prepared or saved by a switch and is not running.
         unsafe { switch(&raw mut (*me).main, &raw const (*me).coro) };
@@ -82,42 +88,52 @@ fn run_rounds(stack: &mut Stack, entry: context::Entry, shared: &mut Shared, rou
 
 #[test]
 fn step1_prepare_refuses_a_tiny_stack() {
+    let _outcome = testkit::record!();
     let mut stack = Stack::new(1024);
     // SAFETY: prepare must refuse before writing anything.
-    let err = unsafe { prepare(stack.top(), stack.len(), counter, 0) }.unwrap_err();
-    assert_eq!(err, StackTooSmall { len: 1024 });
+    let err = unsafe { prepare(stack.top(), stack.len(), counter, 0) }.expect_err(
+        "expected Err: a 1 KiB stack is below MIN_STACK (book: ch04-context.html#step-1)",
+    );
+    assert_eq!(
+        err,
+        StackTooSmall { len: 1024 },
+        "expected the refused length in the error (book: {STEP1})"
+    );
     assert!(
         err.to_string().contains(&MIN_STACK.to_string()),
-        "the message names the minimum: {err}"
+        "expected the message to name the minimum, got: {err} (book: {STEP1})"
     );
 }
 
 #[test]
 fn step1_prepare_aligns_the_stack_as_the_abi_wants() {
+    let _outcome = testkit::record!();
     let mut stack = Stack::new(16 << 10);
     // An odd top: prepare must align it down itself.
     // SAFETY: top - 3 is inside the allocation; the stack is ours.
-    let ctx = unsafe { prepare(stack.top().sub(3), stack.len() - 3, counter, 0) }.unwrap();
+    let ctx = unsafe { prepare(stack.top().sub(3), stack.len() - 3, counter, 0) }
+        .expect("expected Ok: 16 KiB is enough (book: ch04-context.html#step-1)");
     let sp = ctx.stack_pointer();
     assert!(
         sp >= stack.bottom() && sp < stack.top() as usize,
-        "rsp {sp:#x} outside the stack"
+        "expected rsp inside the given stack, got {sp:#x} (book: {STEP1})"
     );
     assert_eq!(
         sp % 16,
         8,
-        "rsp {sp:#x}: `ret` must leave rsp 16-byte aligned in the trampoline"
+        "rsp {sp:#x}: `ret` must leave rsp 16-byte aligned in the trampoline (book: {STEP1})"
     );
     // SAFETY: sp is inside our stack, 8-aligned.
     let ret = unsafe { *(sp as *const usize) };
     assert!(
         ret != 0 && !(stack.bottom()..stack.top() as usize).contains(&ret),
-        "the word at rsp ({ret:#x}) must be a code address for `ret` to jump to"
+        "the word at rsp ({ret:#x}) must be a code address for `ret` to jump to (book: {STEP1})"
     );
 }
 
 #[test]
 fn step2_switch_enters_and_comes_back() {
+    let _outcome = testkit::record!();
     isolated(
         "step2_switch_enters_and_comes_back",
         LIMIT,
@@ -129,7 +145,7 @@ fn step2_switch_enters_and_comes_back() {
             assert_eq!(
                 shared.seen,
                 (0..1000).collect::<Vec<_>>(),
-                "each switch runs one step"
+                "each switch runs one step (book: {STEP2})"
             );
         },
     );
@@ -149,6 +165,7 @@ extern "C" fn record_arg_and_stack(arg: usize) -> ! {
 
 #[test]
 fn step2_entry_gets_its_argument_and_runs_on_the_new_stack() {
+    let _outcome = testkit::record!();
     isolated(
         "step2_entry_gets_its_argument_and_runs_on_the_new_stack",
         LIMIT,
@@ -160,12 +177,12 @@ fn step2_entry_gets_its_argument_and_runs_on_the_new_stack() {
             run_rounds(&mut stack, record_arg_and_stack, &mut shared, 1);
             assert_eq!(
                 shared.seen[0], arg,
-                "entry(arg) receives prepare's arg in rdi"
+                "entry(arg) receives prepare's arg in rdi (book: {STEP2})"
             );
             let local = shared.seen[1];
             assert!(
                 (stack.bottom()..stack.top() as usize).contains(&local),
-                "a local of the entry function lives at {local:#x}, outside the stack it was given"
+                "a local of the entry function lives at {local:#x}, outside the stack it was given (book: {STEP2})"
             );
         },
     );
@@ -192,6 +209,7 @@ extern "C" fn clobber_and_return(arg: usize) -> ! {
 
 #[test]
 fn step2_callee_saved_registers_survive_a_round_trip() {
+    let _outcome = testkit::record!();
     isolated(
         "step2_callee_saved_registers_survive_a_round_trip",
         LIMIT,
@@ -207,7 +225,7 @@ fn step2_callee_saved_registers_survive_a_round_trip() {
             // SAFETY: as in run_rounds.
             shared.coro =
                 unsafe { prepare(stack.top(), stack.len(), clobber_and_return, me as usize) }
-                    .unwrap();
+                    .expect("expected Ok: 64 KiB is enough");
             let (rbx, rbp, r12, r13, r14, r15): (u64, u64, u64, u64, u64, u64);
             // SAFETY: rbx and rbp are saved and restored around the call by push/pop, the others
             // are declared outputs; `switch` follows the C ABI, whose clobbers are declared.
@@ -262,6 +280,7 @@ extern "C" fn ring_worker(arg: usize) -> ! {
 
 #[test]
 fn step2_three_contexts_pass_the_cpu_round_robin() {
+    let _outcome = testkit::record!();
     isolated(
         "step2_three_contexts_pass_the_cpu_round_robin",
         LIMIT,
@@ -273,12 +292,16 @@ fn step2_three_contexts_pass_the_cpu_round_robin() {
                 order: Vec::new(),
             });
             let base = &mut *ring as *mut Ring as usize;
-            assert_eq!(base & 7, 0);
+            assert_eq!(
+                base & 7,
+                0,
+                "a Box<Ring> is 8-aligned: its low bits carry the index"
+            );
             for (i, stack) in stacks.iter_mut().enumerate() {
                 // SAFETY: each stack outlives the ring's run and is used by one context only.
                 ring.contexts[i + 1] =
                     unsafe { prepare(stack.top(), stack.len(), ring_worker, base | (i + 1)) }
-                        .unwrap();
+                        .expect("expected Ok: 32 KiB is enough");
             }
             let r = &mut *ring as *mut Ring;
             // SAFETY: context 1 is prepared; the last worker switches back to context 0.
@@ -286,7 +309,7 @@ fn step2_three_contexts_pass_the_cpu_round_robin() {
             let expected: Vec<usize> = (0..300).map(|i| i % 3 + 1).collect();
             assert_eq!(
                 ring.order, expected,
-                "each worker resumes exactly where it left off"
+                "each worker resumes exactly where it left off (book: {STEP2})"
             );
         },
     );
@@ -317,6 +340,7 @@ extern "C" fn fiber_counter(arg: usize, fiber: *mut Fiber) -> ! {
 
 #[test]
 fn step3_resume_runs_a_fiber_until_it_suspends() {
+    let _outcome = testkit::record!();
     isolated(
         "step3_resume_runs_a_fiber_until_it_suspends",
         LIMIT,
@@ -329,8 +353,8 @@ fn step3_resume_runs_a_fiber_until_it_suspends() {
             });
             let arg = &mut *log as *mut FiberLog as usize;
             // SAFETY: the stack outlives the fiber's use below.
-            log.fiber =
-                unsafe { prepare_fiber(stack.top(), stack.len(), fiber_counter, arg) }.unwrap();
+            log.fiber = unsafe { prepare_fiber(stack.top(), stack.len(), fiber_counter, arg) }
+                .expect("expected Ok: 64 KiB is enough");
             for _ in 0..1000 {
                 // SAFETY: the fiber is prepared or suspended, and its stack is alive.
                 unsafe { resume(&raw mut log.fiber) };
@@ -338,7 +362,7 @@ fn step3_resume_runs_a_fiber_until_it_suspends() {
             assert_eq!(
                 log.seen,
                 (0..1000).collect::<Vec<_>>(),
-                "each resume runs one step"
+                "each resume runs one step (book: {STEP3})"
             );
         },
     );
@@ -359,6 +383,7 @@ extern "C" fn fiber_where(arg: usize, fiber: *mut Fiber) -> ! {
 
 #[test]
 fn step3_a_fiber_gets_its_argument_and_runs_on_its_stack() {
+    let _outcome = testkit::record!();
     isolated(
         "step3_a_fiber_gets_its_argument_and_runs_on_its_stack",
         LIMIT,
@@ -371,22 +396,22 @@ fn step3_a_fiber_gets_its_argument_and_runs_on_its_stack() {
             });
             let arg = &mut *log as *mut FiberLog as usize;
             // SAFETY: as above.
-            log.fiber =
-                unsafe { prepare_fiber(stack.top(), stack.len(), fiber_where, arg) }.unwrap();
+            log.fiber = unsafe { prepare_fiber(stack.top(), stack.len(), fiber_where, arg) }
+                .expect("expected Ok: 64 KiB is enough");
             // SAFETY: as above.
             unsafe { resume(&raw mut log.fiber) };
             assert_eq!(
                 log.seen[0], arg,
-                "entry(arg, fiber) receives prepare_fiber's arg"
+                "entry(arg, fiber) receives prepare_fiber's arg (book: {STEP3})"
             );
             let local = log.seen[1];
             assert!(
                 (stack.bottom()..stack.top() as usize).contains(&local),
-                "a local of the entry function lives at {local:#x}, outside the fiber's stack"
+                "a local of the entry function lives at {local:#x}, outside the fiber's stack (book: {STEP3})"
             );
             assert_eq!(
                 log.seen[2], &raw mut log.fiber as usize,
-                "entry gets its own Fiber"
+                "entry gets its own Fiber (book: {STEP3})"
             );
         },
     );
@@ -408,6 +433,7 @@ extern "C" fn fiber_clobber(_arg: usize, fiber: *mut Fiber) -> ! {
 
 #[test]
 fn step3_resume_keeps_the_resumers_callee_saved_registers() {
+    let _outcome = testkit::record!();
     isolated(
         "step3_resume_keeps_the_resumers_callee_saved_registers",
         LIMIT,
@@ -416,7 +442,8 @@ fn step3_resume_keeps_the_resumers_callee_saved_registers() {
             let mut stack = Stack::new(64 << 10);
             // SAFETY: as above.
             let mut fiber = Box::new(
-                unsafe { prepare_fiber(stack.top(), stack.len(), fiber_clobber, 0) }.unwrap(),
+                unsafe { prepare_fiber(stack.top(), stack.len(), fiber_clobber, 0) }
+                    .expect("expected Ok: 64 KiB is enough"),
             );
             let f = &raw mut *fiber;
             let (rbx, rbp, r12, r13, r14, r15): (u64, u64, u64, u64, u64, u64);
@@ -465,6 +492,7 @@ extern "C" fn fiber_worker(arg: usize, fiber: *mut Fiber) -> ! {
 
 #[test]
 fn step3_a_scheduler_loop_resumes_fibers_in_turn() {
+    let _outcome = testkit::record!();
     isolated(
         "step3_a_scheduler_loop_resumes_fibers_in_turn",
         LIMIT,
@@ -480,20 +508,24 @@ fn step3_a_scheduler_loop_resumes_fibers_in_turn() {
                 // SAFETY: each stack outlives the run and belongs to one fiber.
                 sched.fibers[i] =
                     unsafe { prepare_fiber(stack.top(), stack.len(), fiber_worker, base | i) }
-                        .unwrap();
+                        .expect("expected Ok: 32 KiB is enough");
             }
             // The shape of a one-P scheduler loop: g0 resumes each G in turn.
             for round in 0..100 {
                 for i in 0..3 {
                     // SAFETY: each fiber is suspended between resumes.
                     unsafe { resume(&raw mut sched.fibers[i]) };
-                    assert_eq!(sched.order.len(), round * 3 + i + 1);
+                    assert_eq!(
+                        sched.order.len(),
+                        round * 3 + i + 1,
+                        "expected one step per resume (book: {STEP3})"
+                    );
                 }
             }
             let expected: Vec<usize> = (0..300).map(|i| i % 3).collect();
             assert_eq!(
                 sched.order, expected,
-                "each fiber resumes exactly where it left off"
+                "each fiber resumes exactly where it left off (book: {STEP3})"
             );
         },
     );
@@ -506,22 +538,33 @@ fn asm_runtime() -> gmp::Runtime {
         .procs(1)
         .engine(gmp::Engine::Asm)
         .build()
-        .unwrap();
-    assert_eq!(rt.engine(), gmp::Engine::Asm);
+        .expect("a runtime on the asm engine starts");
+    assert_eq!(
+        rt.engine(),
+        gmp::Engine::Asm,
+        "expected the asm engine, which runs Gs on your part (book: {RUNTIME})"
+    );
     rt
 }
 
 #[test]
 fn whole_runtime_gs_spawn_and_join_on_your_switch() {
+    let _outcome = testkit::record!();
     let run = testkit::run_in_child(
         "whole_runtime_gs_spawn_and_join_on_your_switch",
         LIMIT,
         || {
             let sum = asm_runtime().block_on(|| {
                 let hs: Vec<_> = (0..2_000u64).map(|i| gmp::go(move || i)).collect();
-                hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+                hs.into_iter()
+                    .map(|h| h.join().expect("a G that returns its number cannot panic"))
+                    .sum::<u64>()
             });
-            assert_eq!(sum, 2_000 * 1_999 / 2);
+            assert_eq!(
+                sum,
+                2_000 * 1_999 / 2,
+                "expected every G to run once and return its number (book: {RUNTIME})"
+            );
         },
     );
     assert!(run.success, "{CRASH_HINT}\n{run:?}");
@@ -529,6 +572,7 @@ fn whole_runtime_gs_spawn_and_join_on_your_switch() {
 
 #[test]
 fn whole_runtime_ping_pong_and_yield_on_your_switch() {
+    let _outcome = testkit::record!();
     let run = testkit::run_in_child(
         "whole_runtime_ping_pong_and_yield_on_your_switch",
         LIMIT,
@@ -538,22 +582,31 @@ fn whole_runtime_ping_pong_and_yield_on_your_switch() {
                 let (back_tx, back_rx) = gmp::chan::rendezvous::<u32>();
                 let echo = gmp::go(move || {
                     while let Ok(v) = rx.recv() {
-                        back_tx.send(v * 2).unwrap();
+                        back_tx
+                            .send(v * 2)
+                            .expect("the main G receives every answer");
                     }
                 });
                 let echoed: u32 = (0..1_000)
                     .map(|i| {
-                        tx.send(i).unwrap();
-                        back_rx.recv().unwrap()
+                        tx.send(i).expect("the echo G receives until the end");
+                        back_rx.recv().expect("the echo G answers every number")
                     })
                     .sum();
                 drop(tx);
-                echo.join().unwrap();
+                echo.join().expect("the echo G only echoes");
                 let turns = gmp::go(|| (0..1_000).map(|_| gmp::yield_now()).count());
-                (echoed, turns.join().unwrap())
+                (echoed, turns.join().expect("a yielding G cannot panic"))
             });
-            assert_eq!(echoed, 2 * (1_000 * 999 / 2));
-            assert_eq!(turns, 1_000);
+            assert_eq!(
+                echoed,
+                2 * (1_000 * 999 / 2),
+                "expected every number echoed doubled (book: {RUNTIME})"
+            );
+            assert_eq!(
+                turns, 1_000,
+                "expected 1000 yields to come back (book: {RUNTIME})"
+            );
         },
     );
     assert!(run.success, "{CRASH_HINT}\n{run:?}");
@@ -561,6 +614,7 @@ fn whole_runtime_ping_pong_and_yield_on_your_switch() {
 
 #[test]
 fn whole_runtime_a_panicking_g_leaves_your_switch_working() {
+    let _outcome = testkit::record!();
     let run = testkit::run_in_child(
         "whole_runtime_a_panicking_g_leaves_your_switch_working",
         LIMIT,
@@ -568,11 +622,20 @@ fn whole_runtime_a_panicking_g_leaves_your_switch_working() {
             let after = asm_runtime().block_on(|| {
                 let err = gmp::go(|| -> u32 { panic!("boom on a fiber") })
                     .join()
-                    .unwrap_err();
-                assert_eq!(err.message(), Some("boom on a fiber"));
-                gmp::go(|| 7).join().unwrap()
+                    .expect_err("expected the G's panic to come back from join");
+                assert_eq!(
+                    err.message(),
+                    Some("boom on a fiber"),
+                    "expected the panic's own message (book: {RUNTIME})"
+                );
+                gmp::go(|| 7)
+                    .join()
+                    .expect("a G after a panicking one runs")
             });
-            assert_eq!(after, 7);
+            assert_eq!(
+                after, 7,
+                "expected the runtime to keep working after a G panicked (book: {RUNTIME})"
+            );
         },
     );
     assert!(run.success, "{CRASH_HINT}\n{run:?}");

@@ -13,6 +13,12 @@ use stack::{
 use testkit::{isolated, run_in_child};
 
 const LIMIT: Duration = Duration::from_secs(60);
+const STEP1: &str = "ch05-stack.html#step-1";
+const STEP2: &str = "ch05-stack.html#step-2";
+const STEP3: &str = "ch05-stack.html#step-3";
+const STEP4: &str = "ch05-stack.html#step-4";
+/// The runtime takes every G's stack from your pool.
+const RUNTIME: &str = STEP2;
 
 /// The permissions column of /proc/self/maps for the mapping holding `addr`.
 fn perms_at(addr: usize) -> String {
@@ -56,7 +62,12 @@ fn resident_pages(lo: usize, hi: usize) -> usize {
     let mut vec = vec![0u8; pages];
     // SAFETY: [lo, hi) is a page-aligned mapped range; vec has one byte per page.
     let rc = unsafe { libc::mincore(lo as *mut libc::c_void, hi - lo, vec.as_mut_ptr()) };
-    assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "mincore on a mapped range: {}",
+        std::io::Error::last_os_error()
+    );
     vec.iter().filter(|&&b| b & 1 == 1).count()
 }
 
@@ -72,88 +83,126 @@ fn touch(stack: &GStack) {
 
 #[test]
 fn step1_refuses_a_stack_below_the_minimum() {
+    let _outcome = testkit::record!();
     let err = StackPool::new(PoolConfig::guarded(1024))
         .err()
         .expect("1 KiB is too small");
     assert!(
         matches!(err, StackError::TooSmall { requested: 1024 }),
-        "{err:?}"
+        "expected TooSmall {{ requested: 1024 }}, got {err:?} (book: {STEP1})"
     );
     assert!(
         err.to_string().contains(&MIN_STACK.to_string()),
-        "names the minimum: {err}"
+        "expected the message to name the minimum, got: {err} (book: {STEP1})"
     );
 }
 
 #[test]
 fn step1_a_guarded_stack_is_writable_with_a_guard_page_below() {
-    let pool = StackPool::new(PoolConfig::guarded(64 << 10)).unwrap();
-    let s = pool.alloc(1).unwrap();
-    assert_eq!(s.top() - s.bottom(), 64 << 10);
+    let _outcome = testkit::record!();
+    let pool = StackPool::new(PoolConfig::guarded(64 << 10))
+        .expect("expected Ok: a valid pool configuration");
+    let s = pool.alloc(1).expect("expected a stack from the pool");
+    assert_eq!(
+        s.top() - s.bottom(),
+        64 << 10,
+        "expected a usable range of exactly the configured 64 KiB (book: {STEP1})"
+    );
     assert_eq!(
         s.top() % 16,
         0,
-        "the top must be 16-byte aligned for the ABI"
+        "the top must be 16-byte aligned for the ABI (book: {STEP1})"
     );
-    assert_eq!(s.owner(), 1);
+    assert_eq!(
+        s.owner(),
+        1,
+        "expected the owner given to alloc (book: {STEP1})"
+    );
     touch(&s);
     assert_eq!(
         perms_at(s.bottom()),
         "rw-p",
-        "the usable range is read-write"
+        "the usable range is read-write (book: {STEP1})"
     );
     assert_eq!(
         perms_at(s.bottom() - 1),
         "---p",
-        "the page below is the PROT_NONE guard"
+        "the page below is the PROT_NONE guard (book: {STEP1})"
     );
 }
 
 #[test]
 fn step2_a_freed_stack_is_reused() {
-    let pool = StackPool::new(PoolConfig::guarded(16 << 10)).unwrap();
-    let first = pool.alloc(1).unwrap();
+    let _outcome = testkit::record!();
+    let pool = StackPool::new(PoolConfig::guarded(16 << 10))
+        .expect("expected Ok: a valid pool configuration");
+    let first = pool.alloc(1).expect("expected a stack from the pool");
     let addr = first.bottom();
     drop(first);
-    assert_eq!(pool.stats().free, 1);
-    let second = pool.alloc(2).unwrap();
+    assert_eq!(
+        pool.stats().free,
+        1,
+        "expected the dropped stack back in the free list (book: {STEP2})"
+    );
+    let second = pool.alloc(2).expect("expected a stack from the pool");
     assert_eq!(
         second.bottom(),
         addr,
-        "the pool hands the freed stack out again"
+        "the pool hands the freed stack out again (book: {STEP2})"
     );
-    assert_eq!(second.owner(), 2);
-    assert_eq!(pool.stats().mapped, 1, "no second mapping was made");
+    assert_eq!(
+        second.owner(),
+        2,
+        "expected the new owner on a reused stack (book: {STEP2})"
+    );
+    assert_eq!(
+        pool.stats().mapped,
+        1,
+        "expected one mapping: a reuse makes no second one (book: {STEP2})"
+    );
 }
 
 #[test]
 fn step2_past_the_hot_limit_pages_go_back_to_the_kernel() {
-    let pool = StackPool::new(PoolConfig::guarded(32 << 10).hot_limit(1)).unwrap();
-    let (a, b) = (pool.alloc(1).unwrap(), pool.alloc(2).unwrap());
+    let _outcome = testkit::record!();
+    let pool = StackPool::new(PoolConfig::guarded(32 << 10).hot_limit(1))
+        .expect("expected Ok: a valid pool configuration");
+    let (a, b) = (
+        pool.alloc(1).expect("expected a stack from the pool"),
+        pool.alloc(2).expect("expected a stack from the pool"),
+    );
     touch(&a);
     touch(&b);
     let (b_lo, b_hi) = (b.bottom(), b.top());
     let (a_lo, a_hi) = (a.bottom(), a.top());
     drop(a); // the first freed stack stays hot
     drop(b); // the second is past the limit: madvise(DONTNEED)
-    assert_eq!(resident_pages(a_lo, a_hi), 8, "a hot stack keeps its pages");
+    assert_eq!(
+        resident_pages(a_lo, a_hi),
+        8,
+        "expected a hot stack to keep its 8 pages (book: {STEP2})"
+    );
     assert_eq!(
         resident_pages(b_lo, b_hi),
         0,
-        "a stack past the hot limit gives its pages back"
+        "a stack past the hot limit gives its pages back (book: {STEP2})"
     );
 }
 
 #[test]
 fn step2_a_dropped_pool_gives_its_mappings_back() {
+    let _outcome = testkit::record!();
     // In its own process: nothing else maps memory there that could land on a freed range.
     isolated(
         "step2_a_dropped_pool_gives_its_mappings_back",
         LIMIT,
         "",
         || {
-            let pool = StackPool::new(PoolConfig::guarded(16 << 10)).unwrap();
-            let stacks: Vec<GStack> = (0..100).map(|g| pool.alloc(g).unwrap()).collect();
+            let pool = StackPool::new(PoolConfig::guarded(16 << 10))
+                .expect("expected Ok: a valid pool configuration");
+            let stacks: Vec<GStack> = (0..100)
+                .map(|g| pool.alloc(g).expect("expected a stack from the pool"))
+                .collect();
             // Each stack's guard page and usable range, as addresses to probe.
             let probes: Vec<usize> = stacks
                 .iter()
@@ -161,7 +210,7 @@ fn step2_a_dropped_pool_gives_its_mappings_back() {
                 .collect();
             assert!(
                 probes.iter().all(|&a| perms_at_or_none(a).is_some()),
-                "held stacks are mapped"
+                "expected held stacks to stay mapped (book: {STEP2})"
             );
             drop(stacks);
             drop(pool);
@@ -171,7 +220,8 @@ fn step2_a_dropped_pool_gives_its_mappings_back() {
                 .collect();
             assert!(
                 still.is_empty(),
-                "the pool must unmap every stack once it and its stacks are gone; still mapped: {}",
+                "expected every stack unmapped once the pool and its stacks are gone; still \
+                 mapped: {} (book: {STEP2})",
                 still.join(", ")
             );
         },
@@ -180,13 +230,18 @@ fn step2_a_dropped_pool_gives_its_mappings_back() {
 
 #[test]
 fn step3_slab_stacks_share_mappings() {
+    let _outcome = testkit::record!();
     // SAFETY: these stacks only get written by this test, inside their bounds.
-    let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) }).unwrap();
-    let stacks: Vec<GStack> = (0..2000).map(|g| pool.alloc(g).unwrap()).collect();
+    let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) })
+        .expect("expected Ok: a valid pool configuration");
+    let stacks: Vec<GStack> = (0..2000)
+        .map(|g| pool.alloc(g).expect("expected a stack from the pool"))
+        .collect();
     assert!(
         stacks
             .iter()
-            .all(|s| s.mode() == StackMode::Slab && s.check_canary().is_ok())
+            .all(|s| s.mode() == StackMode::Slab && s.check_canary().is_ok()),
+        "expected every slab stack in Slab mode with an intact canary (book: {STEP3})"
     );
     // Which mappings hold them? Asked per stack, so other tests' mappings do not count.
     let ranges = mapping_ranges();
@@ -201,20 +256,29 @@ fn step3_slab_stacks_share_mappings() {
     holders.dedup();
     assert!(
         holders.len() <= 2,
-        "2000 slab stacks sit in {} mappings; guarded ones would need 4000",
+        "expected 2000 slab stacks in at most 2 mappings, got {} (guarded ones would need \
+         4000) (book: {STEP3})",
         holders.len()
     );
 }
 
 #[test]
 fn step3_a_dead_canary_is_reported() {
+    let _outcome = testkit::record!();
     // SAFETY: the test writes only inside the stack.
-    let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) }).unwrap();
-    let s = pool.alloc(42).unwrap();
+    let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) })
+        .expect("expected Ok: a valid pool configuration");
+    let s = pool.alloc(42).expect("expected a stack from the pool");
     // SAFETY: the canary zone is inside the stack; this is what an overflow would do.
     unsafe { (s.bottom() as *mut u64).add(3).write_volatile(0xdead_beef) };
-    let overflow = s.check_canary().unwrap_err();
-    assert_eq!(overflow.to_string(), "G 42 overflowed its 16 KiB stack");
+    let overflow = s
+        .check_canary()
+        .expect_err("expected the overwritten canary found (book: ch05-stack.html#step-3)");
+    assert_eq!(
+        overflow.to_string(),
+        "G 42 overflowed its 16 KiB stack",
+        "expected the report to name the G and the stack size (book: {STEP3})"
+    );
 }
 
 /// Recurses until `depth` reaches `until` (u64::MAX: forever), 512+ bytes per frame.
@@ -229,18 +293,20 @@ fn recurse(depth: u64, until: u64) -> u64 {
 
 #[test]
 fn step3_a_stack_with_a_dead_canary_is_not_reused() {
+    let _outcome = testkit::record!();
     // Hot limit 0: every freed stack has its pages given back, which zeroes the canary
     // zone; the check must come first.
     // SAFETY: the test writes only inside the stack.
-    let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) }.hot_limit(0)).unwrap();
-    let s = pool.alloc(1).unwrap();
+    let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) }.hot_limit(0))
+        .expect("expected Ok: a valid pool configuration");
+    let s = pool.alloc(1).expect("expected a stack from the pool");
     let damaged = s.bottom();
     // SAFETY: the canary zone is inside the stack; this is what an overflow would do.
     unsafe { (damaged as *mut u64).write_volatile(0xdead_beef) };
     drop(s);
     // Take every stack the first chunk holds: none of them may be the damaged one.
     let held: Vec<GStack> = (0..SLAB_CHUNK as u64)
-        .map(|g| pool.alloc(g).unwrap())
+        .map(|g| pool.alloc(g).expect("expected a stack from the pool"))
         .collect();
     assert!(
         held.iter().all(|s| s.bottom() != damaged),
@@ -250,13 +316,15 @@ fn step3_a_stack_with_a_dead_canary_is_not_reused() {
 
 #[test]
 fn step4_a_guarded_overflow_is_named_not_a_bare_segfault() {
+    let _outcome = testkit::record!();
     let run = run_in_child(
         "step4_a_guarded_overflow_is_named_not_a_bare_segfault",
         LIMIT,
         || {
             stack::install_overflow_handler();
-            let pool = StackPool::new(PoolConfig::guarded(64 << 10)).unwrap();
-            let s = pool.alloc(7).unwrap();
+            let pool = StackPool::new(PoolConfig::guarded(64 << 10))
+                .expect("expected Ok: a valid pool configuration");
+            let s = pool.alloc(7).expect("expected a stack from the pool");
             let _running = s.enter();
             let mut co = Coroutine::with_stack(s, |_: &Yielder<(), ()>, ()| recurse(0, u64::MAX));
             let _ = co.resume(());
@@ -264,24 +332,29 @@ fn step4_a_guarded_overflow_is_named_not_a_bare_segfault() {
     );
     assert!(
         run.output.contains("G 7 overflowed its 64 KiB stack"),
-        "the child should report the overflow by G and stack size, not a bare SIGSEGV: {run:?}"
+        "the child should report the overflow by G and stack size, not a bare SIGSEGV: {run:?} (book: {STEP4})"
     );
-    assert!(!run.success, "an overflow must end the process");
+    assert!(
+        !run.success,
+        "expected an overflow to end the process (book: {STEP4})"
+    );
 }
 
 #[test]
 fn step4_a_slab_overflow_is_named_at_the_next_switch() {
+    let _outcome = testkit::record!();
     let run = run_in_child(
         "step4_a_slab_overflow_is_named_at_the_next_switch",
         LIMIT,
         || {
             // SAFETY: not kept: this G overflows on purpose, into the unused stack below it.
-            let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) }).unwrap();
-            let below = pool.alloc(8).unwrap();
-            let s = pool.alloc(9).unwrap();
+            let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) })
+                .expect("expected Ok: a valid pool configuration");
+            let below = pool.alloc(8).expect("expected a stack from the pool");
+            let s = pool.alloc(9).expect("expected a stack from the pool");
             assert!(
                 s.bottom() > below.bottom(),
-                "the test needs a neighbour below to overflow into"
+                "the test needs a neighbour below to overflow into (book: {STEP4})"
             );
             let info = s.info();
             let mut co = Coroutine::with_stack(s, |y: &Yielder<(), ()>, ()| {
@@ -297,36 +370,45 @@ fn step4_a_slab_overflow_is_named_at_the_next_switch() {
     );
     assert!(
         run.output.contains("G 9 overflowed its 16 KiB stack"),
-        "the canary check should name the G and its stack size: {run:?}"
+        "the canary check should name the G and its stack size: {run:?} (book: {STEP4})"
     );
-    assert!(!run.success, "a dead canary must end the process");
+    assert!(
+        !run.success,
+        "expected a dead canary to end the process (book: {STEP4})"
+    );
 }
 
 #[test]
 fn step4_many_guarded_stacks_hit_the_map_limit_with_a_clear_error() {
+    let _outcome = testkit::record!();
     isolated(
         "step4_many_guarded_stacks_hit_the_map_limit_with_a_clear_error",
         LIMIT,
         "",
         || {
-            let pool = StackPool::new(PoolConfig::guarded(MIN_STACK)).unwrap();
+            let pool = StackPool::new(PoolConfig::guarded(MIN_STACK))
+                .expect("expected Ok: a valid pool configuration");
             let mut held = Vec::new();
             let err = loop {
                 match pool.alloc(held.len() as u64) {
                     Ok(s) => held.push(s),
                     Err(e) => break e,
                 }
-                assert!(held.len() < 1_000_000, "no limit was hit");
+                assert!(
+                    held.len() < 1_000_000,
+                    "expected the map limit before a million guarded stacks (book: {STEP4})"
+                );
             };
             assert!(
                 matches!(err, StackError::MapLimit { .. }),
-                "{err:?} after {} stacks",
+                "expected MapLimit, got {err:?} after {} stacks (book: {STEP4})",
                 held.len()
             );
             let msg = err.to_string();
             assert!(
                 msg.contains("vm.max_map_count") && msg.contains("slab"),
-                "{msg}"
+                "expected the message to name vm.max_map_count and slab stacks, got: {msg} \
+                 (book: {STEP4})"
             );
         },
     );
@@ -334,32 +416,50 @@ fn step4_many_guarded_stacks_hit_the_map_limit_with_a_clear_error() {
 
 #[test]
 fn step4_a_million_slab_stacks_fit() {
+    let _outcome = testkit::record!();
     isolated("step4_a_million_slab_stacks_fit", LIMIT, "", || {
         // SAFETY: nothing runs on these stacks.
-        let pool = StackPool::new(unsafe { PoolConfig::slab(MIN_STACK) }).unwrap();
-        let stacks: Vec<GStack> = (0..1_000_000).map(|g| pool.alloc(g).unwrap()).collect();
-        assert_eq!(pool.stats().in_use, 1_000_000);
+        let pool = StackPool::new(unsafe { PoolConfig::slab(MIN_STACK) })
+            .expect("expected Ok: a valid pool configuration");
+        let stacks: Vec<GStack> = (0..1_000_000)
+            .map(|g| pool.alloc(g).expect("expected a stack from the pool"))
+            .collect();
+        assert_eq!(
+            pool.stats().in_use,
+            1_000_000,
+            "expected a million slab stacks in use (book: {STEP3})"
+        );
         drop(stacks);
     });
 }
 
 #[test]
 fn step4_gs_run_on_pool_stacks_through_corosensei() {
-    let pool = StackPool::new(PoolConfig::guarded(64 << 10)).unwrap();
+    let _outcome = testkit::record!();
+    let pool = StackPool::new(PoolConfig::guarded(64 << 10))
+        .expect("expected Ok: a valid pool configuration");
     for g in 0..100 {
-        let s = pool.alloc(g).unwrap();
+        let s = pool.alloc(g).expect("expected a stack from the pool");
         let mut co = Coroutine::with_stack(s, move |y: &Yielder<u64, u64>, x: u64| {
             let doubled = y.suspend(x * 2);
             doubled + g
         });
-        assert!(matches!(co.resume(g), CoroutineResult::Yield(v) if v == g * 2));
-        assert!(matches!(co.resume(5), CoroutineResult::Return(v) if v == 5 + g));
+        assert!(
+            matches!(co.resume(g), CoroutineResult::Yield(v) if v == g * 2),
+            "expected the coroutine on your stack to yield {} (book: {RUNTIME})",
+            g * 2
+        );
+        assert!(
+            matches!(co.resume(5), CoroutineResult::Return(v) if v == 5 + g),
+            "expected the coroutine on your stack to return {} (book: {RUNTIME})",
+            5 + g
+        );
         drop(co.into_stack());
     }
     assert_eq!(
         pool.stats().mapped,
         1,
-        "each finished G's stack went back to the pool"
+        "each finished G's stack went back to the pool (book: {STEP4})"
     );
 }
 
@@ -393,6 +493,7 @@ fn park_many_gs(rt: gmp::Runtime, n: usize) -> usize {
 
 #[test]
 fn whole_runtime_ten_thousand_parked_gs_on_guarded_stacks() {
+    let _outcome = testkit::record!();
     let n = 10_000;
     let closed = testkit::watchdog_with(
         "10 000 Gs parked on a channel, each on a guarded stack from your pool",
@@ -405,12 +506,13 @@ fn whole_runtime_ten_thousand_parked_gs_on_guarded_stacks() {
     );
     assert_eq!(
         closed, n,
-        "every parked G must wake when the channel closes"
+        "every parked G must wake when the channel closes (book: {RUNTIME})"
     );
 }
 
 #[test]
 fn whole_runtime_a_hundred_thousand_parked_gs_on_slab_stacks() {
+    let _outcome = testkit::record!();
     let n = 100_000;
     let closed = testkit::watchdog_with(
         "100 000 Gs parked on a channel, each on a slab stack from your pool",
@@ -429,12 +531,13 @@ fn whole_runtime_a_hundred_thousand_parked_gs_on_slab_stacks() {
     );
     assert_eq!(
         closed, n,
-        "every parked G must wake when the channel closes"
+        "every parked G must wake when the channel closes (book: {RUNTIME})"
     );
 }
 
 #[test]
 fn whole_runtime_a_g_that_overflows_a_guarded_stack_is_named() {
+    let _outcome = testkit::record!();
     let run = run_in_child(
         "whole_runtime_a_g_that_overflows_a_guarded_stack_is_named",
         LIMIT,
@@ -446,13 +549,17 @@ fn whole_runtime_a_g_that_overflows_a_guarded_stack_is_named() {
     assert!(
         run.output
             .contains("overflowed its 64 KiB stack (guard page hit)"),
-        "a G running off its stack must be reported by G and size: {run:?}"
+        "a G running off its stack must be reported by G and size: {run:?} (book: {RUNTIME})"
     );
-    assert!(!run.success, "an overflow must end the process");
+    assert!(
+        !run.success,
+        "expected an overflow to end the process (book: {STEP4})"
+    );
 }
 
 #[test]
 fn whole_runtime_a_g_that_overflows_into_its_slab_canary_is_named() {
+    let _outcome = testkit::record!();
     let run = run_in_child(
         "whole_runtime_a_g_that_overflows_into_its_slab_canary_is_named",
         LIMIT,
@@ -478,9 +585,12 @@ fn whole_runtime_a_g_that_overflows_into_its_slab_canary_is_named() {
     assert!(
         run.output
             .contains("overflowed its 16 KiB stack (canary zone overwritten"),
-        "a slab G that wrote into its canary zone must be reported at its next switch: {run:?}"
+        "a slab G that wrote into its canary zone must be reported at its next switch: {run:?} (book: {RUNTIME})"
     );
-    assert!(!run.success, "an overflow must end the process");
+    assert!(
+        !run.success,
+        "expected an overflow to end the process (book: {STEP4})"
+    );
 }
 
 /// Recurses with small frames (well under CANARY_BYTES each) until one lies below `floor`,
