@@ -105,7 +105,8 @@ For instructors and authors
                          criterion benches (target/criterion/)
   verify [--only NN]     check the workbook: every skeleton red, every solution green,
                          chapters and exercises linked both ways, step anchors, hints,
-                         every figure of the book a tag of book/figures.toml
+                         every figure of the book a tag of book/figures.toml,
+                         every lab program in the book compiles
 
   help                   this list
 ",

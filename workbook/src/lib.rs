@@ -1,12 +1,12 @@
 //! The workbook's command line, `cargo workbook <command>` (`cargo workbook help`).
 //!
 //! What lives here: one module per command ([`book`], [`serve`], [`status`], [`hint`],
-//! [`watch`], [`reset`], [`verify`], [`bench`]), and what they share: [`parts`] finds the
-//! exercises and chapters on disk, [`state`] keeps the learner's progress in a plain-text
-//! file, [`testrun`] runs one exercise's `cargo test` and reads what failed, [`poll`] notices
-//! changed files, [`cli`] turns the arguments into a [`cli::Command`], [`figures`] renders
-//! `book/figures.toml` into the pages (for [`book`]) and checks them (for [`verify`]).
-//! `main.rs` only dispatches.
+//! [`watch`], [`reset`], [`verify`] with [`labs`], its check of the book's lab programs,
+//! [`bench`]), and what they share: [`parts`] finds the exercises and chapters on disk,
+//! [`state`] keeps the learner's progress in a plain-text file, [`testrun`] runs one
+//! exercise's `cargo test` and reads what failed, [`poll`] notices changed files, [`cli`]
+//! turns the arguments into a [`cli::Command`], [`figures`] renders `book/figures.toml` into
+//! the pages (for [`book`]) and checks them (for [`verify`]). `main.rs` only dispatches.
 //!
 //! Everything takes the workbook's root folder as a path (found by [`parts::root`]), so the
 //! tests run the same code on a temporary copy of the repository.
@@ -19,6 +19,7 @@ pub mod book;
 pub mod cli;
 pub mod figures;
 pub mod hint;
+pub mod labs;
 pub mod parts;
 pub mod poll;
 pub mod reset;

@@ -20,6 +20,7 @@
 //! - [`check_skeleton`]: `cargo test -p ex-NN-slug --no-fail-fast` fails, with "not yet
 //!   implemented" and a `chNN-slug.html#` link in its output, and without a compile error.
 //! - [`check_solution`]: `cargo test -p sol-NN-slug` passes.
+//! - [`crate::labs::check`]: every lab listing (`// ~/gmp-lab/src/main.rs`) compiles.
 //!
 //! The cargo checks run one after another with the caller's target dir
 //! (`$CARGO_TARGET_DIR`, or the workspace's `target/`), so they reuse its builds.
@@ -628,6 +629,14 @@ pub fn run(root: &Path, parts: &[Part], only: Option<&Part>) -> Result<()> {
             seconds: Some(started.elapsed().as_secs_f64()),
         });
     }
+    let started = Instant::now();
+    let problems = crate::labs::check(root, only.map(Part::chapter_rel).as_deref(), None);
+    report(CheckResult {
+        subject: "book".into(),
+        what: "every lab listing compiles with what its page adds (labs.rs)".into(),
+        problems,
+        seconds: Some(started.elapsed().as_secs_f64()),
+    });
     let failed: Vec<&CheckResult> = results.iter().filter(|r| !r.problems.is_empty()).collect();
     println!(
         "\nverify: {} checks, {} passed, {} failed",
