@@ -18,10 +18,12 @@
 //!
 //! The threads are pinned with part 02 (`osthread`), the sleeping threads are weighed with
 //! part 01 (`procinfo`), the futex hand-off is part 03 (`parker`) and the stack switch is
-//! part 04 (`context`), all from `solutions/`.
+//! part 04 (`context`), all from `solutions/`, or from `exercises/` in a build with `mine-NN`
+//! (see [`parts`]).
 
 pub mod go;
 pub mod gs;
+pub mod parts;
 pub mod report;
 
 use std::ffi::OsStr;
@@ -34,12 +36,13 @@ use std::sync::{Arc, Barrier, Condvar, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use context::{Context, Fiber};
 use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, Yielder};
-use osthread::{MBuilder, MHandle};
-use parker::Parker;
-use procinfo::Pid;
+
+use crate::parts::context::{self, Context, Fiber};
+use crate::parts::osthread::{self, MBuilder, MHandle};
+use crate::parts::parker::Parker;
+use crate::parts::procinfo::{self, Pid};
 
 /// A measurement could not run; the message says what failed and what to check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +89,8 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// `--quick`: well under a minute on 2 cores; 1,000 sleeping threads.
+    /// `--quick`: about half a minute of measuring on a quiet 2-core machine; 1,000
+    /// sleeping threads.
     pub const QUICK: Plan = Plan {
         runs: 5,
         process_spawns: 200,
