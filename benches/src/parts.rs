@@ -20,6 +20,9 @@ pub(crate) use parker_mine as parker;
 #[cfg(not(feature = "mine-03"))]
 pub(crate) use parker_ref as parker;
 
+/// The solution's Parker in every build, timed beside the learner's in a `mine-03` build.
+pub(crate) use parker_ref as parker_solution;
+
 #[cfg(feature = "mine-04")]
 pub(crate) use context_mine as context;
 #[cfg(not(feature = "mine-04"))]

@@ -107,11 +107,7 @@ pub type Chosen = Vec<(Part, Why)>;
 /// The learner's parts to measure, in chapter order, and notes on done parts the class bench
 /// cannot use. A `--mine` that names no exercise, or one without class-bench rows, is an
 /// error naming the valid ones.
-pub fn learner_parts(
-    root: &Path,
-    all: &[Part],
-    named: &[String],
-) -> Result<(Chosen, Vec<String>)> {
+pub fn learner_parts(root: &Path, all: &[Part], named: &[String]) -> Result<(Chosen, Vec<String>)> {
     let swappable = swappable(root)?;
     let listed = || {
         all.iter()

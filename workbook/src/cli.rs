@@ -1,7 +1,7 @@
 //! The command line's grammar: [`parse`] turns `cargo workbook <args>` into a [`Command`],
 //! and [`usage`] is the text of `cargo workbook help`.
 //!
-//! Plain matching on the arguments: the commands are few and each takes at most one flag,
+//! Plain matching on the arguments: the commands are few and each takes a flag or three,
 //! so a parser crate would cost more compile time than it saves. Parts are kept as the
 //! text the learner typed; `main` resolves them with [`crate::parts::find`], which knows
 //! the valid ones.

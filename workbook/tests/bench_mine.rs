@@ -76,10 +76,15 @@ fn finished_parts_03_and_06_get_rows_marked_as_theirs() {
             .unwrap_or_else(|| panic!("no solution row {solution:?} in the report:\n{md}"));
         let next = lines.get(at + 1).copied().unwrap_or_default();
         assert!(
-            next.starts_with(yours) && next.contains("× solution)"),
+            next.starts_with(yours) && next.contains("× solution"),
             "the row below {solution:?} should be the learner's with a ratio, got {next:?}\n{md}"
         );
     }
+    // Part 03 is a plain library: its rows are timed in turn with the solution's Parker.
+    assert!(
+        md.contains("— your part 03 | ") && md.contains("× solution in the same run)"),
+        "the Parker rows should carry a same-run ratio:\n{md}"
+    );
     assert!(
         json.contains("\"key\":\"handoff.parker.same_core.us.mine\"")
             && json.contains("\"mine\":[3]")
@@ -87,7 +92,9 @@ fn finished_parts_03_and_06_get_rows_marked_as_theirs() {
         "the JSON report does not mark the learner's rows:\n{json}"
     );
     assert!(
-        !md.contains("process spawn+wait") && !md.contains("switch round trip"),
+        !lines
+            .iter()
+            .any(|l| l.starts_with("| process spawn+wait") || l.starts_with("| switch round trip")),
         "--only handoff,g measured other sections too:\n{md}"
     );
     assert!(

@@ -44,8 +44,9 @@ use gmp_benches::report::{
 };
 use gmp_benches::{
     C_DEFAULT_STACK, Engine, InstructionCount, Mechanism, NO_VALGRIND, Placement, Plan,
-    SleeperStack, callgrind_round_trip, handoff, median, osthread_spawn_join, process_spawn_wait,
-    sleeping_threads, std_spawn_join, switch_round_trip, valgrind_on_path,
+    SleeperStack, callgrind_round_trip, handoff, handoff_solution_parker, median,
+    osthread_spawn_join, process_spawn_wait, sleeping_threads, std_spawn_join, switch_round_trip,
+    valgrind_on_path,
 };
 
 mod gs;
@@ -180,8 +181,15 @@ fn skipped<T>() -> Result<T, String> {
 }
 
 /// `--mine-out`: writes the learner's rows; the solution's build merges them.
-fn write_mine(out: &Out, path: &Path, report: &Report, failures: Vec<String>) -> ExitCode {
-    let mine = Mine::from_report(report, failures);
+fn write_mine(
+    out: &Out,
+    path: &Path,
+    report: &Report,
+    failures: Vec<String>,
+    same_run: SameRun,
+) -> ExitCode {
+    let mut mine = Mine::from_report(report, failures);
+    mine.same_run = same_run;
     for r in &mine.rows {
         out.result(&format!("yours: {} = {}", r.key, r.this));
     }
@@ -291,8 +299,8 @@ fn main() -> ExitCode {
     let mine = match &opts.mine_rows {
         None => Mine::default(),
         Some(path) => Mine::read(path).unwrap_or_else(|e| Mine {
-            rows: Vec::new(),
             failures: vec![format!("its rows could not be read: {e}")],
+            ..Mine::default()
         }),
     };
 
@@ -336,7 +344,7 @@ fn main() -> ExitCode {
         Spawn::skipped,
         || measure_spawn(&out, plan),
     );
-    let handoffs = guarded(
+    let (handoffs, same_run) = guarded(
         (&mut failures, &mut times),
         "hand-off",
         handoffs,
@@ -385,7 +393,7 @@ fn main() -> ExitCode {
     }
 
     if let Some(path) = &opts.mine_out {
-        return write_mine(&out, path, &report, failures);
+        return write_mine(&out, path, &report, failures, same_run);
     }
     // Sections left out by --only leave "…: skipped" notes behind: not news.
     report.notes.retain(|n| !n.ends_with(": skipped"));
@@ -575,15 +583,23 @@ struct HandoffStats {
 
 type Handoffs = HashMap<(Mechanism, Placement), Result<HandoffStats, String>>;
 
-fn handoffs_skipped() -> Handoffs {
-    Placement::ALL
+/// Solution figures timed in the learner's run, in turn with theirs: (row key, value).
+type SameRun = Vec<(String, f64)>;
+
+fn handoffs_skipped() -> (Handoffs, SameRun) {
+    let all = Placement::ALL
         .iter()
         .flat_map(|p| Mechanism::ALL.map(|m| ((m, *p), skipped())))
-        .collect()
+        .collect();
+    (all, SameRun::new())
 }
 
-fn measure_handoffs(out: &Out, plan: Plan) -> Handoffs {
+/// The hand-offs; in a build on the learner's part 03, also the solution's Parker, timed in
+/// turn with theirs (µs per hand-off by placement).
+fn measure_handoffs(out: &Out, plan: Plan) -> (Handoffs, SameRun) {
+    let with_solution = MINE.contains(&3);
     let mut all = Handoffs::new();
+    let mut same_run = SameRun::new();
     for placement in Placement::ALL {
         match placement {
             Placement::CrossCore => out.predict(
@@ -610,11 +626,26 @@ fn measure_handoffs(out: &Out, plan: Plan) -> Handoffs {
                 .iter()
                 .map(|m| (*m, Ok(Vec::new())))
                 .collect();
+        let mut solution = Ok(Vec::new());
         for _ in 0..plan.runs {
             for m in Mechanism::ALL {
                 let acc = runs.get_mut(&m).expect("every mechanism has an entry");
                 push(acc, handoff(m, cpus, plan.round_trips));
             }
+            if with_solution {
+                push(
+                    &mut solution,
+                    handoff_solution_parker(cpus, plan.round_trips).map(|h| h.ns_per_handoff()),
+                );
+            }
+        }
+        if let (true, Ok(ns)) = (with_solution, solution) {
+            let us = median(&ns) / 1e3;
+            out.result(&format!(
+                "the solution's parker, in turn with yours: {} µs per hand-off",
+                fmt_us(us)
+            ));
+            same_run.push((format!("handoff.parker.{}.us", placement.name()), us));
         }
         for m in Mechanism::ALL {
             let stats = runs.remove(&m).expect("entry").map(|hs| HandoffStats {
@@ -651,7 +682,7 @@ fn measure_handoffs(out: &Out, plan: Plan) -> Handoffs {
             all.insert((m, placement), stats);
         }
     }
-    all
+    (all, same_run)
 }
 
 /// Medians of one sleeping-threads variant.
@@ -1409,7 +1440,7 @@ mod tests {
         let mut report = Report::default();
         let mine = Mine::default();
         rows_process_and_spawn(&mut report, &skipped(), &Spawn::skipped());
-        rows_handoffs(&mut report, &handoffs_skipped(), &mine);
+        rows_handoffs(&mut report, &handoffs_skipped().0, &mine);
         let sleepers = [
             SleeperStack::StdDefault,
             SleeperStack::Bytes(C_DEFAULT_STACK),

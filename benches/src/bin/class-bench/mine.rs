@@ -25,6 +25,9 @@ pub(crate) struct Mine {
     pub rows: Vec<Row>,
     /// Sections that failed or panicked, and builds that failed, as sentences.
     pub failures: Vec<String>,
+    /// Solution figures timed in the learner's run in turn with theirs: (row key, value).
+    /// Where there is one, the ratio uses it instead of the other run's figure.
+    pub same_run: Vec<(String, f64)>,
 }
 
 impl Mine {
@@ -52,7 +55,11 @@ impl Mine {
             }
             rows.push(row);
         }
-        Mine { rows, failures }
+        Mine {
+            rows,
+            failures,
+            same_run: Vec::new(),
+        }
     }
 
     /// The file's text.
@@ -76,6 +83,9 @@ impl Mine {
         for f in &self.failures {
             let _ = writeln!(out, "failed\t{}", clean(f));
         }
+        for (key, v) in &self.same_run {
+            let _ = writeln!(out, "solution\t{}\t{v}", clean(key));
+        }
         out
     }
 
@@ -86,6 +96,10 @@ impl Mine {
             let fields: Vec<&str> = line.split('\t').collect();
             match fields.as_slice() {
                 ["failed", why] => mine.failures.push(why.to_string()),
+                ["solution", key, v] => mine.same_run.push((
+                    key.to_string(),
+                    v.parse().map_err(|_| format!("bad value in {line:?}"))?,
+                )),
                 ["row", key, value, this, parts] => {
                     let value = match *value {
                         "-" => None,
@@ -136,19 +150,25 @@ impl Mine {
         for mine in &self.rows {
             let at = report.rows.iter().position(|r| r.key == mine.key);
             let solution = at.map(|i| report.rows[i].clone());
-            let ratio = solution
-                .as_ref()
-                .and_then(|s| s.value)
+            let same_run = self.same_run.iter().find(|(k, _)| *k == mine.key);
+            let ratio = same_run
+                .map(|(_, v)| *v)
+                .or(solution.as_ref().and_then(|s| s.value))
                 .zip(mine.value)
                 .filter(|(s, m)| *s > 0.0 && m.is_finite())
                 .map(|(s, m)| m / s);
+            let against = if same_run.is_some() {
+                "solution in the same run"
+            } else {
+                "solution"
+            };
             let measure = solution.as_ref().map_or(mine.key.as_str(), |s| &s.measure);
             let plural = if mine.mine.len() > 1 { "s" } else { "" };
             let mut row = Row::new(
                 &format!("{}.mine", mine.key),
                 format!("{measure} — your part{plural} {}", parts::list(&mine.mine)),
                 match ratio {
-                    Some(r) => format!("{} ({r:.2}× solution)", mine.this),
+                    Some(r) => format!("{} ({r:.2}× {against})", mine.this),
                     None => mine.this.clone(),
                 },
                 mine.value,
@@ -168,8 +188,12 @@ impl Mine {
             report.notes.push(format!(
                 "Rows marked \"your part NN\" ran on your code in exercises/ (parts {}), in a \
                  class bench built with those mine-NN features and run just before this one; \
-                 the figure in brackets is yours / the solution's row above it. Ratios in the \
-                 second table use the solution's rows.",
+                 the figure in brackets is yours / the solution's row above it, or, \
+                 \"in the same run\", yours / the solution's part timed in turn with yours \
+                 (the Parker rows). Otherwise the two runs are seconds apart, not \
+                 interleaved: on a busy machine a ratio far from 1.0× may be the load, so \
+                 run the bench again before trusting it. Ratios in the second table use the \
+                 solution's rows.",
                 parts::list(&all)
             ));
         }
@@ -233,6 +257,7 @@ mod tests {
         let mine = Mine {
             rows: vec![mine_row],
             failures: vec!["switch: panicked: boom".to_string()],
+            same_run: vec![("handoff.parker.same_core.us".to_string(), 2.5)],
         };
         let parsed = Mine::parse(&mine.render()).unwrap();
         assert_eq!(parsed, mine);
@@ -252,7 +277,8 @@ mod tests {
             row.measure,
             "hand-off, parker, one core (µs) — your part 03"
         );
-        assert_eq!(row.this, "3.00 (1.50× solution)");
+        // The solution timed in the same run (2.5) wins over the other run's row (2.0).
+        assert_eq!(row.this, "3.00 (1.20× solution in the same run)");
         assert_eq!(row.mine, [3]);
         assert!(
             r.notes.iter().any(|n| n.contains("switch: panicked: boom")),
