@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use gmp::{Engine, Runtime};
 
 use crate::BenchError;
+use crate::parts::{osthread, procinfo};
 
 fn runtime(engine: Engine) -> Result<Runtime, BenchError> {
     Runtime::builder()

@@ -18,10 +18,12 @@
 //!
 //! The threads are pinned with part 02 (`osthread`), the sleeping threads are weighed with
 //! part 01 (`procinfo`), the futex hand-off is part 03 (`parker`) and the stack switch is
-//! part 04 (`context`), all from `solutions/`.
+//! part 04 (`context`), all from `solutions/`, or from `exercises/` in a build with `mine-NN`
+//! (see [`parts`]).
 
 pub mod go;
 pub mod gs;
+pub mod parts;
 pub mod report;
 
 use std::ffi::OsStr;
@@ -34,12 +36,13 @@ use std::sync::{Arc, Barrier, Condvar, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use context::{Context, Fiber};
 use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, Yielder};
-use osthread::{MBuilder, MHandle};
-use parker::Parker;
-use procinfo::Pid;
+
+use crate::parts::context::{self, Context, Fiber};
+use crate::parts::osthread::{self, MBuilder, MHandle};
+use crate::parts::parker::Parker;
+use crate::parts::procinfo::{self, Pid};
 
 /// A measurement could not run; the message says what failed and what to check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +89,8 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// `--quick`: well under a minute on 2 cores; 1,000 sleeping threads.
+    /// `--quick`: about half a minute of measuring on a quiet 2-core machine; 1,000
+    /// sleeping threads.
     pub const QUICK: Plan = Plan {
         runs: 5,
         process_spawns: 200,
@@ -513,6 +517,39 @@ impl Handoff {
     }
 }
 
+/// The futex ping-pong of [`handoff`] with the `Parker` type given, so a build on the
+/// learner's part can time the solution's beside it.
+macro_rules! parker_rally {
+    ($parker:ty, $cpus:expr, $round_trips:expr) => {{
+        let ping_p = Arc::new(<$parker>::new());
+        let pong_p = Arc::new(<$parker>::new());
+        let (a, b) = (Arc::clone(&ping_p), Arc::clone(&pong_p));
+        rally(
+            $cpus,
+            $round_trips,
+            move |n| {
+                for _ in 0..n {
+                    b.unpark();
+                    a.park();
+                }
+            },
+            move |n| {
+                for _ in 0..n {
+                    pong_p.park();
+                    ping_p.unpark();
+                }
+            },
+        )
+    }};
+}
+
+/// [`handoff`] over part 03's *solution* `Parker`, whichever `Parker` this build measures:
+/// a build on the learner's part 03 (`mine-03`) times both in turn within one run, so the
+/// ratio yours / solution does not drift with the machine's load between two runs.
+pub fn handoff_solution_parker(cpus: [usize; 2], round_trips: u64) -> Result<Handoff, BenchError> {
+    parker_rally!(crate::parts::parker_solution::Parker, cpus, round_trips)
+}
+
 /// Ping-pong: two threads pinned to `cpus` pass the turn back and forth `round_trips` times
 /// over `mechanism` (2 × `round_trips` hand-offs); returns time and context switches.
 ///
@@ -524,27 +561,7 @@ pub fn handoff(
     round_trips: u64,
 ) -> Result<Handoff, BenchError> {
     match mechanism {
-        Mechanism::Parker => {
-            let ping_p = Arc::new(Parker::new());
-            let pong_p = Arc::new(Parker::new());
-            let (a, b) = (Arc::clone(&ping_p), Arc::clone(&pong_p));
-            rally(
-                cpus,
-                round_trips,
-                move |n| {
-                    for _ in 0..n {
-                        b.unpark();
-                        a.park();
-                    }
-                },
-                move |n| {
-                    for _ in 0..n {
-                        pong_p.park();
-                        ping_p.unpark();
-                    }
-                },
-            )
-        }
+        Mechanism::Parker => parker_rally!(Parker, cpus, round_trips),
         Mechanism::Condvar => {
             // The seed's C program, in Rust: one mutex, one condvar, a turn counter. The
             // pinger moves on even counts, the ponger on odd ones; each waits for its turn

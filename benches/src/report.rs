@@ -10,6 +10,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::parts::osthread;
+
 /// Column titles of the main table.
 pub const HEADERS: [&str; 4] = [
     "measure",
@@ -41,6 +43,9 @@ pub struct Row {
     pub seed: String,
     /// What the reference machine measured (ANCHORS.md).
     pub reference: String,
+    /// The learner's parts this row ran on (`cargo workbook bench` with `mine-NN`); empty
+    /// for the solution's rows.
+    pub mine: Vec<u8>,
 }
 
 impl Row {
@@ -60,6 +65,7 @@ impl Row {
             value,
             seed: seed.to_string(),
             reference: reference.to_string(),
+            mine: Vec::new(),
         }
     }
 
@@ -175,6 +181,7 @@ impl Report {
              table { border-collapse: collapse; margin: 0.8em 0 1.2em; }\n\
              th, td { border: 1px solid #999; padding: 0.25em 0.6em; text-align: left; }\n\
              th { background: #e8eef7; }\n\
+             tr.mine td { background: #fff3cd; }\n\
              td.num { text-align: right; font-weight: bold; font-variant-numeric: tabular-nums; }\n\
              ul.facts { font-size: 0.75em; color: #333; }\n\
              ul.notes { font-size: 0.7em; color: #333; }\n\
@@ -250,7 +257,7 @@ impl Report {
             rows.iter()
                 .map(|r| {
                     format!(
-                        "{{\"key\":{},\"measure\":{},\"this\":{},\"value\":{},\"seed\":{},\"reference\":{}}}",
+                        "{{\"key\":{},\"measure\":{},\"this\":{},\"value\":{},\"seed\":{},\"reference\":{},\"mine\":[{}]}}",
                         json_str(&r.key),
                         json_str(&r.measure),
                         json_str(&r.this),
@@ -258,7 +265,12 @@ impl Report {
                             .filter(|v| v.is_finite())
                             .map_or("null".to_string(), |v| format!("{v}")),
                         json_str(&r.seed),
-                        json_str(&r.reference)
+                        json_str(&r.reference),
+                        r.mine
+                            .iter()
+                            .map(u8::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",")
                     )
                 })
                 .collect::<Vec<_>>()
@@ -469,9 +481,15 @@ fn html_table(headers: &[&str; 4], rows: &[Row]) -> String {
     out.push_str("</tr>\n");
     for row in rows {
         let [m, this, seed, reference] = row.cells().map(html_escape);
+        // The learner's rows stand out on the projector.
+        let class = if row.mine.is_empty() {
+            ""
+        } else {
+            " class=\"mine\""
+        };
         let _ = writeln!(
             out,
-            "<tr><td>{m}</td><td class=\"num\">{this}</td><td>{seed}</td><td>{reference}</td></tr>"
+            "<tr{class}><td>{m}</td><td class=\"num\">{this}</td><td>{seed}</td><td>{reference}</td></tr>"
         );
     }
     out.push_str("</table>\n");

@@ -1,7 +1,7 @@
 //! The command line's grammar: [`parse`] turns `cargo workbook <args>` into a [`Command`],
 //! and [`usage`] is the text of `cargo workbook help`.
 //!
-//! Plain matching on the arguments: the commands are few and each takes at most one flag,
+//! Plain matching on the arguments: the commands are few and each takes a flag or three,
 //! so a parser crate would cost more compile time than it saves. Parts are kept as the
 //! text the learner typed; `main` resolves them with [`crate::parts::find`], which knows
 //! the valid ones.
@@ -52,10 +52,15 @@ pub enum Command {
         /// Check only this exercise, as typed.
         only: Option<String>,
     },
-    /// `bench [--quick]`.
+    /// `bench [--quick] [--mine NN]... [--only SECTIONS]`.
     Bench {
-        /// Fewer samples: minutes instead of a quarter hour.
+        /// Fewer samples, and no criterion: about a minute instead of a quarter hour.
         quick: bool,
+        /// Exercises to measure as the learner's besides those `status` has as done, as
+        /// typed (`--mine 3 --mine 06,g`: each list split at commas).
+        mine: Vec<String>,
+        /// Only these class-bench sections (comma list, checked by the class bench).
+        only: Option<String>,
     },
 }
 
@@ -101,8 +106,12 @@ Working through the exercises (NN is a number or name: 1, 01 or procinfo)
                          copied to .workbook/backup/ before)
 
 For instructors and authors
-  bench [--quick]        the class bench report (target/class-bench/) and the
-                         criterion benches (target/criterion/)
+  bench [--quick] [--mine NN] [--only SECTIONS]
+                         the class bench report (target/class-bench/), with rows on
+                         your finished parts (and those --mine names) beside the
+                         solution's; then the criterion benches (target/criterion/),
+                         which --quick leaves out; --only handoff,g,... runs only
+                         those sections
   verify [--only NN]     check the workbook: every skeleton red, every solution green,
                          chapters and exercises linked both ways, step anchors, hints,
                          every figure of the book a tag of book/figures.toml,
@@ -175,9 +184,22 @@ pub fn parse(args: &[String]) -> Result<Command> {
         "verify" => Command::Verify {
             only: args.value("--only")?.map(str::to_string),
         },
-        "bench" => Command::Bench {
-            quick: args.flag(&["--quick"]),
-        },
+        "bench" => {
+            let mut mine = Vec::new();
+            while let Some(list) = args.value("--mine")? {
+                mine.extend(
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_string),
+                );
+            }
+            Command::Bench {
+                quick: args.flag(&["--quick"]),
+                mine,
+                only: args.value("--only")?.map(str::to_string),
+            }
+        }
         other => {
             return Err(Error::new(format!(
                 "unknown command `{other}`: the commands are {} (`cargo workbook help` says what each does)",
@@ -317,7 +339,29 @@ mod tests {
         );
         assert_eq!(
             p(&["bench", "--quick"]).unwrap(),
-            Command::Bench { quick: true }
+            Command::Bench {
+                quick: true,
+                mine: Vec::new(),
+                only: None
+            }
+        );
+        assert_eq!(
+            p(&[
+                "bench",
+                "--mine",
+                "3",
+                "--quick",
+                "--mine=06, g",
+                "--only",
+                "handoff,g"
+            ])
+            .unwrap(),
+            Command::Bench {
+                quick: true,
+                // `--mine=` forms are read first; the order does not matter.
+                mine: vec!["06".into(), "g".into(), "3".into()],
+                only: Some("handoff,g".into())
+            }
         );
     }
 

@@ -54,6 +54,8 @@ fn run(args: &[String]) -> Result<()> {
             let only = only.map(|p| parts::find(&all, &p)).transpose()?;
             verify::run(&root, &all, only)
         }
-        Command::Bench { quick } => bench::run(&root, quick),
+        Command::Bench { quick, mine, only } => {
+            bench::run(&root, &all, &bench::Options { quick, mine, only })
+        }
     }
 }

@@ -99,6 +99,15 @@ const PARKED: [(&str, &str, usize, usize, bool); 2] = [
     ),
 ];
 
+/// The keys of the parked-G rows (written only when measured).
+#[cfg(test)]
+pub(crate) fn parked_keys() -> Vec<String> {
+    PARKED
+        .iter()
+        .map(|(_, key, _, _, _)| format!("g.parked.{key}.rss_kib"))
+        .collect()
+}
+
 /// A figure, or why there is none.
 type Figure<T> = Result<T, String>;
 
@@ -111,7 +120,35 @@ pub(crate) struct Gs {
     parked: Vec<(usize, Figure<ParkedGs>)>,
 }
 
+/// Which of this section's measurements run (`--only`, or a learner's run).
+#[derive(Clone, Copy)]
+pub(crate) struct Select {
+    /// gmp's spawn+join, hand-off and yield, and the OS-thread yield.
+    pub g: bool,
+    /// Go's twins (when `go` is on PATH).
+    pub go: bool,
+    /// Parked-G memory, gmp and Go.
+    pub parked: bool,
+}
+
+impl Select {
+    pub(crate) fn any(self) -> bool {
+        self.g || self.go || self.parked
+    }
+}
+
 impl Gs {
+    /// Nothing measured (the rows of sections that did not run are dropped).
+    pub(crate) fn skipped() -> Gs {
+        Gs {
+            ns: Vec::new(),
+            thread_yield: Err("skipped".to_string()),
+            go: Err("skipped".to_string()),
+            go_parked: Err("skipped".to_string()),
+            parked: Vec::new(),
+        }
+    }
+
     fn gmp(&self, op: Op, engine: Engine) -> Option<f64> {
         self.ns
             .iter()
@@ -127,7 +164,7 @@ impl Gs {
     }
 }
 
-pub(crate) fn measure(out: &Out, plan: Plan, dir: &Path) -> Gs {
+pub(crate) fn measure(out: &Out, plan: Plan, dir: &Path, select: Select) -> Gs {
     out.line("");
     out.line("Gs on one P (chapter 6), beside OS threads and Go (GOMAXPROCS=1)");
     out.predict(
@@ -144,7 +181,8 @@ pub(crate) fn measure(out: &Out, plan: Plan, dir: &Path) -> Gs {
     let mut yields = Ok(Vec::new());
     // sched_yield costs µs: fewer of them keep the run short.
     let thread_yields = n.clamp(1, 200_000);
-    for _ in 0..plan.runs {
+    let g_runs = if select.g { plan.runs } else { 0 };
+    for _ in 0..g_runs {
         for ((op, engine), acc) in &mut runs {
             push(acc, op.run(*engine, n));
         }
@@ -157,7 +195,7 @@ pub(crate) fn measure(out: &Out, plan: Plan, dir: &Path) -> Gs {
         .into_iter()
         .map(|(k, r)| (k, r.map(|v| median(&v))))
         .collect();
-    for ((op, engine), r) in &ns {
+    for ((op, engine), r) in ns.iter().filter(|_| select.g) {
         match r {
             Ok(v) => out.result(&format!(
                 "gmp {:<10} {:<36} {:>7} ns",
@@ -169,7 +207,7 @@ pub(crate) fn measure(out: &Out, plan: Plan, dir: &Path) -> Gs {
         }
     }
     let thread_yield = yields.map(|v| median(&v));
-    if let Ok(v) = &thread_yield {
+    if let (true, Ok(v)) = (select.g, &thread_yield) {
         out.result(&format!(
             "OS threads: sched_yield between two threads on one CPU: {} ns",
             fmt_ns(*v)
@@ -177,6 +215,7 @@ pub(crate) fn measure(out: &Out, plan: Plan, dir: &Path) -> Gs {
     }
 
     let bench = match go_on_path() {
+        _ if !(select.go || select.parked) => Err("skipped".to_string()),
         None => Err(GO_SKIP_LINE.to_string()),
         Some(go) => {
             let version = GoBench::version(&go).unwrap_or_else(|e| e.to_string());
@@ -187,6 +226,7 @@ pub(crate) fn measure(out: &Out, plan: Plan, dir: &Path) -> Gs {
     let go = bench.as_ref().map_err(Clone::clone).map(|bench| {
         Op::ALL
             .iter()
+            .filter(|_| select.go)
             .map(|op| {
                 let mut acc = Ok(Vec::new());
                 for _ in 0..plan.runs {
@@ -201,16 +241,19 @@ pub(crate) fn measure(out: &Out, plan: Plan, dir: &Path) -> Gs {
             })
             .collect()
     });
-    if let Err(why) = &go {
+    if let (true, Err(why)) = (select.go, &go) {
         out.result(why);
     }
 
-    out.predict(
-        "a million Gs parked on one channel: how much memory per G? And how many guarded \
+    if select.parked {
+        out.predict(
+            "a million Gs parked on one channel: how much memory per G? And how many guarded \
          stacks fit under vm.max_map_count before the pool says no?",
-    );
+        );
+    }
     let parked: Vec<_> = PARKED
         .iter()
+        .filter(|_| select.parked)
         .map(|(label, _, count, stack, slab)| {
             let count = count.min(&plan.parked_max).to_owned();
             let r = parked_in_child(count, *stack, *slab);
@@ -235,6 +278,7 @@ pub(crate) fn measure(out: &Out, plan: Plan, dir: &Path) -> Gs {
     let go_parked = bench.map_err(|e| e.clone()).map(|bench| {
         PARKED
             .iter()
+            .filter(|_| select.parked)
             .map(|(_, _, count, _, _)| {
                 let count = count.min(&plan.parked_max).to_owned();
                 let r = bench

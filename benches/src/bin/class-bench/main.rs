@@ -2,14 +2,26 @@
 //! the class, beside the seed articles' figures and the reference machine's (ANCHORS.md).
 //!
 //! ```text
-//! cargo run --release -p gmp-benches --bin class-bench -- [--quick] [--json] [--pause]
+//! cargo run --release -p gmp-benches --bin class-bench -- [--quick] [--json] [--pause] [--only SECTIONS]
 //! cargo run --release -p gmp-benches --bin class-bench -- --switch-count asm 100000
 //! ```
 //!
-//! `--quick` takes well under a minute on 2 cores (1,000 sleeping threads instead of
-//! 10,000, fewer rounds). `--pause` waits for Enter after each "Predict:" question (only
-//! when stdin is a terminal). `--json` prints the report as JSON on stdout and the progress
-//! on stderr. The report is also written to `<target>/class-bench/report.{md,html,svg,json}`.
+//! `--quick` is the short run (1,000 sleeping threads instead of 10,000, fewer rounds): on a
+//! quiet 2-core machine the run itself takes about half a minute, most of it parking a
+//! million Gs. `--pause` waits for Enter after each "Predict:" question (only when stdin is
+//! a terminal). `--json` prints the report as JSON on stdout and the progress on stderr.
+//! `--only handoff,g` runs only those sections (see [`Section`]). The report is also
+//! written to `<target>/class-bench/report.{md,html,svg,json}`; its facts include the wall
+//! time of each section.
+//!
+//! **The learner's rows.** Every row family says which parts run while it is measured
+//! ([`gmp_benches::parts::ROWS`]; a row that runs none says why). `cargo workbook bench`
+//! builds this program a second time with `--features mine-NN` for each part the learner
+//! finished, runs that build with `--mine-out FILE` (only the sections that run those
+//! parts, only their rows written), then runs the solution's build with `--mine-rows FILE`,
+//! which puts each learner's row right below its solution twin, marked "your part NN" with
+//! the ratio yours / solution, in every format (the HTML highlights them, the JSON has
+//! `"mine": [NN]`, the SVG draws their bars in gold). See `mine.rs`.
 //!
 //! `--switch-count ENGINE N` runs N switch round trips of one engine (`asm`, `fiber`,
 //! `corosensei`)
@@ -23,7 +35,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -32,22 +44,39 @@ use gmp_benches::report::{
 };
 use gmp_benches::{
     C_DEFAULT_STACK, Engine, InstructionCount, Mechanism, NO_VALGRIND, Placement, Plan,
-    SleeperStack, callgrind_round_trip, handoff, median, osthread_spawn_join, process_spawn_wait,
-    sleeping_threads, std_spawn_join, switch_round_trip, valgrind_on_path,
+    SleeperStack, callgrind_round_trip, handoff, handoff_solution_parker, median,
+    osthread_spawn_join, process_spawn_wait, sleeping_threads, std_spawn_join, switch_round_trip,
+    valgrind_on_path,
 };
 
 mod gs;
+mod mine;
 
-const USAGE: &str = "usage: class-bench [--quick] [--json] [--pause]
+use gmp_benches::parts::{self, MINE, Section};
+use mine::Mine;
+
+const USAGE: &str = "usage: class-bench [--quick] [--json] [--pause] [--only SECTIONS]
+                   [--mine-out FILE | --mine-rows FILE]
        class-bench --switch-count asm|fiber|corosensei N
        class-bench --parked N slab|guarded STACK_BYTES
-  --quick  a short run (under a minute on 2 cores): 1,000 sleeping threads, fewer rounds
+  --quick  a short run (about half a minute on 2 cores): 1,000 sleeping threads, fewer rounds
   --json   print the report as JSON on stdout (progress goes to stderr)
   --pause  wait for Enter after each prediction question (when stdin is a terminal)
+  --only SECTIONS
+           run only these (comma list): process, spawn, handoff, sleepers, switch, g,
+           go, parked
+  --mine-out FILE
+           (a build with mine-NN features) measure only the rows that run the learner's
+           parts and write them to FILE
+  --mine-rows FILE
+           show the rows of FILE beside the solution's, marked as the learner's
   --switch-count ENGINE N
            run N user-space switch round trips and exit (what callgrind counts)
   --parked N MODE STACK_BYTES
            park N gmp Gs, print their memory and exit (run fresh for each measurement)";
+
+/// The colour of the learner's bars.
+const YOURS: &str = "#d4a017";
 
 /// Reference figures of ANCHORS.md, µs.
 const REF_CROSS_US: f64 = 25.0;
@@ -59,6 +88,125 @@ struct Options {
     quick: bool,
     json: bool,
     pause: bool,
+    /// `--only`: run just these sections.
+    only: Option<Vec<Section>>,
+    /// `--mine-out FILE`: measure only the rows on the learner's parts, write them there.
+    mine_out: Option<PathBuf>,
+    /// `--mine-rows FILE`: the learner's rows to show beside the solution's.
+    mine_rows: Option<PathBuf>,
+}
+
+impl Options {
+    /// Whether this run measures section `s`.
+    fn runs(&self, s: Section) -> bool {
+        self.only.as_ref().is_none_or(|only| only.contains(&s))
+            && (self.mine_out.is_none() || s.uses_any(MINE))
+    }
+}
+
+/// The options, `None` for `--help`, or what is wrong with them.
+fn parse_options(args: &[String]) -> Result<Option<Options>, String> {
+    let mut opts = Options {
+        quick: false,
+        json: false,
+        pause: false,
+        only: None,
+        mine_out: None,
+        mine_rows: None,
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match arg.as_str() {
+            "--quick" => opts.quick = true,
+            "--json" => opts.json = true,
+            "--pause" => opts.pause = true,
+            "--only" => {
+                let list = value("--only")?;
+                let mut only = Vec::new();
+                for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    only.push(Section::from_name(name).ok_or_else(|| {
+                        format!(
+                            "--only: no section {name:?}; the sections are {}",
+                            Section::ALL.map(Section::name).join(", ")
+                        )
+                    })?);
+                }
+                opts.only = Some(only);
+            }
+            "--mine-out" => opts.mine_out = Some(value("--mine-out")?.into()),
+            "--mine-rows" => opts.mine_rows = Some(value("--mine-rows")?.into()),
+            "-h" | "--help" => return Ok(None),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Some(opts))
+}
+
+/// Runs one section unless it is off, turning a panic (a learner's `todo!()`, a broken
+/// invariant) into a failure line so the other sections still run.
+fn guarded<T>(
+    (failures, times): (&mut Vec<String>, &mut Vec<String>),
+    what: &str,
+    on: bool,
+    skipped: impl FnOnce() -> T,
+    f: impl FnOnce() -> T,
+) -> T {
+    if !on {
+        return skipped();
+    }
+    let start = Instant::now();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    times.push(format!("{what} {:.1} s", start.elapsed().as_secs_f64()));
+    match result {
+        Ok(v) => v,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            failures.push(format!("{what}: panicked: {msg}"));
+            skipped()
+        }
+    }
+}
+
+fn skipped<T>() -> Result<T, String> {
+    Err("skipped".to_string())
+}
+
+/// `--mine-out`: writes the learner's rows; the solution's build merges them.
+fn write_mine(
+    out: &Out,
+    path: &Path,
+    report: &Report,
+    failures: Vec<String>,
+    same_run: SameRun,
+) -> ExitCode {
+    let mut mine = Mine::from_report(report, failures);
+    mine.same_run = same_run;
+    for r in &mine.rows {
+        out.result(&format!("yours: {} = {}", r.key, r.this));
+    }
+    for f in &mine.failures {
+        out.result(&format!("yours: {f}"));
+    }
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(path, mine.render()));
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("class-bench: cannot write {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Prints progress to stdout, or to stderr when stdout carries JSON.
@@ -101,25 +249,23 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("--parked") {
         return gs::parked_main(&args[1..]);
     }
-    let mut opts = Options {
-        quick: false,
-        json: false,
-        pause: false,
-    };
-    for arg in &args {
-        match arg.as_str() {
-            "--quick" => opts.quick = true,
-            "--json" => opts.json = true,
-            "--pause" => opts.pause = true,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            other => {
-                eprintln!("class-bench: unknown argument {other:?}\n{USAGE}");
-                return ExitCode::from(2);
-            }
+    let opts = match parse_options(&args) {
+        Ok(Some(opts)) => opts,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
         }
+        Err(e) => {
+            eprintln!("class-bench: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if opts.mine_out.is_some() && MINE.is_empty() {
+        eprintln!(
+            "class-bench: --mine-out measures the learner's parts, but this build has none: \
+             build it with `--features mine-NN` (cargo workbook bench does)"
+        );
+        return ExitCode::from(2);
     }
     let out = Out {
         to_stderr: opts.json,
@@ -129,10 +275,17 @@ fn main() -> ExitCode {
     let mode = if opts.quick { "quick" } else { "full" };
     let wall = Instant::now();
 
-    out.line(&format!(
-        "Class bench ({mode}): this machine's costs beside the seed articles' and the reference \
-         machine's (ANCHORS.md)."
-    ));
+    if opts.mine_out.is_some() {
+        out.line(&format!(
+            "Class bench ({mode}) on your parts {}: only the rows that run them.",
+            parts::list(MINE)
+        ));
+    } else {
+        out.line(&format!(
+            "Class bench ({mode}): this machine's costs beside the seed articles' and the \
+             reference machine's (ANCHORS.md)."
+        ));
+    }
     out.line(&format!(
         "Each timing is the median of {} runs; all figures come from this one run.",
         plan.runs
@@ -143,27 +296,112 @@ fn main() -> ExitCode {
              `cargo run --release -p gmp-benches --bin class-bench`.",
         );
     }
+    let mine = match &opts.mine_rows {
+        None => Mine::default(),
+        Some(path) => Mine::read(path).unwrap_or_else(|e| Mine {
+            failures: vec![format!("its rows could not be read: {e}")],
+            ..Mine::default()
+        }),
+    };
 
     let mut report = Report {
         mode: mode.to_string(),
         ..Report::default()
     };
-    let process = measure_process(&out, plan);
-    let spawn = measure_spawn(&out, plan);
-    let handoffs = measure_handoffs(&out, plan);
-    let sleepers = measure_sleepers(&out, plan);
-    let switches = measure_switches(&out, plan);
+    let mut failures = Vec::new();
+    // Wall time per section, for the report's facts (what a shorter --quick should trim).
+    let mut times = Vec::new();
+    let section = |s: Section| {
+        let on = opts.runs(s);
+        if !on {
+            out.line(&format!("({} skipped)", s.name()));
+        }
+        on
+    };
+    let (process, spawn, handoffs, sleepers, switches) = (
+        section(Section::Process),
+        section(Section::Spawn),
+        section(Section::Handoff),
+        section(Section::Sleepers),
+        section(Section::Switch),
+    );
+    let gs_sections = gs::Select {
+        g: section(Section::G),
+        go: section(Section::Go),
+        parked: section(Section::Parked),
+    };
+    let process = guarded(
+        (&mut failures, &mut times),
+        "process spawn",
+        process,
+        skipped,
+        || measure_process(&out, plan),
+    );
+    let spawn = guarded(
+        (&mut failures, &mut times),
+        "thread spawn",
+        spawn,
+        Spawn::skipped,
+        || measure_spawn(&out, plan),
+    );
+    let (handoffs, same_run) = guarded(
+        (&mut failures, &mut times),
+        "hand-off",
+        handoffs,
+        handoffs_skipped,
+        || measure_handoffs(&out, plan),
+    );
+    let sleepers = guarded(
+        (&mut failures, &mut times),
+        "sleeping threads",
+        sleepers,
+        Vec::new,
+        || measure_sleepers(&out, plan),
+    );
+    let switches = guarded(
+        (&mut failures, &mut times),
+        "switch",
+        switches,
+        Switches::skipped,
+        || measure_switches(&out, plan),
+    );
     let dir = target_dir().join("class-bench");
-    let gs = gs::measure(&out, plan, &dir);
+    let gs = guarded(
+        (&mut failures, &mut times),
+        "Gs",
+        gs_sections.any(),
+        gs::Gs::skipped,
+        || gs::measure(&out, plan, &dir, gs_sections),
+    );
 
+    out.line("");
+    out.line(&format!("Time per section: {}", times.join(", ")));
     rows_process_and_spawn(&mut report, &process, &spawn);
-    rows_handoffs(&mut report, &handoffs);
+    rows_handoffs(&mut report, &handoffs, &mine);
     rows_sleepers(&mut report, &sleepers, plan);
     rows_switches(&mut report, &switches);
     ratios(&mut report, &process, &spawn, &handoffs, &sleepers);
-    ratios_switches(&mut report, &handoffs, &switches);
+    ratios_switches(&mut report, &handoffs, &switches, &mine);
     gs::rows(&mut report, &gs);
     gs::ratios(&mut report, &gs);
+    // Rows of sections that did not run are not figures: leave them out.
+    report
+        .rows
+        .retain(|r| parts::row_parts(&r.key).is_none_or(|p| opts.runs(p.section)));
+    if opts.only.is_some() {
+        report.ratios.retain(|r| r.value.is_some());
+    }
+
+    if let Some(path) = &opts.mine_out {
+        return write_mine(&out, path, &report, failures, same_run);
+    }
+    // Sections left out by --only leave "…: skipped" notes behind: not news.
+    report.notes.retain(|n| !n.ends_with(": skipped"));
+    mine.merge_into(&mut report);
+    report.notes.extend(mine::not_yours_note(&report));
+    for f in &failures {
+        report.notes.push(f.clone());
+    }
 
     report.facts = machine_facts();
     report.facts.push((
@@ -184,6 +422,9 @@ fn main() -> ExitCode {
             wall.elapsed().as_secs_f64()
         ),
     ));
+    report
+        .facts
+        .push(("time per section".to_string(), times.join(", ")));
     if cfg!(debug_assertions) {
         report.facts.push((
             "build".to_string(),
@@ -284,6 +525,15 @@ struct Spawn {
     osthread: Result<f64, String>,
 }
 
+impl Spawn {
+    fn skipped() -> Spawn {
+        Spawn {
+            std: skipped(),
+            osthread: skipped(),
+        }
+    }
+}
+
 fn measure_spawn(out: &Out, plan: Plan) -> Spawn {
     out.predict(
         "how many µs to start one OS thread and join it? And with osthread::MBuilder, which \
@@ -333,8 +583,23 @@ struct HandoffStats {
 
 type Handoffs = HashMap<(Mechanism, Placement), Result<HandoffStats, String>>;
 
-fn measure_handoffs(out: &Out, plan: Plan) -> Handoffs {
+/// Solution figures timed in the learner's run, in turn with theirs: (row key, value).
+type SameRun = Vec<(String, f64)>;
+
+fn handoffs_skipped() -> (Handoffs, SameRun) {
+    let all = Placement::ALL
+        .iter()
+        .flat_map(|p| Mechanism::ALL.map(|m| ((m, *p), skipped())))
+        .collect();
+    (all, SameRun::new())
+}
+
+/// The hand-offs; in a build on the learner's part 03, also the solution's Parker, timed in
+/// turn with theirs (µs per hand-off by placement).
+fn measure_handoffs(out: &Out, plan: Plan) -> (Handoffs, SameRun) {
+    let with_solution = MINE.contains(&3);
     let mut all = Handoffs::new();
+    let mut same_run = SameRun::new();
     for placement in Placement::ALL {
         match placement {
             Placement::CrossCore => out.predict(
@@ -361,11 +626,26 @@ fn measure_handoffs(out: &Out, plan: Plan) -> Handoffs {
                 .iter()
                 .map(|m| (*m, Ok(Vec::new())))
                 .collect();
+        let mut solution = Ok(Vec::new());
         for _ in 0..plan.runs {
             for m in Mechanism::ALL {
                 let acc = runs.get_mut(&m).expect("every mechanism has an entry");
                 push(acc, handoff(m, cpus, plan.round_trips));
             }
+            if with_solution {
+                push(
+                    &mut solution,
+                    handoff_solution_parker(cpus, plan.round_trips).map(|h| h.ns_per_handoff()),
+                );
+            }
+        }
+        if let (true, Ok(ns)) = (with_solution, solution) {
+            let us = median(&ns) / 1e3;
+            out.result(&format!(
+                "the solution's parker, in turn with yours: {} µs per hand-off",
+                fmt_us(us)
+            ));
+            same_run.push((format!("handoff.parker.{}.us", placement.name()), us));
         }
         for m in Mechanism::ALL {
             let stats = runs.remove(&m).expect("entry").map(|hs| HandoffStats {
@@ -402,7 +682,7 @@ fn measure_handoffs(out: &Out, plan: Plan) -> Handoffs {
             all.insert((m, placement), stats);
         }
     }
-    all
+    (all, same_run)
 }
 
 /// Medians of one sleeping-threads variant.
@@ -515,6 +795,15 @@ fn measure_sleepers(out: &Out, plan: Plan) -> Vec<(SleeperStack, Result<SleeperS
 struct Switches {
     ns: HashMap<Engine, Result<f64, String>>,
     instructions: HashMap<Engine, Result<InstructionCount, String>>,
+}
+
+impl Switches {
+    fn skipped() -> Switches {
+        Switches {
+            ns: Engine::ALL.iter().map(|e| (*e, skipped())).collect(),
+            instructions: Engine::ALL.iter().map(|e| (*e, skipped())).collect(),
+        }
+    }
 }
 
 fn measure_switches(out: &Out, plan: Plan) -> Switches {
@@ -648,7 +937,7 @@ fn rows_process_and_spawn(report: &mut Report, process: &Result<f64, String>, sp
     }
 }
 
-fn rows_handoffs(report: &mut Report, handoffs: &Handoffs) {
+fn rows_handoffs(report: &mut Report, handoffs: &Handoffs, mine: &Mine) {
     let mut bars = Vec::new();
     for placement in Placement::ALL {
         for m in Mechanism::ALL {
@@ -670,30 +959,41 @@ fn rows_handoffs(report: &mut Report, handoffs: &Handoffs) {
                 "1–10 (switch)",
                 reference,
             ));
+            let label = format!("{}, {}", m.name(), placement.describe());
+            let color = match placement {
+                Placement::CrossCore => BLUE,
+                Placement::SameCore => ORANGE,
+            };
             if let Ok(s) = r {
                 bars.push(Bar {
-                    label: format!("{}, {}", m.name(), placement.describe()),
+                    label: label.clone(),
                     value: s.us,
                     reference: Some(match placement {
                         Placement::CrossCore => REF_CROSS_US,
                         Placement::SameCore => REF_SAME_US,
                     }),
-                    color: match placement {
-                        Placement::CrossCore => BLUE,
-                        Placement::SameCore => ORANGE,
-                    },
+                    color,
                 });
             }
+            bars.extend(mine.bar(
+                &format!("handoff.{}.{}.us", m.name(), placement.name()),
+                &label,
+                YOURS,
+            ));
         }
     }
     report.charts.push(Chart {
         title: "One hand-off between two threads, µs (shorter is faster)".to_string(),
         bars,
-        legend: vec![
-            "blue: two threads on two cores; orange: both on one core; dashed: reference \
-             machine (ANCHORS.md)"
-                .to_string(),
-        ],
+        legend: vec![format!(
+            "blue: two threads on two cores; orange: both on one core; {}dashed: reference \
+             machine (ANCHORS.md)",
+            if mine.rows.is_empty() {
+                ""
+            } else {
+                "gold: your part; "
+            }
+        )],
     });
     for m in Mechanism::ALL {
         let get = |p| handoffs[&(m, p)].as_ref().ok().copied();
@@ -983,7 +1283,7 @@ fn ratios(
     }
 }
 
-fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches) {
+fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches, mine: &Mine) {
     let ns = |e: Engine| switches.ns[&e].as_ref().ok().copied().filter(|v| *v > 0.0);
     let instr = |e: Engine| {
         switches.instructions[&e]
@@ -1101,6 +1401,11 @@ fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches
                 color,
             });
         }
+        bars.extend(mine.bar(
+            &format!("switch.{}.round_trip.ns", e.name()),
+            e.describe(),
+            YOURS,
+        ));
     }
     let mut legend = vec![
         "One round trip = two stack switches; dashed: reference machine (ANCHORS.md)".to_string(),
@@ -1124,4 +1429,100 @@ fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches
         bars,
         legend,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every row key the class bench writes, with nothing measured.
+    fn all_keys() -> Vec<String> {
+        let mut report = Report::default();
+        let mine = Mine::default();
+        rows_process_and_spawn(&mut report, &skipped(), &Spawn::skipped());
+        rows_handoffs(&mut report, &handoffs_skipped().0, &mine);
+        let sleepers = [
+            SleeperStack::StdDefault,
+            SleeperStack::Bytes(C_DEFAULT_STACK),
+        ]
+        .map(|s| (s, skipped()));
+        rows_sleepers(&mut report, &sleepers, Plan::TINY);
+        rows_switches(&mut report, &Switches::skipped());
+        gs::rows(&mut report, &gs::Gs::skipped());
+        let mut keys: Vec<String> = report.rows.into_iter().map(|r| r.key).collect();
+        // Rows written only when measured.
+        keys.extend(gs::parked_keys());
+        keys.push("g.parked.go_1000.rss_kib".to_string());
+        keys
+    }
+
+    #[test]
+    fn every_row_says_which_parts_it_runs_or_why_none() {
+        let keys = all_keys();
+        assert!(keys.len() > 25, "too few rows: {keys:?}");
+        for key in &keys {
+            let p = parts::row_parts(key)
+                .unwrap_or_else(|| panic!("row {key} is missing from gmp_benches::parts::ROWS"));
+            assert_eq!(
+                p.parts.is_empty(),
+                !p.why_not.is_empty(),
+                "row {key}: a row with no part says why, a row with parts does not"
+            );
+            assert!(
+                p.parts.iter().all(|n| parts::SWAPPABLE.contains(n)),
+                "row {key}: {:?}",
+                p.parts
+            );
+        }
+    }
+
+    #[test]
+    fn rows_map_to_the_parts_they_time() {
+        let of = |key: &str| parts::row_parts(key).map(|p| (p.section, p.parts));
+        assert_eq!(
+            of("handoff.parker.same_core.us"),
+            Some((Section::Handoff, &[3][..]))
+        );
+        assert_eq!(
+            of("handoff.condvar.cross_core.us"),
+            Some((Section::Handoff, &[][..]))
+        );
+        assert_eq!(
+            of("sleepers.8mib.rss_per_thread.kib"),
+            Some((Section::Sleepers, &[1][..]))
+        );
+        assert_eq!(
+            of("sleepers.8mib.create_per_thread.us"),
+            Some((Section::Sleepers, &[][..]))
+        );
+        assert_eq!(of("g.handoff.asm.ns"), Some((Section::G, &[4, 6][..])));
+        assert_eq!(of("g.handoff.go.ns"), Some((Section::Go, &[][..])));
+        assert_eq!(
+            of("g.parked.go_1000.rss_kib"),
+            Some((Section::Parked, &[][..]))
+        );
+        assert_eq!(
+            of("g.parked.slab_1m.rss_kib"),
+            Some((Section::Parked, &[1, 5, 6][..]))
+        );
+        assert_eq!(of("thread.yield.same_core.ns"), Some((Section::G, &[][..])));
+        assert_eq!(of("nothing.like.this"), None);
+    }
+
+    #[test]
+    fn options_name_a_wrong_section() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let e = parse_options(&args(&["--only", "handoff,nope"]))
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("\"nope\"") && e.contains("handoff, sleepers"),
+            "{e}"
+        );
+        let o = parse_options(&args(&["--quick", "--only", "g,handoff"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.only, Some(vec![Section::G, Section::Handoff]));
+        assert!(o.runs(Section::G) && !o.runs(Section::Process));
+    }
 }
