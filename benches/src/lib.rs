@@ -21,6 +21,7 @@
 //! part 04 (`context`), all from `solutions/`, or from `exercises/` in a build with `mine-NN`
 //! (see [`parts`]).
 
+pub mod figures;
 pub mod go;
 pub mod gs;
 pub mod parts;

@@ -17,7 +17,7 @@ pub const HEADERS: [&str; 4] = [
     "measure",
     "this machine",
     "seed (the articles)",
-    "reference machine (ANCHORS.md)",
+    "reference machine (the book's figures)",
 ];
 
 /// Column titles of the ratio table.
@@ -25,7 +25,7 @@ pub const RATIO_HEADERS: [&str; 4] = [
     "ratio (both sides from this run)",
     "this machine",
     "seed (the articles)",
-    "reference machine (ANCHORS.md)",
+    "reference machine (the book's figures)",
 ];
 
 /// One line of a table.

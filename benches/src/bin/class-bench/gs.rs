@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Command, ExitCode};
 
 use gmp::Engine;
+use gmp_benches::figures::fig;
 use gmp_benches::go::{GO_SKIP_LINE, GoBench, GoFigure, GoKind, go_on_path};
 use gmp_benches::gs::{ParkedGs, g_ping_pong, g_spawn_join, g_yield, parked_gs, thread_yield};
 use gmp_benches::report::{Report, Row, fmt_ns};
@@ -53,20 +54,22 @@ impl Op {
         }
     }
 
-    /// ANCHORS.md, Go 1.27 at P=1 on the reference machine.
-    fn reference(self) -> &'static str {
-        match self {
-            Op::SpawnJoin => "Go 265",
-            Op::PingPong => "Go 125–150",
-            Op::Yield => "Go 55–78",
-        }
+    /// Go at P=1 on the reference machine, as the book quotes it.
+    fn reference(self) -> String {
+        let go = match self {
+            Op::SpawnJoin => fig("go.spawn_join_p1"),
+            Op::PingPong => fig("go.handoff"),
+            Op::Yield => fig("go.gosched"),
+        };
+        format!("Go {}", go.text())
     }
 
-    fn seed(self) -> &'static str {
+    fn seed(self) -> String {
         match self {
-            Op::SpawnJoin => "~300 (create)",
-            Op::PingPong => "100–300 (switch)",
-            Op::Yield => "100–300 (switch)",
+            Op::SpawnJoin => format!("{} (create)", fig("seed.goroutine_create").text()),
+            Op::PingPong | Op::Yield => {
+                format!("{} (switch)", fig("seed.switch_goroutine").text())
+            }
         }
     }
 
@@ -426,15 +429,18 @@ pub(crate) fn rows(report: &mut Report, gs: &Gs) {
          to one CPU."
             .to_string(),
     );
-    report.notes.push(
+    let room = gmp::map_headroom();
+    report.notes.push(format!(
         "Parked Gs: each measured in a fresh process (`class-bench --parked`): VmRSS after all \
          Gs parked on one channel minus VmRSS before the runtime started, over the Gs that \
          parked. It counts each G's touched stack pages, its G record, closure and join \
-         slot. Guarded stacks take two mappings each, and gmp keeps a sixteenth of \
-         vm.max_map_count free for malloc and threads, so about 30.7k fit under the default \
-         65,530; slab stacks share one mapping per 1024."
-            .to_string(),
-    );
+         slot. Guarded stacks take two mappings each, and gmp keeps {} of this machine's \
+         vm.max_map_count of {} free for malloc and threads, so fewer than {} fit; slab \
+         stacks share one mapping per 1024.",
+        grouped(room.kept),
+        grouped(room.max_map_count),
+        grouped(room.max_map_count.saturating_sub(room.kept) / 2)
+    ));
     for op in Op::ALL {
         for engine in ENGINES {
             let v = gs.gmp(op, engine);
@@ -443,7 +449,7 @@ pub(crate) fn rows(report: &mut Report, gs: &Gs) {
                 format!("G {}, P=1, gmp {} (ns)", op.what(), engine.name()),
                 v.map_or("failed".to_string(), fmt_ns),
                 v,
-                op.seed(),
+                &op.seed(),
                 "—",
             ));
         }
@@ -456,8 +462,8 @@ pub(crate) fn rows(report: &mut Report, gs: &Gs) {
                 Ok(_) => v.map_or("failed".to_string(), fmt_ns),
             },
             v,
-            op.seed(),
-            op.reference(),
+            &op.seed(),
+            &op.reference(),
         ));
     }
     let v = gs.thread_yield.as_ref().ok().copied();
@@ -466,9 +472,10 @@ pub(crate) fn rows(report: &mut Report, gs: &Gs) {
         "OS threads: sched_yield between two threads on one CPU (ns)",
         v.map_or("failed".to_string(), fmt_ns),
         v,
-        "1000–10000 (switch)",
+        &format!("{} (switch)", fig("seed.switch_thread").text()),
         "—",
     ));
+    let initial_stack = format!("{} (initial stack)", fig("go.stack_initial").text());
     for ((label, key, _, _, slab), (_, r)) in PARKED.iter().zip(&gs.parked) {
         let v = r.as_ref().ok().map(|p| p.rss_per_g() / 1024.0);
         let this = match r {
@@ -482,13 +489,18 @@ pub(crate) fn rows(report: &mut Report, gs: &Gs) {
             Ok(p) => format!("{:.2}", p.rss_per_g() / 1024.0),
             Err(_) => "failed".to_string(),
         };
+        // The reference machine's run of the same row, as the book quotes it.
+        let reference = match *key {
+            "slab_1m" => fig("ref.bench.parked_rss_slab_1m"),
+            _ => fig("ref.lab.parked_rss_guarded"),
+        };
         report.rows.push(Row::new(
             &format!("g.parked.{key}.rss_kib"),
             format!("RSS per parked G, {label} (KiB)"),
             this,
             v,
-            "2 (initial stack)",
-            "Go 2.6",
+            &initial_stack,
+            &reference.text(),
         ));
         if let Err(e) = r {
             report.notes.push(format!("parked Gs, {label}: {e}"));
@@ -501,15 +513,21 @@ pub(crate) fn rows(report: &mut Report, gs: &Gs) {
     }
     match &gs.go_parked {
         Ok(all) => {
+            // The book's Go figure is for 10^6 parked goroutines.
+            let go = fig("go.parked_rss_1m");
             for (count, r) in all {
                 let v = r.as_ref().ok().map(|f| f.rss_bytes_per_g / 1024.0);
+                let reference = match count {
+                    1_000_000 => format!("Go {}", go.text()),
+                    _ => format!("Go {} (10^6 parked)", go.text()),
+                };
                 report.rows.push(Row::new(
                     &format!("g.parked.go_{count}.rss_kib"),
                     format!("RSS per parked goroutine, Go, {count} goroutines (KiB)"),
                     v.map_or("failed".to_string(), |v| format!("{v:.2}")),
                     v,
-                    "2 (initial stack)",
-                    "Go 2.6",
+                    &initial_stack,
+                    &reference,
                 ));
             }
         }
@@ -518,6 +536,7 @@ pub(crate) fn rows(report: &mut Report, gs: &Gs) {
 }
 
 pub(crate) fn ratios(report: &mut Report, gs: &Gs) {
+    let target = format!("target ≤ {}×", fig("target.g_over_go").text());
     for op in Op::ALL {
         for engine in ENGINES {
             let r = gs.gmp(op, engine).zip(gs.go(op)).map(|(g, go)| g / go);
@@ -527,10 +546,11 @@ pub(crate) fn ratios(report: &mut Report, gs: &Gs) {
                 ratio_text(r),
                 r,
                 "—",
-                "target ≤ 1.0×",
+                &target,
             ));
         }
     }
+    let target = format!("target ≤ {}", fig("target.parked_rss").text());
     if let Some((_, Ok(p))) = gs.parked.first() {
         let kib = p.rss_per_g() / 1024.0;
         report.ratios.push(Row::new(
@@ -539,7 +559,7 @@ pub(crate) fn ratios(report: &mut Report, gs: &Gs) {
             format!("{kib:.2}"),
             Some(kib),
             "—",
-            "target ≤ 8 KiB",
+            &target,
         ));
     }
 }

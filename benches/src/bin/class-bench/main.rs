@@ -1,5 +1,6 @@
 //! The class bench: the costs chapters 1–6 talk about, measured on the machine in front of
-//! the class, beside the seed articles' figures and the reference machine's (ANCHORS.md).
+//! the class, beside the seed articles' figures and the reference machine's, as the book
+//! quotes them: every one is read from `book/figures.toml` ([`gmp_benches::figures`]).
 //!
 //! ```text
 //! cargo run --release -p gmp-benches --bin class-bench -- [--quick] [--json] [--pause] [--only SECTIONS]
@@ -39,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use gmp_benches::figures::fig;
 use gmp_benches::report::{
     BLUE, Bar, Chart, GREEN, ORANGE, PURPLE, Report, Row, fmt_ns, fmt_us, machine_facts,
 };
@@ -78,11 +80,8 @@ const USAGE: &str = "usage: class-bench [--quick] [--json] [--pause] [--only SEC
 /// The colour of the learner's bars.
 const YOURS: &str = "#d4a017";
 
-/// Reference figures of ANCHORS.md, µs.
-const REF_CROSS_US: f64 = 25.0;
-const REF_SAME_US: f64 = 3.3;
-/// ANCHORS.md, "raw user-space switch (resume+suspend)": corosensei, ns and instructions.
-const REF_COROSENSEI_NS: f64 = 2.5;
+/// `ref.threads_10k_vmsize` is the growth of 10,000 threads: per thread, divide by this.
+const VMSIZE_THREADS: f64 = 10_000.0;
 
 struct Options {
     quick: bool,
@@ -283,7 +282,7 @@ fn main() -> ExitCode {
     } else {
         out.line(&format!(
             "Class bench ({mode}): this machine's costs beside the seed articles' and the \
-             reference machine's (ANCHORS.md)."
+             reference machine's, as the book quotes them (book/figures.toml)."
         ));
     }
     out.line(&format!(
@@ -906,16 +905,17 @@ fn rows_process_and_spawn(report: &mut Report, process: &Result<f64, String>, sp
         this,
         value,
         "—",
-        "—",
+        &fig("ref.process_spawn").text(),
     ));
+    let create = format!("{} (create)", fig("seed.thread_create").text());
     let (this, value) = cell(&spawn.std, fmt_us);
     report.rows.push(Row::new(
         "thread.spawn_join.std.us",
         "thread spawn+join, std::thread (µs)",
         this,
         value,
-        "~10 (create)",
-        "41.6",
+        &create,
+        &fig("ref.thread_spawn_join").text(),
     ));
     let (this, value) = cell(&spawn.osthread, fmt_us);
     report.rows.push(Row::new(
@@ -923,7 +923,7 @@ fn rows_process_and_spawn(report: &mut Report, process: &Result<f64, String>, sp
         "thread spawn+join, osthread (incl. tid handshake) (µs)",
         this,
         value,
-        "~10 (create)",
+        &create,
         "—",
     ));
     for (name, r) in [
@@ -937,15 +937,24 @@ fn rows_process_and_spawn(report: &mut Report, process: &Result<f64, String>, sp
     }
 }
 
+/// The reference machine's hand-off as the book quotes it: chapter 3's lab for the futex
+/// Parker, ANCHORS.md's Condvar, mpsc and C mutex/condvar figures for the others.
+fn handoff_reference(m: Mechanism, placement: Placement) -> gmp_benches::figures::Figure {
+    match (m, placement) {
+        (Mechanism::Parker, Placement::CrossCore) => fig("ref.parker_handoff_cross_core"),
+        (Mechanism::Parker, Placement::SameCore) => fig("ref.parker_handoff_one_core"),
+        (_, Placement::CrossCore) => fig("ref.handoff_cross_core"),
+        (_, Placement::SameCore) => fig("ref.handoff_one_core"),
+    }
+}
+
 fn rows_handoffs(report: &mut Report, handoffs: &Handoffs, mine: &Mine) {
     let mut bars = Vec::new();
+    let seed = format!("{} (switch)", fig("seed.switch_thread").text());
     for placement in Placement::ALL {
         for m in Mechanism::ALL {
             let r = &handoffs[&(m, placement)];
-            let reference = match placement {
-                Placement::CrossCore => "24–26",
-                Placement::SameCore => "3.3",
-            };
+            let reference = handoff_reference(m, placement);
             let (this, value) = match r {
                 Ok(s) => (fmt_us(s.us), Some(s.us)),
                 Err(e) if e.contains("skipped") => ("skipped".to_string(), None),
@@ -956,8 +965,8 @@ fn rows_handoffs(report: &mut Report, handoffs: &Handoffs, mine: &Mine) {
                 format!("hand-off, {}, {} (µs)", m.name(), placement.describe()),
                 this,
                 value,
-                "1–10 (switch)",
-                reference,
+                &seed,
+                &reference.text(),
             ));
             let label = format!("{}, {}", m.name(), placement.describe());
             let color = match placement {
@@ -968,10 +977,7 @@ fn rows_handoffs(report: &mut Report, handoffs: &Handoffs, mine: &Mine) {
                 bars.push(Bar {
                     label: label.clone(),
                     value: s.us,
-                    reference: Some(match placement {
-                        Placement::CrossCore => REF_CROSS_US,
-                        Placement::SameCore => REF_SAME_US,
-                    }),
+                    reference: Some(reference.mid_in("µs")),
                     color,
                 });
             }
@@ -987,7 +993,7 @@ fn rows_handoffs(report: &mut Report, handoffs: &Handoffs, mine: &Mine) {
         bars,
         legend: vec![format!(
             "blue: two threads on two cores; orange: both on one core; {}dashed: reference \
-             machine (ANCHORS.md)",
+             machine (the book's figures; a range at its midpoint)",
             if mine.rows.is_empty() {
                 ""
             } else {
@@ -1031,9 +1037,9 @@ fn rows_handoffs(report: &mut Report, handoffs: &Handoffs, mine: &Mine) {
         "Hand-off: one message to a thread asleep waiting for it (a round trip is two). \
          parker = part 03's futex Parker; condvar = std Mutex + Condvar around a turn counter, \
          the seed's C mutex/condvar ping-pong; mpsc = two std::sync::mpsc channels. Switches \
-         are getrusage(RUSAGE_THREAD) of both threads. The reference figures (ANCHORS.md) were \
-         measured with Condvar, mpsc and C mutex/condvar; the Parker rows stand beside the same \
-         figures."
+         are getrusage(RUSAGE_THREAD) of both threads. The reference figures are the book's: \
+         the Parker rows' from chapter 3's lab, the others' measured with Condvar, mpsc and C \
+         mutex/condvar (ANCHORS.md)."
             .to_string(),
     );
     report.notes.push(
@@ -1054,13 +1060,29 @@ fn rows_sleepers(
     for (stack, r) in sleepers {
         let (bytes, source) = stack.resolve();
         let mib = trim(bytes as f64 / (1 << 20) as f64);
-        let (label, key, virt_ref) = match stack {
-            SleeperStack::StdDefault => (format!("{mib} MiB stack ({source})"), "std_default", "—"),
-            SleeperStack::Bytes(_) => (
-                format!("{mib} MiB stack (C default)"),
-                "8mib",
-                "~8.2 MB (82 GB / 10k)",
+        // The reference machine's sleepers had 8 MiB stacks: the RSS compares with either
+        // row, the virtual size only with the 8 MiB one.
+        let rss = fig("ref.thread_sleeping_rss");
+        let (label, key, rss_ref, virt_ref) = match stack {
+            SleeperStack::StdDefault => (
+                format!("{mib} MiB stack ({source})"),
+                "std_default",
+                format!("{} (8 MiB stacks)", rss.text()),
+                "—".to_string(),
             ),
+            SleeperStack::Bytes(_) => {
+                let vm = fig("ref.threads_10k_vmsize");
+                (
+                    format!("{mib} MiB stack (C default)"),
+                    "8mib",
+                    rss.text(),
+                    format!(
+                        "{:.2} MiB ({} / 10,000)",
+                        vm.mid_in("MiB") / VMSIZE_THREADS,
+                        vm.text()
+                    ),
+                )
+            }
         };
         let n = match r {
             Ok(s) => s.started,
@@ -1077,7 +1099,7 @@ fn rows_sleepers(
             this,
             value,
             "— (touched pages only)",
-            "~9.8 KB",
+            &rss_ref,
         ));
         let (this, value) = cell(&get(|s| s.vm_kib / 1024.0), |v| format!("{v:.2}"));
         report.rows.push(Row::new(
@@ -1085,8 +1107,8 @@ fn rows_sleepers(
             format!("virtual per sleeping thread, {label} (MiB)"),
             this,
             value,
-            "8 MiB (stacks 1–8 MiB)",
-            virt_ref,
+            &format!("{} (stack)", fig("seed.stack_thread").text()),
+            &virt_ref,
         ));
         let (this, value) = cell(&get(|s| s.create_us), fmt_us);
         report.rows.push(Row::new(
@@ -1094,8 +1116,8 @@ fn rows_sleepers(
             format!("create one of {n} sleepers, {label} (µs)"),
             this,
             value,
-            "~10",
-            "~26",
+            &fig("seed.thread_create").text(),
+            &fig("ref.thread_create_10k").text(),
         ));
         match r {
             Ok(s) => {
@@ -1110,14 +1132,25 @@ fn rows_sleepers(
             Err(e) => report.notes.push(format!("sleeping threads, {label}: {e}")),
         }
     }
-    report.notes.push(
-        "RSS counts user-space pages only: each thread also holds kernel memory (a 16 KiB \
+    report.notes.push(format!(
+        "RSS counts user-space pages only: each thread also holds kernel memory (a {} \
          kernel stack, its task_struct) that VmRSS does not show. Rust's std spawns threads \
-         with a 2 MiB stack unless RUST_MIN_STACK is set; osthread::MBuilder's default is also \
-         2 MiB; C (glibc) takes `ulimit -s`, usually 8 MiB. The sleeping threads are started \
-         with std::thread::Builder."
-            .to_string(),
-    );
+         with a {} stack unless RUST_MIN_STACK is set, and osthread::MBuilder's default is the \
+         same; C (glibc) takes `ulimit -s`, usually {}. The sleeping threads are started with \
+         std::thread::Builder.",
+        fig("linux.kernel_stack").text(),
+        fig("param.rust_thread_stack").text(),
+        fig("linux.thread_stack_default").text()
+    ));
+}
+
+/// The reference machine's switch round trip of `e`, as chapter 4 quotes it.
+fn switch_reference(e: Engine) -> gmp_benches::figures::Figure {
+    match e {
+        Engine::Asm => fig("ref.switch_mine_roundtrip"),
+        Engine::Fiber => fig("ref.fiber_roundtrip"),
+        Engine::Corosensei => fig("peer.corosensei_roundtrip"),
+    }
 }
 
 fn rows_switches(report: &mut Report, switches: &Switches) {
@@ -1133,17 +1166,13 @@ fn rows_switches(report: &mut Report, switches: &Switches) {
             Ok(v) => (fmt_ns(*v), Some(*v)),
             Err(why) => (status(why).to_string(), None),
         };
-        let reference = match e {
-            Engine::Asm | Engine::Fiber => "target ≤ 2× corosensei",
-            Engine::Corosensei => "2.5",
-        };
         report.rows.push(Row::new(
             &format!("switch.{}.round_trip.ns", e.name()),
             format!("switch round trip (resume+suspend), {} (ns)", e.describe()),
             this,
             value,
-            "0.1–0.3 µs (goroutine switch)",
-            reference,
+            &format!("{} (goroutine switch)", fig("seed.switch_goroutine").text()),
+            &switch_reference(e).text(),
         ));
     }
     for e in Engine::ALL {
@@ -1155,8 +1184,9 @@ fn rows_switches(report: &mut Report, switches: &Switches) {
             Err(why) => (status(why).to_string(), None),
         };
         let reference = match e {
-            Engine::Asm | Engine::Fiber => "—",
-            Engine::Corosensei => "~38",
+            Engine::Asm => fig("ref.switch_mine_instructions").text(),
+            Engine::Fiber => format!("{} (lab)", fig("ref.fiber_instructions_lab").text()),
+            Engine::Corosensei => fig("ref.corosensei_instructions").text(),
         };
         report.rows.push(Row::new(
             &format!("switch.{}.instructions_per_round_trip", e.name()),
@@ -1167,7 +1197,7 @@ fn rows_switches(report: &mut Report, switches: &Switches) {
             this,
             value,
             "— (\"saves a few registers\")",
-            reference,
+            &reference,
         ));
     }
     // Each failure once, with the engines it hit (without valgrind both say the same).
@@ -1218,13 +1248,20 @@ fn ratios(
     let us = |m, p| handoffs[&(m, p)].as_ref().ok().map(|s| s.us);
     for m in Mechanism::ALL {
         let r = x(us(m, Placement::CrossCore), us(m, Placement::SameCore));
+        let (cross, same) = (
+            handoff_reference(m, Placement::CrossCore),
+            handoff_reference(m, Placement::SameCore),
+        );
         report.ratios.push(Row::new(
             &format!("ratio.{}.cross_over_same", m.name()),
             format!("hand-off cross-core / same-core, {}", m.name()),
             show(r),
             r,
             "—",
-            "≈7.6× (25 / 3.3)",
+            &about(
+                cross.mid_in("µs") / same.mid_in("µs"),
+                &format!("{} / {}", cross.text(), same.text()),
+            ),
         ));
     }
     for m in [Mechanism::Condvar, Mechanism::Mpsc] {
@@ -1255,20 +1292,32 @@ fn ratios(
         "—",
     ));
     let r = x(process.clone().ok(), spawn.std.clone().ok());
+    let (process_ref, thread_ref) = (fig("ref.process_spawn"), fig("ref.thread_spawn_join"));
     report.ratios.push(Row::new(
         "ratio.process_over_thread_spawn",
         "process spawn+wait / thread spawn+join (std)",
         show(r),
         r,
         "—",
-        "—",
+        &about(
+            process_ref.mid_in("µs") / thread_ref.mid_in("µs"),
+            &format!("{} / {}", process_ref.text(), thread_ref.text()),
+        ),
     ));
+    let (vm, rss) = (
+        fig("ref.threads_10k_vmsize"),
+        fig("ref.thread_sleeping_rss"),
+    );
+    let sleeper_ref = about(
+        vm.mid_in("KiB") / VMSIZE_THREADS / rss.mid_in("KiB"),
+        &format!("{} / 10,000 over {}", vm.text(), rss.text()),
+    );
     for (stack, s) in sleepers {
         if let Ok(s) = s {
             let r = x(Some(s.vm_kib), Some(s.rss_kib));
             let mib = trim(stack.resolve().0 as f64 / (1 << 20) as f64);
             let reference = match stack {
-                SleeperStack::Bytes(C_DEFAULT_STACK) => "≈840× (8.2 MB / 9.8 KB)",
+                SleeperStack::Bytes(C_DEFAULT_STACK) => sleeper_ref.as_str(),
                 _ => "—",
             };
             report.ratios.push(Row::new(
@@ -1280,6 +1329,16 @@ fn ratios(
                 reference,
             ));
         }
+    }
+}
+
+/// A reference ratio and what it divides: "≈7.6× (24–26 µs / 3.3 µs)"; a range counts at
+/// its midpoint.
+fn about(ratio: f64, of: &str) -> String {
+    if ratio >= 10.0 {
+        format!("≈{ratio:.0}× ({of})")
+    } else {
+        format!("≈{ratio:.1}× ({of})")
     }
 }
 
@@ -1303,6 +1362,18 @@ fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches
         })
     };
     let (asm, fiber, coro) = (ns(Engine::Asm), ns(Engine::Fiber), ns(Engine::Corosensei));
+    // Chapter 4's reference runs: each switch beside corosensei in the same run.
+    let target = format!("target ≤ {}×", fig("target.switch_over_corosensei").text());
+    let same_run = |mine: &str, coro: &str| {
+        let (mine, coro) = (fig(mine), fig(coro));
+        format!(
+            "{}; {target}",
+            about(
+                mine.mid_in("ns") / coro.mid_in("ns"),
+                &format!("{} / {}", mine.text(), coro.text())
+            )
+        )
+    };
     let r = over(asm, coro);
     report.ratios.push(Row::new(
         "ratio.switch.asm_over_corosensei",
@@ -1310,7 +1381,7 @@ fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches
         show(r),
         r,
         "—",
-        "target ≤ 2×",
+        &same_run("ref.switch_mine_roundtrip", "ref.corosensei_callgrind_run"),
     ));
     let time_ratio = r;
     let r = over(fiber, coro);
@@ -1320,7 +1391,7 @@ fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches
         show(r),
         r,
         "—",
-        "target ≤ 2×",
+        &same_run("ref.fiber_roundtrip", "ref.corosensei_same_run"),
     ));
     let fiber_time_ratio = r;
     let r = over(instr(Engine::Asm), instr(Engine::Corosensei));
@@ -1366,13 +1437,31 @@ fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches
         .ok()
         .map(|s| s.us * 1e3);
     let r = over(parker_same_ns, asm);
+    // The seed's ratio is a range: its slowest thread switch over its fastest goroutine
+    // switch, and the other way round.
+    let (thread, g) = (fig("seed.switch_thread"), fig("seed.switch_goroutine"));
+    let ((thread_lo, thread_hi), (g_lo, g_hi)) = (thread.range_in("ns"), g.range_in("ns"));
+    let seed = format!(
+        "{:.0}–{:.0}× ({} vs {})",
+        thread_lo / g_hi,
+        thread_hi / g_lo,
+        thread.text(),
+        g.text()
+    );
+    let (kernel_ref, asm_ref) = (
+        fig("ref.parker_handoff_one_core"),
+        fig("ref.switch_mine_roundtrip"),
+    );
     report.ratios.push(Row::new(
         "ratio.handoff_parker_same_core_over_switch_asm",
         "kernel hand-off (parker, same core) / asm round trip",
         show(r),
         r,
-        "3–100× (1–10 µs vs 0.1–0.3 µs)",
-        "≈1,300× (3.3 µs / 2.5 ns corosensei)",
+        &seed,
+        &about(
+            kernel_ref.mid_in("ns") / asm_ref.mid_in("ns"),
+            &format!("{} / {}", kernel_ref.text(), asm_ref.text()),
+        ),
     ));
     let against_fiber = over(parker_same_ns, fiber).map_or(String::new(), |f| {
         format!(
@@ -1397,7 +1486,7 @@ fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches
             bars.push(Bar {
                 label: e.describe().to_string(),
                 value: v,
-                reference: (e == Engine::Corosensei).then_some(REF_COROSENSEI_NS),
+                reference: Some(switch_reference(e).mid_in("ns")),
                 color,
             });
         }
@@ -1408,7 +1497,9 @@ fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches
         ));
     }
     let mut legend = vec![
-        "One round trip = two stack switches; dashed: reference machine (ANCHORS.md)".to_string(),
+        "One round trip = two stack switches; dashed: reference machine (the book's figures; a \
+         range at its midpoint)"
+            .to_string(),
         "asm switch: each switch `ret`s onto the other stack; asm fiber (step 3): call and ret \
          balanced, as in corosensei"
             .to_string(),
@@ -1473,6 +1564,64 @@ mod tests {
                 "row {key}: {:?}",
                 p.parts
             );
+        }
+    }
+
+    #[test]
+    fn seed_and_reference_cells_are_the_books_figures() {
+        // Rows and ratios with nothing measured still quote every figure, so a value that is
+        // no number or a unit that does not convert fails here, naming its key.
+        let mut report = Report::default();
+        rows_process_and_spawn(&mut report, &skipped(), &Spawn::skipped());
+        let handoffs = handoffs_skipped().0;
+        rows_handoffs(&mut report, &handoffs, &Mine::default());
+        ratios(&mut report, &skipped(), &Spawn::skipped(), &handoffs, &[]);
+        ratios_switches(
+            &mut report,
+            &handoffs,
+            &Switches::skipped(),
+            &Mine::default(),
+        );
+        gs::ratios(&mut report, &gs::Gs::skipped());
+        let cell = |key: &str| {
+            let all = report.rows.iter().chain(&report.ratios);
+            let row = all.clone().find(|r| r.key == key);
+            row.map(|r| (r.seed.clone(), r.reference.clone()))
+                .unwrap_or_else(|| panic!("no row {key}"))
+        };
+        assert_eq!(
+            cell("thread.spawn_join.std.us"),
+            (
+                format!("{} (create)", fig("seed.thread_create").text()),
+                fig("ref.thread_spawn_join").text()
+            ),
+            "the seed's and the reference machine's spawn, as figures.toml has them"
+        );
+        assert_eq!(
+            cell("handoff.condvar.cross_core.us").1,
+            fig("ref.handoff_cross_core").text()
+        );
+        assert_eq!(
+            cell("handoff.parker.same_core.us").1,
+            fig("ref.parker_handoff_one_core").text()
+        );
+        // A ratio of a range uses its midpoint (24–26 µs counts as 25).
+        let (_, reference) = cell("ratio.condvar.cross_over_same");
+        let (cross, same) = (fig("ref.handoff_cross_core"), fig("ref.handoff_one_core"));
+        let (lo, hi) = cross.range_in("µs");
+        let expected = (lo + hi) / 2.0 / same.mid_in("µs");
+        assert_eq!(
+            reference,
+            format!("≈{expected:.1}× ({} / {})", cross.text(), same.text())
+        );
+        // Every chart's dashed mark is a number in the chart's unit.
+        for p in Placement::ALL {
+            for m in Mechanism::ALL {
+                assert!(handoff_reference(m, p).mid_in("µs") > 0.0, "{m:?} {p:?}");
+            }
+        }
+        for e in Engine::ALL {
+            assert!(switch_reference(e).mid_in("ns") > 0.0, "{e:?}");
         }
     }
 
