@@ -127,20 +127,36 @@ mod tests {
         ("mine.rs", include_str!("bin/class-bench/mine.rs")),
     ];
 
-    /// The keys of every `fig("KEY")` call in `source`.
-    fn called_keys(source: &str) -> Vec<&str> {
-        source
-            .split("fig(\"")
-            .skip(1)
-            .filter_map(|rest| rest.split('"').next())
-            .collect()
+    /// The keys of every `fig("KEY")` call in `source`, or the first call whose argument is
+    /// not a string literal (its key could not be checked).
+    fn called_keys(source: &str) -> Result<Vec<&str>, &str> {
+        let mut keys = Vec::new();
+        for (at, _) in source.match_indices("fig(") {
+            let before = source[..at].chars().next_back();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                continue; // another name ending in `fig`, e.g. `config(`
+            }
+            let rest = &source[at + "fig(".len()..];
+            let line = rest.lines().next().unwrap_or("");
+            match rest.strip_prefix('"').and_then(|r| r.split('"').next()) {
+                Some(key) => keys.push(key),
+                None => return Err(line),
+            }
+        }
+        Ok(keys)
     }
 
     #[test]
     fn every_key_the_class_bench_quotes_is_in_the_book() {
         let mut found = 0;
         for (file, source) in BENCH_SOURCES {
-            for key in called_keys(source) {
+            let keys = called_keys(source).unwrap_or_else(|call| {
+                panic!(
+                    "class-bench/{file} calls fig({call}: write the key as a string literal, \
+                     so this test can check it"
+                )
+            });
+            for key in keys {
                 found += 1;
                 let f = find(key).unwrap_or_else(|| {
                     panic!(
@@ -155,6 +171,16 @@ mod tests {
         assert!(
             found >= 20,
             "only {found} fig(\"…\") calls found in the class bench: has the call's name changed?"
+        );
+    }
+
+    #[test]
+    fn a_call_without_a_literal_key_is_named() {
+        let source = "let a = fig(\"go.handoff\"); let c = config(x); let b = fig(key);";
+        assert_eq!(called_keys(source), Err("key);"));
+        assert_eq!(
+            called_keys("fig(\"a.b\") + fig(\"c\")"),
+            Ok(vec!["a.b", "c"])
         );
     }
 

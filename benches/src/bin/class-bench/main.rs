@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use gmp_benches::figures::fig;
+use gmp_benches::figures::{Figure, fig};
 use gmp_benches::report::{
     BLUE, Bar, Chart, GREEN, ORANGE, PURPLE, Report, Row, fmt_ns, fmt_us, machine_facts,
 };
@@ -939,7 +939,7 @@ fn rows_process_and_spawn(report: &mut Report, process: &Result<f64, String>, sp
 
 /// The reference machine's hand-off as the book quotes it: chapter 3's lab for the futex
 /// Parker, ANCHORS.md's Condvar, mpsc and C mutex/condvar figures for the others.
-fn handoff_reference(m: Mechanism, placement: Placement) -> gmp_benches::figures::Figure {
+fn handoff_reference(m: Mechanism, placement: Placement) -> Figure {
     match (m, placement) {
         (Mechanism::Parker, Placement::CrossCore) => fig("ref.parker_handoff_cross_core"),
         (Mechanism::Parker, Placement::SameCore) => fig("ref.parker_handoff_one_core"),
@@ -1145,7 +1145,7 @@ fn rows_sleepers(
 }
 
 /// The reference machine's switch round trip of `e`, as chapter 4 quotes it.
-fn switch_reference(e: Engine) -> gmp_benches::figures::Figure {
+fn switch_reference(e: Engine) -> Figure {
     match e {
         Engine::Asm => fig("ref.switch_mine_roundtrip"),
         Engine::Fiber => fig("ref.fiber_roundtrip"),
@@ -1364,8 +1364,7 @@ fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches
     let (asm, fiber, coro) = (ns(Engine::Asm), ns(Engine::Fiber), ns(Engine::Corosensei));
     // Chapter 4's reference runs: each switch beside corosensei in the same run.
     let target = format!("target ≤ {}×", fig("target.switch_over_corosensei").text());
-    let same_run = |mine: &str, coro: &str| {
-        let (mine, coro) = (fig(mine), fig(coro));
+    let same_run = |mine: Figure, coro: Figure| {
         format!(
             "{}; {target}",
             about(
@@ -1381,7 +1380,10 @@ fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches
         show(r),
         r,
         "—",
-        &same_run("ref.switch_mine_roundtrip", "ref.corosensei_callgrind_run"),
+        &same_run(
+            fig("ref.switch_mine_roundtrip"),
+            fig("ref.corosensei_callgrind_run"),
+        ),
     ));
     let time_ratio = r;
     let r = over(fiber, coro);
@@ -1391,7 +1393,7 @@ fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches
         show(r),
         r,
         "—",
-        &same_run("ref.fiber_roundtrip", "ref.corosensei_same_run"),
+        &same_run(fig("ref.fiber_roundtrip"), fig("ref.corosensei_same_run")),
     ));
     let fiber_time_ratio = r;
     let r = over(instr(Engine::Asm), instr(Engine::Corosensei));
