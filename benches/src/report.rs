@@ -794,6 +794,24 @@ mod tests {
         assert!(json.contains("a \\\"note\\\""));
     }
 
+    /// The hand-written writer checked by a real JSON parser: serde_json is compiled for
+    /// `cargo test` anyway (criterion), so this check costs the class bench nothing.
+    #[test]
+    fn json_is_read_back_by_serde_json_with_every_escape() {
+        let mut report = sample();
+        let tricky = "quote \" backslash \\ newline \n tab \t bell \u{7} µs";
+        report.notes.push(tricky.to_string());
+        report.rows[0].mine = vec![3, 6];
+        let parsed: serde_json::Value = serde_json::from_str(&report.json())
+            .unwrap_or_else(|e| panic!("report.json does not parse: {e}\n{}", report.json()));
+        assert_eq!(parsed["mode"], "quick");
+        assert_eq!(parsed["notes"].as_array().unwrap().last().unwrap(), tricky);
+        assert_eq!(parsed["rows"][0]["value"], 24.1);
+        assert_eq!(parsed["rows"][0]["mine"], serde_json::json!([3, 6]));
+        assert!(parsed["rows"][1]["value"].is_null());
+        assert_eq!(parsed["facts"]["CPU"], "Test <CPU>");
+    }
+
     #[test]
     fn dates_from_unix_seconds() {
         assert_eq!(utc_from_unix(0), "1970-01-01 00:00 UTC");

@@ -201,14 +201,28 @@ pub fn parse(args: &[String]) -> Result<Command> {
             }
         }
         other => {
+            let guess = closest_command(other)
+                .map(|c| format!("did you mean `{c}`? "))
+                .unwrap_or_default();
             return Err(Error::new(format!(
-                "unknown command `{other}`: the commands are {} (`cargo workbook help` says what each does)",
+                "unknown command `{other}`: {guess}the commands are {} (`cargo workbook help` says what each does)",
                 COMMANDS.join(", ")
             )));
         }
     };
     args.finish()?;
     Ok(parsed)
+}
+
+/// The command a typo most likely meant: within two edits (`stauts`, `verfy`), else none.
+/// strsim is already compiled for mdBook, so the suggestion costs no build time.
+fn closest_command(typed: &str) -> Option<&'static str> {
+    COMMANDS
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(typed, c), *c))
+        .filter(|(edits, _)| *edits <= 2)
+        .min()
+        .map(|(_, c)| c)
 }
 
 /// The arguments after the command, consumed as they are understood.
@@ -367,6 +381,12 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem_and_the_fix() {
+        let typo = p(&["stauts"]).unwrap_err();
+        assert!(
+            typo.message()
+                .starts_with("unknown command `stauts`: did you mean `status`? the commands are"),
+            "{typo}"
+        );
         let unknown = p(&["frobnicate"]).unwrap_err();
         assert!(
             unknown.message().starts_with(

@@ -268,11 +268,18 @@ pub fn run(root: &Path, port: u16) -> Result<()> {
         started.elapsed().as_secs_f64(),
         rel(root, &dir)
     );
-    println!("rebuilding on every change under book/src; Ctrl-C stops");
+    println!(
+        "rebuilding on every change to book/src, book/css, book/figures.toml or book.toml; Ctrl-C stops"
+    );
     let version = server.version();
     thread::spawn(move || server.serve_forever());
     let mut watcher = Watcher::new(
-        vec![root.join("book/src"), root.join("book.toml")],
+        vec![
+            root.join("book/src"),
+            root.join("book/css"),
+            root.join("book/figures.toml"),
+            root.join("book.toml"),
+        ],
         Duration::from_millis(500),
         Duration::from_millis(300),
     );
