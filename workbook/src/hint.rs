@@ -86,7 +86,7 @@ pub fn load(root: &Path, part: &Part) -> Result<Vec<Hint>> {
             "exercise {} has no hints yet: {} {why}. Its chapter, {}, walks through each step",
             part.label(),
             part.hints_rel(),
-            part.chapter_rel()
+            part.chapter_page_rel()
         ))
     })?;
     let hints = parse(&text);

@@ -130,6 +130,12 @@ impl Part {
         format!("book/src/{}", self.chapter_file_name())
     }
 
+    /// The chapter as a reader opens it: its page in the built book
+    /// (`target/book/ch01-procinfo.html`, where `cargo workbook book` writes it).
+    pub fn chapter_page_rel(&self) -> String {
+        format!("target/book/{}", self.chapter_html())
+    }
+
     /// The chapter's markdown file.
     pub fn chapter_file(&self, root: &Path) -> PathBuf {
         root.join(self.chapter_rel())

@@ -103,7 +103,7 @@ pub fn table(root: &Path, parts: &[Part], state: &State) -> String {
         Some(part) => out.push_str(&format!(
             "next: chapter {} ({}), exercise {}: `cargo workbook watch {}`\n",
             part.number,
-            part.chapter_rel(),
+            part.chapter_page_rel(),
             part.exercise_rel(),
             part.nn()
         )),

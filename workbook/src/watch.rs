@@ -134,7 +134,7 @@ pub fn run(root: &Path, parts: &[Part], part: Option<&Part>) -> Result<()> {
         rel(root, &dir),
         part.label(),
         part.number,
-        part.chapter_rel()
+        part.chapter_page_rel()
     );
     println!("checking…");
     check_once(root, parts, part)?;

@@ -81,13 +81,13 @@ fn finished_parts_03_and_06_get_rows_marked_as_theirs() {
             .unwrap_or_else(|| panic!("no solution row {solution:?} in the report:\n{md}"));
         let next = lines.get(at + 1).copied().unwrap_or_default();
         assert!(
-            next.starts_with(yours) && next.contains("× solution"),
+            next.starts_with(yours) && next.contains("× the solution's "),
             "the row below {solution:?} should be the learner's with a ratio, got {next:?}\n{md}"
         );
     }
     // Part 03 is a plain library: its rows are timed in turn with the solution's Parker.
     assert!(
-        md.contains("— your part 03 | ") && md.contains("× solution in the same run)"),
+        md.contains("— your part 03 | ") && md.contains(" in the same run)"),
         "the Parker rows should carry a same-run ratio:\n{md}"
     );
     assert!(

@@ -151,16 +151,20 @@ impl Mine {
             let at = report.rows.iter().position(|r| r.key == mine.key);
             let solution = at.map(|i| report.rows[i].clone());
             let same_run = self.same_run.iter().find(|(k, _)| *k == mine.key);
-            let ratio = same_run
+            // A ratio only for a single measured quantity: a row like the switch counts
+            // ("1.00+0.00 / 0.57+0.43") has no one number to divide.
+            let baseline = same_run
                 .map(|(_, v)| *v)
                 .or(solution.as_ref().and_then(|s| s.value))
+                .filter(|s| *s > 0.0 && is_one_quantity(&mine.key));
+            let ratio = baseline
                 .zip(mine.value)
-                .filter(|(s, m)| *s > 0.0 && m.is_finite())
-                .map(|(s, m)| m / s);
+                .filter(|(_, m)| m.is_finite())
+                .map(|(s, m)| (m / s, s));
             let against = if same_run.is_some() {
-                "solution in the same run"
+                "in the same run"
             } else {
-                "solution"
+                "in the row above"
             };
             let measure = solution.as_ref().map_or(mine.key.as_str(), |s| &s.measure);
             let plural = if mine.mine.len() > 1 { "s" } else { "" };
@@ -168,12 +172,17 @@ impl Mine {
                 &format!("{}.mine", mine.key),
                 format!("{measure} — your part{plural} {}", parts::list(&mine.mine)),
                 match ratio {
-                    Some(r) => format!("{} ({r:.2}× {against})", mine.this),
+                    Some((r, s)) => format!(
+                        "{} ({r:.2}× the solution's {} {against})",
+                        mine.this,
+                        trim_figure(s)
+                    ),
                     None => mine.this.clone(),
                 },
                 mine.value,
-                "",
-                "",
+                // The book's figures, as on the solution's row, so yours meets them too.
+                solution.as_ref().map_or("", |s| &s.seed),
+                solution.as_ref().map_or("", |s| &s.reference),
             );
             row.mine = mine.mine.clone();
             match at {
@@ -225,6 +234,23 @@ pub(crate) fn not_yours_note(report: &Report) -> Option<String> {
     })
 }
 
+/// Rows whose key ends in a unit hold one measured quantity, which a ratio can compare.
+fn is_one_quantity(key: &str) -> bool {
+    let unit = key.rsplit('.').next().unwrap_or("");
+    ["ns", "us", "ms", "kib", "mib", "rss_kib"].contains(&unit) || unit.ends_with("_kib")
+}
+
+/// A baseline printed like the rows print theirs: three significant figures, no more.
+fn trim_figure(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +274,15 @@ mod tests {
             "3.3",
         ));
         r
+    }
+
+    #[test]
+    fn only_single_quantities_get_a_ratio() {
+        assert!(is_one_quantity("handoff.parker.same_core.us"));
+        assert!(is_one_quantity("g.parked.slab_1m.rss_kib"));
+        assert!(!is_one_quantity("handoff.parker.switches_per_handoff"));
+        assert_eq!(trim_figure(2.5), "2.50");
+        assert_eq!(trim_figure(685.4), "685");
     }
 
     #[test]
@@ -278,7 +313,7 @@ mod tests {
             "hand-off, parker, one core (µs) — your part 03"
         );
         // The solution timed in the same run (2.5) wins over the other run's row (2.0).
-        assert_eq!(row.this, "3.00 (1.20× solution in the same run)");
+        assert_eq!(row.this, "3.00 (1.20× the solution's 2.50 in the same run)");
         assert_eq!(row.mine, [3]);
         assert!(
             r.notes.iter().any(|n| n.contains("switch: panicked: boom")),
