@@ -93,6 +93,7 @@ impl G {
                 // SAFETY: `suspender` lives in this G beside the engine, which the G
                 // (behind an Arc) keeps in place until the engine is dropped.
                 unsafe { Context::new(stack, &self.suspender, body) }
+                    .inspect_err(|_| self.rt.stack_returned())
             });
             match made {
                 Ok(engine) => run.engine = Some(engine),
@@ -120,6 +121,7 @@ impl G {
         if why == SwitchOut::Exit {
             // The stack goes back to the pool; the joiner was told by the G itself.
             run.engine = None;
+            self.rt.stack_returned();
             run.cancel = None;
         }
         why
@@ -137,7 +139,11 @@ impl G {
         let run = unsafe { &mut *self.run.get() };
         run.body = None;
         TEARING_DOWN.set(true);
-        run.engine = None;
+        // Every M has stopped, so no stack is allocated again: a stack the asm engine leaks
+        // need not stay counted as held.
+        if run.engine.take().is_some() {
+            self.rt.stack_returned();
+        }
         TEARING_DOWN.set(false);
         if let Some(cancel) = run.cancel.take() {
             cancel("the runtime shut down before this G finished".to_string());

@@ -5,43 +5,54 @@
 //! then malloc, a new thread or the error message itself may need a mapping too, and the
 //! process dies in the allocator ("memory allocation of 302 bytes failed"). So the pool may
 //! map only while the process stays [`kept_mappings`] below the limit; past that, the G is
-//! refused with the named error (`sched.rs` words it).
+//! refused with the named error (`sched.rs` words it and decides when a stack costs a
+//! mapping).
 //!
 //! This lives in the runtime, not in part 05: it must hold whichever part 05 the runtime is
 //! built on (a learner's included), and the margin is a matter of the whole process
 //! (threads, malloc, other runtimes' pools) that one pool cannot see.
 //!
 //! Counting is cheap on average. Reading `/proc/self/maps` costs about 0.5 µs a line (some
-//! 30 ms at the limit), so it is read only when a credit runs out: a reading grants the room
-//! it found (limit − kept − mappings now) as a credit of mappings shared by every runtime in
-//! the process, and each stack allocation takes its worst case (2 guarded, 1 slab) from it
-//! without a look at the pool. Once the credit is spent, a pool with a free stack reuses it
-//! without a reading (counting again only when that stays under 1% of the time); only a pool
-//! that must map waits for a count.
+//! 30 ms at the limit), so it is read only when a credit runs out: a count grants part of
+//! the room it found (limit − kept − mappings now) as a credit of mappings shared by every
+//! runtime in the process, and each new stack takes its worst case (2 guarded, 1 a slab
+//! chunk) from it. A count grants at most half the room and half the margin, and its credit
+//! lapses after [`CREDIT_LAPSE`]: the rest of the process may have grown since, and what it
+//! took must not be mapped again by the pool on an old figure.
+//!
+//! A count that fails is no room, with its own error (the fd table full, say); only a
+//! system without `/proc` maps without a count, and then part 05's `MapLimit` is the error.
+//! The file is opened once and reread from offset 0 (`pread`), so a count needs no new fd.
 
 use std::fs::File;
-use std::io::Read;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Mutex, TryLockError};
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{
+    AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The kernel's default `vm.max_map_count`, assumed when the sysctl cannot be read.
 const DEFAULT_MAX_MAP_COUNT: usize = 65_530;
 
-/// Mappings the pools may still add before the next reading.
+/// How long a count's credit may be spent: after that the rest of the process may have
+/// taken the room it found, so the next new stack waits for a new count.
+pub(crate) const CREDIT_LAPSE: Duration = Duration::from_secs(1);
+
+/// Mappings the pools may still add before the next count...
 static CREDIT: AtomicUsize = AtomicUsize::new(0);
-/// Serialises readings, and remembers when the last one was and how long it took.
-static READER: Mutex<LastReading> = Mutex::new(LastReading {
-    at: None,
-    took: Duration::ZERO,
-});
+/// ...until this instant (nanoseconds after `epoch()`); written after `CREDIT`, with Release.
+static CREDIT_UNTIL: AtomicU64 = AtomicU64::new(0);
+/// Serialises counts, and holds the open `/proc/self/maps`.
+static READER: Mutex<Counter> = Mutex::new(Counter { maps: None });
 /// Bumped whenever a runtime's stack pool is gone (and may have unmapped): a refusal made
 /// before it no longer holds.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
-struct LastReading {
-    at: Option<Instant>,
-    took: Duration,
+struct Counter {
+    /// `/proc/self/maps`, opened once: a count then needs no fd, even with the table full.
+    maps: Option<File>,
 }
 
 /// How many mappings gmp keeps free below `vm.max_map_count` for everything that is not
@@ -78,8 +89,8 @@ pub fn map_headroom() -> MapHeadroom {
 /// One count of the process's mappings.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Reading {
-    /// Lines of `/proc/self/maps` (0 when it cannot be read).
-    pub(crate) mappings: usize,
+    /// Lines of `/proc/self/maps`; `None` on a system without `/proc`.
+    pub(crate) mappings: Option<usize>,
     pub(crate) headroom: MapHeadroom,
     /// How long the count took.
     pub(crate) took: Duration,
@@ -88,57 +99,78 @@ pub(crate) struct Reading {
 impl Reading {
     /// Mappings the pools may add and still leave `kept` free.
     fn room(&self) -> usize {
-        (self.headroom.max_map_count - self.headroom.kept).saturating_sub(self.mappings)
+        (self.headroom.max_map_count - self.headroom.kept)
+            .saturating_sub(self.mappings.unwrap_or(0))
+    }
+
+    /// What a count may hand out: half the room (the rest of the process may grow before
+    /// the next count) and at most half the margin, but enough for the stack that asked.
+    fn grant(&self, cost: usize) -> Option<usize> {
+        let room = self.room();
+        (room >= cost).then(|| (room / 2).min(self.headroom.kept / 2).max(cost))
     }
 }
 
-/// Fast path: takes `cost` mappings from the credit, if it has them.
+/// Why the pool may not map now.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The count found no room above the margin.
+    Full(Reading),
+    /// The mappings could not be counted: what failed and what to do about it.
+    Uncounted { why: String, took: Duration },
+}
+
+/// Fast path: takes `cost` mappings from the credit, if it has them and has not lapsed.
 pub(crate) fn take(cost: usize) -> bool {
+    if now_nanos() >= CREDIT_UNTIL.load(Acquire) {
+        return false;
+    }
     CREDIT
         .fetch_update(Relaxed, Relaxed, |c| c.checked_sub(cost))
         .is_ok()
 }
 
-/// Slow path, for a pool that must map: counts the mappings and grants the room found as
-/// credit, minus `cost`; or says why there is no room.
-pub(crate) fn refill(cost: usize) -> Result<(), Reading> {
-    let mut last = lock_reader();
+/// Slow path, for a pool that must map: counts the mappings and grants part of the room
+/// found as credit, minus `cost`; or says why there is no room.
+pub(crate) fn refill(cost: usize) -> Result<(), Refused> {
+    let mut counter = lock_reader();
     if take(cost) {
         return Ok(()); // another M counted while we waited for the lock
     }
-    let reading = read(&mut last);
-    match reading.room().checked_sub(cost) {
-        Some(rest) => {
-            CREDIT.store(rest, Relaxed);
+    let reading = match read(&mut counter) {
+        Ok(reading) => reading,
+        Err(refused) => {
+            spend_all();
+            return Err(refused);
+        }
+    };
+    match reading.grant(cost) {
+        Some(grant) => {
+            CREDIT.store(grant - cost, Relaxed);
+            CREDIT_UNTIL.store(now_nanos() + CREDIT_LAPSE.as_nanos() as u64, Release);
             Ok(())
         }
         None => {
-            CREDIT.store(0, Relaxed);
-            Err(reading)
+            spend_all();
+            Err(Refused::Full(reading))
         }
     }
 }
 
-/// For a pool about to reuse a free stack with the credit spent: counts again only if that
-/// keeps counting under 1% of the time, so a long-running program goes back to the fast path
-/// without paying 30 ms readings near the limit.
-pub(crate) fn refill_if_cheap() {
-    let mut last = match READER.try_lock() {
-        Ok(last) => last,
-        Err(TryLockError::Poisoned(e)) => e.into_inner(),
-        Err(TryLockError::WouldBlock) => return, // someone is counting right now
-    };
-    if last.at.is_some_and(|at| at.elapsed() < last.took * 100) {
-        return;
+/// Opens `/proc/self/maps` now, while fds are likely to be free, so that later counts need
+/// none. A failure here is not an error yet: the count that needs the file says it.
+pub(crate) fn prepare() {
+    let mut counter = lock_reader();
+    if counter.maps.is_none() {
+        counter.maps = File::open("/proc/self/maps").ok();
     }
-    let reading = read(&mut last);
-    CREDIT.store(reading.room(), Relaxed);
 }
 
 /// The pool failed to map although the credit allowed it: the count is off, so the next
-/// mapping waits for a reading.
+/// mapping waits for a count.
 pub(crate) fn spend_all() {
     CREDIT.store(0, Relaxed);
+    CREDIT_UNTIL.store(0, Release);
 }
 
 /// Changes whenever a runtime's stack pool is dropped.
@@ -156,52 +188,110 @@ impl Drop for PoolGone {
     }
 }
 
-fn lock_reader() -> std::sync::MutexGuard<'static, LastReading> {
-    // Only plain numbers live under this lock: a poisoned one is still consistent.
+fn lock_reader() -> std::sync::MutexGuard<'static, Counter> {
+    // Only an open file lives under this lock: a poisoned one is still consistent.
     READER.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn read(last: &mut LastReading) -> Reading {
+fn now_nanos() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    // Starts at 1, so a deadline of 0 has always passed.
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+}
+
+fn read(counter: &mut Counter) -> Result<Reading, Refused> {
     let start = Instant::now();
     let headroom = map_headroom();
-    // Without /proc the count is unknown: the pool then maps until the kernel refuses, and
-    // part 05's MapLimit is the error.
-    let mappings = count_mappings().unwrap_or(0);
-    let took = start.elapsed();
-    *last = LastReading {
-        at: Some(Instant::now()),
-        took,
-    };
-    Reading {
+    let mappings = count_mappings(counter).map_err(|why| Refused::Uncounted {
+        why,
+        took: start.elapsed(),
+    })?;
+    Ok(Reading {
         mappings,
         headroom,
-        took,
+        took: start.elapsed(),
+    })
+}
+
+/// Lines of `/proc/self/maps`; `Ok(None)` only when there is no `/proc` at all (then the
+/// pool maps until the kernel refuses); any other failure is an `Err` saying what failed.
+fn count_mappings(counter: &mut Counter) -> Result<Option<usize>, String> {
+    let file = match counter.maps.take() {
+        Some(file) => file,
+        None => match File::open("/proc/self/maps") {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(cannot_open("/proc/self/maps", &e)),
+        },
+    };
+    let lines = count_lines(&file).map_err(|e| format!("reading /proc/self/maps failed: {e}"))?;
+    counter.maps = Some(file);
+    if lines > 0 {
+        return Ok(Some(lines));
+    }
+    // A live process has mappings: /proc/self shows none once the main thread has exited
+    // (it opens the leader's view). This thread's view still counts the same address space.
+    let file = File::open("/proc/thread-self/maps")
+        .map_err(|e| cannot_open("/proc/thread-self/maps", &e))?;
+    match count_lines(&file) {
+        Ok(lines) if lines > 0 => Ok(Some(lines)),
+        Ok(_) => Err("/proc/self/maps and /proc/thread-self/maps list no mappings".to_string()),
+        Err(e) => Err(format!("reading /proc/thread-self/maps failed: {e}")),
     }
 }
 
-/// Lines of `/proc/self/maps`, read through a buffer on the stack: near the limit a heap
-/// buffer of several MiB would itself need a mapping.
-fn count_mappings() -> Option<usize> {
-    let mut file = File::open("/proc/self/maps").ok()?;
+fn cannot_open(path: &str, e: &std::io::Error) -> String {
+    // Linux's errno values (the same on every architecture); gmp does not link libc itself.
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    let hint = match e.raw_os_error() {
+        Some(EMFILE) => {
+            " (the process is at its open-file limit: close files or raise \
+                               it, ulimit -n)"
+        }
+        Some(ENFILE) => " (the system is at its open-file limit)",
+        _ => "",
+    };
+    format!("opening {path} failed: {e}{hint}")
+}
+
+/// Lines of a maps file, read with `pread` from offset 0 (a fresh walk of the mappings)
+/// through a buffer on the stack: near the limit a heap buffer of several MiB would itself
+/// need a mapping.
+fn count_lines(file: &File) -> std::io::Result<usize> {
     let mut buf = [0u8; 4096];
-    let mut lines = 0;
+    let (mut lines, mut at) = (0, 0u64);
     loop {
-        match file.read(&mut buf) {
-            Ok(0) => return Some(lines),
-            Ok(n) => lines += buf[..n].iter().filter(|&&b| b == b'\n').count(),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
+        match file.read_at(&mut buf, at) {
+            Ok(0) => return Ok(lines),
+            Ok(n) => {
+                lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
+                at += n as u64;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }
 
-/// `/proc/sys/vm/max_map_count`, or the kernel's default if it cannot be read.
+/// `/proc/sys/vm/max_map_count`; if it cannot be read now (no fd free, say), the last value
+/// read, else the kernel's default.
 fn read_max_map_count() -> usize {
+    static LAST: AtomicUsize = AtomicUsize::new(0);
     let mut buf = [0u8; 32];
     let n = File::open("/proc/sys/vm/max_map_count")
-        .and_then(|mut f| f.read(&mut buf))
+        .and_then(|f| f.read_at(&mut buf, 0))
         .unwrap_or(0);
-    parse_count(&buf[..n]).unwrap_or(DEFAULT_MAX_MAP_COUNT)
+    match parse_count(&buf[..n]) {
+        Some(limit) => {
+            LAST.store(limit, Relaxed);
+            limit
+        }
+        None => match LAST.load(Relaxed) {
+            0 => DEFAULT_MAX_MAP_COUNT,
+            last => last,
+        },
+    }
 }
 
 /// A decimal count followed by optional whitespace; `None` for anything else or zero.
@@ -251,25 +341,45 @@ mod tests {
     }
 
     #[test]
-    fn a_reading_counts_this_process() {
-        let mut last = LastReading {
-            at: None,
+    fn a_count_grants_half_the_room_and_half_the_margin_at_most() {
+        let at = |mappings| Reading {
+            mappings: Some(mappings),
+            headroom: MapHeadroom {
+                max_map_count: 65_530,
+                kept: 4_095,
+            },
             took: Duration::ZERO,
         };
+        // 61,435 may be used: far below, the margin's half bounds the grant.
+        assert_eq!(at(1_000).grant(2), Some(2_047));
+        assert_eq!(at(61_435 - 1_000).grant(2), Some(500), "half the room");
+        assert_eq!(
+            at(61_435 - 3).grant(2),
+            Some(2),
+            "enough for the stack that asked"
+        );
+        assert_eq!(at(61_435 - 1).grant(2), None, "no room for two");
+        assert_eq!(at(70_000).grant(1), None, "past the margin");
+    }
+
+    #[test]
+    fn a_reading_counts_this_process_with_one_file_reread() {
+        let mut counter = Counter { maps: None };
         // Other test threads may start or end between two readings: try a few times.
         let mut seen = Vec::new();
         for _ in 0..5 {
-            let before = read(&mut last);
-            let after = with_split_mapping(|| read(&mut last));
-            seen.push((before.mappings, after.mappings));
+            let before = read(&mut counter).unwrap();
             assert!(
-                before.mappings > 5,
-                "a Rust test has more mappings: {before:?}"
+                counter.maps.is_some(),
+                "the file stays open for the next count"
             );
-            assert_eq!(after.headroom, map_headroom());
-            assert!(last.at.is_some());
-            // 3 ranges, or 2 more if a neighbour with the same permissions merged with one.
-            if (before.mappings + 2..=before.mappings + 3).contains(&after.mappings) {
+            let after = with_split_mapping(|| read(&mut counter).unwrap());
+            let (before, after) = (before.mappings.unwrap(), after.mappings.unwrap());
+            seen.push((before, after));
+            assert!(before > 5, "a Rust test has more mappings: {before}");
+            // 3 ranges, or 2 more if a neighbour with the same permissions merged with one:
+            // a pread from offset 0 walks the mappings afresh.
+            if (before + 2..=before + 3).contains(&after) {
                 return;
             }
         }

@@ -34,7 +34,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,12 @@ pub(crate) struct Shared {
     _pool_gone: maps::PoolGone,
     /// Slab stacks (1 mapping per chunk) rather than guarded ones (2 per stack).
     slab: bool,
+    /// Stacks this runtime holds now (taken from the pool, not yet given back): its own
+    /// count, so the map budget trusts nothing the pool reports about itself.
+    held_stacks: AtomicUsize,
+    /// Stacks whose mappings were charged to the map budget: the most ever held at once, or
+    /// more if the pool's `stats().mapped` says it mapped more.
+    paid_stacks: AtomicUsize,
     /// The last refusal, kept for a while: a pool that must map would only be refused
     /// again, slowly (a count of /proc/self/maps near the limit takes some 30 ms).
     stack_refusal: Mutex<Option<Refusal>>,
@@ -82,24 +88,40 @@ pub(crate) struct Shared {
 /// Why the pool said no, until when that answer stands without asking again.
 struct Refusal {
     why: String,
+    at: Instant,
     until: Instant,
     /// `maps::generation()` then: a runtime dropped since may have unmapped its stacks.
     generation: u64,
 }
 
+/// The shortest and longest time a refusal stands.
+const REFUSAL_HOLD: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
+
 impl Refusal {
-    /// Holds 100 times as long as finding out took (at least 100 ms), so asking again costs
-    /// at most 1% of the time.
+    /// Holds 100 times as long as finding out took, so asking again costs at most 1% of the
+    /// time; but at least 100 ms and at most 1 s, so a slow count on a loaded machine does
+    /// not refuse for long after Gs have given their stacks back.
     fn new(why: String, took: Duration) -> Refusal {
+        let now = Instant::now();
         Refusal {
             why,
-            until: Instant::now() + (took * 100).max(Duration::from_millis(100)),
+            at: now,
+            until: now + (took * 100).clamp(REFUSAL_HOLD.0, REFUSAL_HOLD.1),
             generation: maps::generation(),
         }
     }
 
     fn holds(&self) -> bool {
         Instant::now() < self.until && self.generation == maps::generation()
+    }
+
+    /// The refusal again, saying how old its figures are.
+    fn repeat(&self) -> String {
+        format!(
+            "{} (as found {} ms ago)",
+            self.why,
+            self.at.elapsed().as_millis()
+        )
     }
 }
 
@@ -176,6 +198,7 @@ impl Runtime {
             reason: e.to_string(),
         })?;
         stack::install_overflow_handler();
+        maps::prepare();
         let shared = Arc::new(Shared {
             id: NEXT_RUNTIME.fetch_add(1, Relaxed),
             sched: Mutex::new(Sched {
@@ -198,6 +221,8 @@ impl Runtime {
             stacks,
             _pool_gone: maps::PoolGone,
             slab,
+            held_stacks: AtomicUsize::new(0),
+            paid_stacks: AtomicUsize::new(0),
             stack_refusal: Mutex::new(None),
             engine,
             broken: Mutex::new(None),
@@ -347,43 +372,87 @@ impl Shared {
 
     /// A stack for G `owner`, or why there is none. The pool may map only while the
     /// process keeps `maps::kept_mappings` free (see `maps.rs`), whatever part 05 does.
+    /// The caller gives it back with `stack_returned` once the stack is dropped.
     pub(crate) fn alloc_stack(&self, owner: u64) -> Result<stack::GStack, String> {
-        if !maps::take(self.map_cost()) {
-            // The credit is spent: a free stack needs no mapping, else count first.
-            if self.stacks.stats().free == 0 {
-                self.make_room()?;
-            } else {
-                maps::refill_if_cheap();
-            }
+        let held = self.held_stacks.fetch_add(1, Relaxed) + 1;
+        let got = self.alloc_charged(owner, held);
+        if got.is_err() {
+            self.held_stacks.fetch_sub(1, Relaxed);
         }
-        let asked = Instant::now();
-        self.stacks.alloc(owner).map_err(|e| {
+        got
+    }
+
+    /// A stack from part 05 has been dropped (back in the pool).
+    pub(crate) fn stack_returned(&self) {
+        self.held_stacks.fetch_sub(1, Relaxed);
+    }
+
+    fn alloc_charged(&self, owner: u64, held: usize) -> Result<stack::GStack, String> {
+        // A pool that reuses its free stacks maps only when this runtime holds more stacks
+        // than ever before: pay for those first, by the runtime's own count.
+        self.pay_up_to(held)?;
+        let stack = self.stacks.alloc(owner).map_err(|e| {
             let mut why = e.to_string();
             if why.contains("vm.max_map_count") {
                 why.push_str(" (in gmp: unsafe { Runtime::builder().slab_stacks() })");
             }
             maps::spend_all();
-            *lock(&self.stack_refusal) = Some(Refusal::new(why.clone(), asked.elapsed()));
+            *lock(&self.stack_refusal) = Some(Refusal::new(why.clone(), Duration::ZERO));
             why
-        })
+        })?;
+        // A pool that maps although it has free stacks shows in its own count: pay for
+        // that now, or give the stack back (its mapping stays: at most one stack per M).
+        if let Err(why) = self.pay_up_to(self.stacks.stats().mapped) {
+            drop(stack);
+            return Err(why);
+        }
+        Ok(stack)
     }
 
-    /// Mappings one allocation may add: a guarded stack is 2, a slab chunk 1.
-    fn map_cost(&self) -> usize {
-        if self.slab { 1 } else { 2 }
+    /// Charges the map budget for `stacks` stacks in all, if more than already paid.
+    fn pay_up_to(&self, stacks: usize) -> Result<(), String> {
+        let paid = self.paid_stacks.load(Relaxed);
+        if stacks <= paid {
+            return Ok(());
+        }
+        let cost = self.mappings_for(stacks) - self.mappings_for(paid);
+        if cost > 0 && !maps::take(cost) {
+            self.make_room(cost)?;
+        }
+        self.paid_stacks.fetch_max(stacks, Relaxed);
+        Ok(())
+    }
+
+    /// Mappings that `stacks` stacks take at most: a guarded stack is 2 (stack and guard),
+    /// a slab chunk of `SLAB_CHUNK` stacks 1.
+    fn mappings_for(&self, stacks: usize) -> usize {
+        if self.slab {
+            stacks.div_ceil(SLAB_CHUNK)
+        } else {
+            2 * stacks
+        }
     }
 
     /// Counts the mappings (unless a recent refusal still holds) and says whether the pool
-    /// may map one more stack.
-    fn make_room(&self) -> Result<(), String> {
+    /// may map `cost` more.
+    fn make_room(&self, cost: usize) -> Result<(), String> {
         let mut refusal = lock(&self.stack_refusal);
         if let Some(r) = refusal.as_ref().filter(|r| r.holds()) {
-            return Err(r.why.clone());
+            return Err(r.repeat());
         }
         *refusal = None;
-        maps::refill(self.map_cost()).map_err(|reading| {
-            let why = self.map_limit_message(&reading);
-            *refusal = Some(Refusal::new(why.clone(), reading.took));
+        maps::refill(cost).map_err(|refused| {
+            let (why, took) = match refused {
+                maps::Refused::Full(reading) => (self.map_limit_message(&reading), reading.took),
+                maps::Refused::Uncounted { why, took } => (
+                    format!(
+                        "cannot count this process's memory mappings ({why}), so gmp maps no \
+                         more G stacks for now: past vm.max_map_count even malloc fails"
+                    ),
+                    took,
+                ),
+            };
+            *refusal = Some(Refusal::new(why.clone(), took));
             why
         })
     }
@@ -391,7 +460,7 @@ impl Shared {
     /// The named error at the map limit: how many stacks fit, the limit, the margin and the
     /// ways out.
     fn map_limit_message(&self, reading: &maps::Reading) -> String {
-        let stacks = self.stacks.stats().mapped;
+        let stacks = self.paid_stacks.load(Relaxed);
         let (mode, each, way_out) = if self.slab {
             ("slab", format!("{SLAB_CHUNK} per mapping"), String::new())
         } else {
@@ -409,7 +478,9 @@ impl Shared {
              process has {} of vm.max_map_count = {} mappings, and gmp keeps the last {} for \
              malloc, thread stacks and the rest of the process; {way_out}keep fewer Gs alive \
              at once, or raise the limit (sudo sysctl -w vm.max_map_count=262144)",
-            reading.mappings, reading.headroom.max_map_count, reading.headroom.kept
+            reading.mappings.unwrap_or(0),
+            reading.headroom.max_map_count,
+            reading.headroom.kept
         )
     }
 
@@ -471,23 +542,29 @@ impl Shared {
             }
             let _ = writeln!(out, ", {} switches to Gs", m.switches.load(Relaxed));
         }
-        // Facts that, if they last until a watchdog fires, point at a lost wake-up.
-        if !s.runq.is_empty() && !s.idle.is_empty() {
+        // Facts that, if they last until a watchdog fires, point at a lost wake-up. `enqueue`
+        // takes the M it wakes off `idle` under the lock of its push, so an M whose wake-up
+        // was lost is parked but no longer listed as idle.
+        let unwoken: Vec<usize> = (0..self.ms.len())
+            .filter(|i| self.ms[*i].state.load(Relaxed) == M_IDLE && !s.idle.contains(i))
+            .collect();
+        if !s.runq.is_empty() && !unwoken.is_empty() && !s.shutdown {
             let _ = writeln!(
                 out,
-                "  note: M(s) {:?} idle while {} G(s) wait in the run queue: if this lasts, an \
-                 idle M's wake-up was lost (part 03, parker)",
-                s.idle,
+                "  note: M(s) {unwoken:?} parked although taken off the idle list to be woken, \
+                 while {} G(s) wait in the run queue: if this lasts, the wake-up was lost \
+                 (part 03, parker)",
                 s.runq.len()
             );
         }
         for g in live.iter().take(SHOWN) {
-            let nowhere = g.state.status() == crate::parts::g::Status::Runnable
+            let nowhere = !s.shutdown
+                && g.state.status() == crate::parts::g::Status::Runnable
                 && !s.runq.iter().any(|q| Arc::ptr_eq(q, g))
                 && !self.ms.iter().any(|m| m.running_g.load(Relaxed) == g.id());
             let note = if nowhere {
-                ": in no run queue and on no M; if this lasts, it was readied and never \
-                 queued (part 06, g)"
+                ": runnable, but seen in no run queue and on no M at this instant; if this \
+                 lasts, it was readied and never queued (part 06, g)"
             } else {
                 ""
             };
@@ -678,6 +755,49 @@ pub fn dump_all() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_stands_one_second_at_most_and_says_how_old_it_is() {
+        // A count of 300 ms on a loaded machine: 100 times that would be 30 s of refusals.
+        let r = Refusal::new("no room".to_string(), Duration::from_millis(300));
+        assert!(
+            r.until - r.at <= REFUSAL_HOLD.1,
+            "held {:?}",
+            r.until - r.at
+        );
+        assert!(r.holds());
+        let again = r.repeat();
+        assert!(
+            again.starts_with("no room (as found ") && again.ends_with(" ms ago)"),
+            "{again}"
+        );
+        let quick = Refusal::new("no room".to_string(), Duration::ZERO);
+        assert_eq!(quick.until - quick.at, REFUSAL_HOLD.0, "the shortest hold");
+    }
+
+    #[test]
+    fn dump_names_a_parked_m_whose_wake_up_was_lost() {
+        let dump = testkit::watchdog("a lost wake-up in the dump", testkit::DEFAULT_LIMIT, || {
+            let rt = Runtime::builder().procs(1).build().unwrap();
+            let shared = rt.shared.clone();
+            // Wait for M0 to park with nothing to do.
+            while !(lock(&shared.sched).idle == [0] && shared.ms[0].state.load(Relaxed) == M_IDLE) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // Lose its wake-up: take it off the idle list as `enqueue` does, and never unpark.
+            lock(&shared.sched).idle.clear();
+            let h = shared.spawn(|| 7);
+            let dump = shared.dump();
+            shared.ms[0].idle.unpark(); // found: wake it after all
+            assert_eq!(h.join().unwrap(), 7);
+            dump
+        });
+        assert!(
+            dump.contains("M(s) [0] parked although taken off the idle list")
+                && dump.contains("1 G(s) wait in the run queue"),
+            "{dump}"
+        );
+    }
 
     #[test]
     fn m_tid_checks_name_part_02_and_the_invariant() {

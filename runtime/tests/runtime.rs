@@ -429,3 +429,183 @@ fn gs_past_the_map_limit_fail_with_the_limit_and_the_process_lives_on() {
         );
     }
 }
+
+/// Lines of `/proc/self/maps`: the process's mappings now.
+fn mappings_now() -> usize {
+    use std::io::Read;
+    let mut file = std::fs::File::open("/proc/self/maps").expect("the test needs /proc");
+    // On the stack: near the limit, a heap buffer of megabytes would need a mapping.
+    let mut buf = [0u8; 4096];
+    let mut lines = 0;
+    loop {
+        match file.read(&mut buf).expect("reading /proc/self/maps") {
+            0 => return lines,
+            n => lines += buf[..n].iter().filter(|&&b| b == b'\n').count(),
+        }
+    }
+}
+
+/// Adds about `n` mappings to the process: a reserved range whose pages alternate between
+/// two protections (no memory is committed). Never unmapped: the child exits after.
+fn add_mappings(n: usize) {
+    const PAGE: usize = 4096;
+    // SAFETY: a fresh anonymous mapping aliases nothing.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            n * PAGE,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED, "cannot reserve {n} pages");
+    for i in (1..n).step_by(2) {
+        // SAFETY: page `i` of the mapping made above, which nothing uses.
+        let rc =
+            unsafe { libc::mprotect(p.cast::<u8>().add(i * PAGE).cast(), PAGE, libc::PROT_NONE) };
+        assert_eq!(rc, 0, "mprotect of page {i} of {n}");
+    }
+}
+
+/// Starts Gs that park, until one is refused a stack (or `most` park); returns how many
+/// parked and the refusal. The parked Gs are let go before returning.
+fn park_until_refused(most: usize) -> (usize, Option<String>) {
+    let (tx, rx) = gmp::chan::rendezvous::<()>();
+    let mut parked = Vec::new();
+    let mut refusal = None;
+    for _ in 0..most {
+        let rx = rx.clone();
+        let h = gmp::go(move || rx.recv().is_err());
+        gmp::yield_now(); // one P: the G runs (and parks, or is refused) now
+        if h.is_finished() {
+            refusal = h.join().err().map(|p| p.to_string());
+            break;
+        }
+        parked.push(h);
+    }
+    let n = parked.len();
+    drop((tx, rx));
+    for h in parked {
+        let _ = h.join();
+    }
+    (n, refusal)
+}
+
+#[test]
+fn credit_from_a_count_does_not_outlast_the_growth_of_the_process() {
+    let run = testkit::run_in_child(
+        "credit_from_a_count_does_not_outlast_the_growth_of_the_process",
+        DEFAULT_LIMIT,
+        || {
+            let room = gmp::map_headroom();
+            let gate = room.max_map_count - room.kept;
+            if room.max_map_count > REACHABLE_MAP_LIMIT {
+                println!(
+                    "skipped: vm.max_map_count {} is too high",
+                    room.max_map_count
+                );
+                return;
+            }
+            let rt = Runtime::builder().procs(1).build().unwrap();
+            let (most, refusal) = rt.block_on(move || {
+                // A count happens now, with the process small...
+                gmp::go(|| ()).join().unwrap();
+                // ...then the rest of the process grows to 50 guarded stacks below the gate.
+                add_mappings(gate - mappings_now() - 100);
+                let (_, refusal) = park_until_refused(10_000);
+                // The pool keeps what it mapped: its stacks are all still counted.
+                (mappings_now(), refusal)
+            });
+            println!("gate {gate} kept {} most {most}", room.kept);
+            println!("refusal: {refusal:?}");
+        },
+    );
+    assert_eq!(run.signal, None, "the child was killed: {run:?}");
+    assert!(run.success, "the child must exit normally: {run:?}");
+    if run.output.contains("skipped:") {
+        return;
+    }
+    let figure = |name: &str| -> usize {
+        let at = run.output.find(&format!("{name} ")).unwrap();
+        let digits: String = run.output[at + name.len() + 1..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().unwrap()
+    };
+    let (gate, kept, most) = (figure("gate"), figure("kept"), figure("most"));
+    // One count may have granted at most half the margin before the process grew.
+    assert!(
+        most <= gate + kept / 2 + 64,
+        "the pool mapped on an old count: the process reached {most} mappings, gate {gate}, \
+         margin {kept}: {}",
+        run.output
+    );
+    assert!(
+        run.output.contains("gmp keeps the last"),
+        "expected gmp's own refusal at the margin, not part 05's at the kernel's limit: {}",
+        run.output
+    );
+}
+
+#[test]
+fn a_count_that_fails_maps_nothing_and_says_why() {
+    let run = testkit::run_in_child(
+        "a_count_that_fails_maps_nothing_and_says_why",
+        DEFAULT_LIMIT,
+        || {
+            // A server at its fd limit: /proc/self/maps cannot be opened.
+            let lim = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            let mut old = lim;
+            // SAFETY: plain calls on rlimit records that live on this stack.
+            unsafe {
+                assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut old), 0);
+                let lim = libc::rlimit {
+                    rlim_max: old.rlim_max,
+                    ..lim
+                };
+                assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+            }
+            let mut files = Vec::new();
+            while let Ok(f) = std::fs::File::open("/dev/null") {
+                files.push(f);
+            }
+            let ran = std::panic::catch_unwind(|| {
+                Runtime::builder()
+                    .procs(1)
+                    .build()
+                    .unwrap()
+                    .block_on(|| 6 * 7)
+            });
+            drop(files);
+            match ran {
+                Ok(v) => println!("the main G ran and returned {v}"),
+                Err(p) => println!(
+                    "refused: {}",
+                    p.downcast_ref::<String>().map_or("?", String::as_str)
+                ),
+            }
+        },
+    );
+    assert_eq!(run.signal, None, "the child was killed: {run:?}");
+    assert!(run.success, "the child must exit normally: {run:?}");
+    for needle in [
+        "refused: ",
+        "could not start",
+        "cannot count this process's memory mappings",
+        "/proc/self/maps",
+        "open-file limit",
+    ] {
+        assert!(
+            run.output.contains(needle),
+            "with no fd free, a count fails and no stack may be mapped: expected {needle:?} \
+             in: {}",
+            run.output
+        );
+    }
+}
