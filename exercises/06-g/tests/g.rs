@@ -395,11 +395,13 @@ fn step3_a_million_park_ready_races_lose_nothing_and_run_nothing_twice() {
         diagnose,
         move |progress| {
             let s = shared.clone();
+            let waker_progress = progress.clone();
             let waker = thread::spawn(move || {
                 for round in 1..=ROUNDS {
                     let mut spins = 0u32;
                     while s.published.load(SeqCst) < round {
-                        if s.stop.load(SeqCst) {
+                        // Done, or the watchdog already failed the test: stop spinning.
+                        if s.stop.load(SeqCst) || waker_progress.cancelled() {
                             return;
                         }
                         spins += 1;
@@ -451,6 +453,12 @@ fn step3_a_million_park_ready_races_lose_nothing_and_run_nothing_twice() {
                             assert_eq!(id, 1, "expected G 1, the only G, in the queue");
                             s.queued.store(false, SeqCst);
                             break;
+                        }
+                        if progress.cancelled() {
+                            // A lost wake-up: the watchdog already failed the test. Stop
+                            // this loop and the waker's, or both spin under later tests.
+                            s.stop.store(true, SeqCst);
+                            return cases;
                         }
                         spins += 1;
                         if spins > 200 {
