@@ -9,6 +9,7 @@
 //! [`watchdog`] is the older form that watches the total time only. The stuck thread is
 //! left behind: the test binary exits when the harness is done, which ends it. A body that
 //! spins rather than sleeps checks [`Progress::cancelled`] and stops once the watchdog fired.
+//! [`side_by_side!`] lets a test file's stalls overlap, so a broken part is red in seconds.
 //!
 //! A test whose failure is a crash (a bad stack switch, a stack overflow) would take the
 //! whole test binary down with it. [`isolated`] runs such a body in a child process, the
@@ -49,6 +50,44 @@ static STALLED: AtomicBool = AtomicBool::new(false);
 /// Added to the message of every stall after the first in this process.
 pub const NOT_THE_FIRST_STALL: &str =
     "(another test in this binary already stalled: fix that one first)";
+
+/// How many tests [`side_by_side!`] lets libtest run at once, at least.
+pub const SIDE_BY_SIDE: usize = 8;
+
+/// Lets libtest run at least [`SIDE_BY_SIDE`] tests of this test binary at once, even on a
+/// 2-core machine (libtest's default is one per core). Put it once at the top of a test file
+/// whose tests mostly wait (park, futex, join) under [`watch`].
+///
+/// Why: one lost wake-up stalls most of such a file's tests, and each stall takes the full
+/// [`STALL_LIMIT`] to be sure it is one. One at a time per core, 7 stalls on 2 cores are
+/// 20 s of a red binary; side by side they overlap and the binary is red in about 5 s.
+/// `RUST_TEST_THREADS` or `--test-threads`, when given, still decide.
+#[macro_export]
+macro_rules! side_by_side {
+    () => {
+        // SAFETY: the loader runs `.init_array` entries before `main`, on the only thread
+        // of the process, which is what `side_by_side` needs (see its comment).
+        #[used]
+        #[unsafe(link_section = ".init_array")]
+        static TESTKIT_SIDE_BY_SIDE: unsafe extern "C" fn() = $crate::side_by_side;
+    };
+}
+
+/// Sets `RUST_TEST_THREADS` (when unset) for [`side_by_side!`], before libtest reads it.
+///
+/// # Safety
+///
+/// Only from `.init_array`, before `main`: no other thread may read or write the
+/// environment at the same time.
+#[doc(hidden)]
+pub unsafe extern "C" fn side_by_side() {
+    if std::env::var_os("RUST_TEST_THREADS").is_some() {
+        return;
+    }
+    let cores = thread::available_parallelism().map_or(1, usize::from);
+    // SAFETY: the caller's promise: this runs before `main`, single-threaded.
+    unsafe { std::env::set_var("RUST_TEST_THREADS", SIDE_BY_SIDE.max(cores).to_string()) }
+}
 
 /// Runs `body` on a fresh thread and returns its value; fails the calling test if it takes
 /// longer than `limit`.

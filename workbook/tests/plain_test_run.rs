@@ -12,7 +12,8 @@
 //!
 //! Why "red within 15 s of the binary starting" is asserted here although tests make no
 //! timing claims: it is not a performance figure but the correctness bound of the progress
-//! watchdog (5 s without progress fails a test; once one test of a binary stalled, 1 s).
+//! watchdog (5 s without progress fails a test; the tests of parts 03 and 06 run side by side,
+//! so their stalls overlap).
 //! A broken watchdog would take its total limit (20 to 120 s), three times the bound or more,
 //! so the bound has a wide margin on a slow machine and still catches that bug.
 

@@ -15,6 +15,10 @@ use std::time::Duration;
 use g::{AfterPark, GState, Ready, ReadyError, Status, WaitReason};
 use testkit::{DEFAULT_LIMIT, Step, watch_with};
 
+// A lost wake-up stalls most tests here, 5 s each: run them side by side so the stalls
+// overlap and the whole binary is red in seconds, not 5 s per stall per core.
+testkit::side_by_side!();
+
 const STEP1: &str = "ch06-g.html#step-1";
 const STEP2: &str = "ch06-g.html#step-2";
 const STEP3: &str = "ch06-g.html#step-3";
