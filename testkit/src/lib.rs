@@ -7,7 +7,9 @@
 //! comes for [`STALL_LIMIT`], the test fails naming the stalled step, the invariant a stall
 //! there breaks and the book section. Only the total limit is generous, for slow CI.
 //! [`watchdog`] is the older form that watches the total time only. The stuck thread is
-//! left behind: the test binary exits when the harness is done, which ends it.
+//! left behind: the test binary exits when the harness is done, which ends it. A body that
+//! spins rather than sleeps checks [`Progress::cancelled`] and stops once the watchdog fired.
+//! [`side_by_side!`] lets a test file's stalls overlap, so a broken part is red in seconds.
 //!
 //! A test whose failure is a crash (a bad stack switch, a stack overflow) would take the
 //! whole test binary down with it. [`isolated`] runs such a body in a child process, the
@@ -40,13 +42,52 @@ pub const DEFAULT_LIMIT: Duration = Duration::from_secs(20);
 /// stall even on a loaded machine, not slowness.
 pub const STALL_LIMIT: Duration = Duration::from_secs(5);
 
-/// The stall limit once a body in this process has already stalled. The part under test is
-/// then known to lose wake-ups, and the other stalls it causes are reported without another
-/// 5 s each, so a broken part turns the whole test binary red in seconds.
-pub const STALL_LIMIT_AFTER_A_STALL: Duration = Duration::from_secs(1);
-
-/// Set when any [`watch`] in this process reported a stall.
+/// Set when any [`watch`] in this process reported a stall. Every test keeps the full
+/// [`STALL_LIMIT`] (a shorter one would fail healthy tests with a slow phase); later stalls
+/// only say that an earlier one is the one to fix first.
 static STALLED: AtomicBool = AtomicBool::new(false);
+
+/// Added to the message of every stall after the first in this process.
+pub const NOT_THE_FIRST_STALL: &str =
+    "(another test in this binary already stalled: fix that one first)";
+
+/// How many tests [`side_by_side!`] lets libtest run at once, at least.
+pub const SIDE_BY_SIDE: usize = 8;
+
+/// Lets libtest run at least [`SIDE_BY_SIDE`] tests of this test binary at once, even on a
+/// 2-core machine (libtest's default is one per core). Put it once at the top of a test file
+/// whose tests mostly wait (park, futex, join) under [`watch`].
+///
+/// Why: one lost wake-up stalls most of such a file's tests, and each stall takes the full
+/// [`STALL_LIMIT`] to be sure it is one. One at a time per core, 7 stalls on 2 cores are
+/// 20 s of a red binary; side by side they overlap and the binary is red in about 5 s.
+/// `RUST_TEST_THREADS` or `--test-threads`, when given, still decide.
+#[macro_export]
+macro_rules! side_by_side {
+    () => {
+        // SAFETY: the loader runs `.init_array` entries before `main`, on the only thread
+        // of the process, which is what `side_by_side` needs (see its comment).
+        #[used]
+        #[unsafe(link_section = ".init_array")]
+        static TESTKIT_SIDE_BY_SIDE: unsafe extern "C" fn() = $crate::side_by_side;
+    };
+}
+
+/// Sets `RUST_TEST_THREADS` (when unset) for [`side_by_side!`], before libtest reads it.
+///
+/// # Safety
+///
+/// Only from `.init_array`, before `main`: no other thread may read or write the
+/// environment at the same time.
+#[doc(hidden)]
+pub unsafe extern "C" fn side_by_side() {
+    if std::env::var_os("RUST_TEST_THREADS").is_some() {
+        return;
+    }
+    let cores = thread::available_parallelism().map_or(1, usize::from);
+    // SAFETY: the caller's promise: this runs before `main`, single-threaded.
+    unsafe { std::env::set_var("RUST_TEST_THREADS", SIDE_BY_SIDE.max(cores).to_string()) }
+}
 
 /// Runs `body` on a fresh thread and returns its value; fails the calling test if it takes
 /// longer than `limit`.
@@ -97,6 +138,10 @@ pub struct Step {
 
 /// The body's side of [`watch`]: tick it whenever the body gets somewhere (a round, a
 /// hand-off), and name the step it enters. Cheap to clone into the threads or Gs it starts.
+///
+/// Once the watchdog has fired, [`Progress::cancelled`] is true: a loop that spins waiting
+/// for another thread must check it and stop, or the stalled body keeps burning a core
+/// under every later test of the binary.
 #[derive(Clone, Debug)]
 pub struct Progress {
     inner: Arc<ProgressInner>,
@@ -106,6 +151,7 @@ pub struct Progress {
 struct ProgressInner {
     ticks: AtomicU64,
     step: Mutex<Step>,
+    cancelled: AtomicBool,
 }
 
 impl Progress {
@@ -114,8 +160,19 @@ impl Progress {
             inner: Arc::new(ProgressInner {
                 ticks: AtomicU64::new(0),
                 step: Mutex::new(first),
+                cancelled: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Has the watchdog given up on this body (a stall or the total limit)? The test has
+    /// already failed then; a spinning loop should return (or panic) instead of spinning on.
+    pub fn cancelled(&self) -> bool {
+        self.inner.cancelled.load(Relaxed)
+    }
+
+    fn cancel(&self) {
+        self.inner.cancelled.store(true, Relaxed);
     }
 
     /// The body got somewhere: the stall clock starts again.
@@ -165,11 +222,16 @@ where
     let verdict = run_watched(what, total, Some(&progress), move || body(&for_body));
     match verdict {
         Verdict::Finished(value) => value,
-        Verdict::Stalled { after } => {
+        Verdict::Stalled { after, first } => {
             let step = progress.current();
+            let not_first = if first {
+                String::new()
+            } else {
+                format!("{NOT_THE_FIRST_STALL}\n")
+            };
             panic!(
-                "stalled in step `{}`: {} (book: {})\nwatchdog: `{what}` made no progress for \
-                 {:.1} s (ticks so far: {}).{}",
+                "stalled in step `{}`: {} (book: {})\n{not_first}watchdog: `{what}` made no \
+                 progress for {:.1} s (ticks so far: {}).{}",
                 step.name,
                 step.invariant,
                 step.book,
@@ -194,11 +256,16 @@ where
 
 enum Verdict<T> {
     Finished(T),
-    Stalled { after: Duration },
+    /// No tick for `after`; `first`: no other body of this process stalled before.
+    Stalled {
+        after: Duration,
+        first: bool,
+    },
     TimedOut,
 }
 
-/// Runs `body` on its own thread; with `progress`, also fails it when the ticks stop.
+/// Runs `body` on its own thread; with `progress`, also fails it when the ticks stop, and
+/// cancels `progress` whenever it gives up on the body.
 fn run_watched<T, F>(
     what: &str,
     total: Duration,
@@ -223,17 +290,12 @@ where
     let mut last_tick = start;
     loop {
         let now = Instant::now();
-        let stall_limit = if STALLED.load(Relaxed) {
-            STALL_LIMIT_AFTER_A_STALL
-        } else {
-            STALL_LIMIT
-        };
         let deadline = if progress.is_some() {
-            (start + total).min(last_tick + stall_limit)
+            (start + total).min(last_tick + STALL_LIMIT)
         } else {
             start + total
         };
-        // Poll at least every 100 ms, so ticks and another test's stall are noticed.
+        // Poll at least every 100 ms, so ticks are noticed.
         let wait = deadline
             .saturating_duration_since(now)
             .min(Duration::from_millis(100));
@@ -257,14 +319,18 @@ where
             if ticks != seen {
                 seen = ticks;
                 last_tick = now;
-            } else if now.duration_since(last_tick) >= stall_limit {
-                STALLED.store(true, Relaxed);
+            } else if now.duration_since(last_tick) >= STALL_LIMIT {
+                progress.cancel();
                 return Verdict::Stalled {
                     after: now.duration_since(last_tick),
+                    first: !STALLED.swap(true, Relaxed),
                 };
             }
         }
         if now.duration_since(start) >= total {
+            if let Some(progress) = progress {
+                progress.cancel();
+            }
             return Verdict::TimedOut;
         }
     }
@@ -483,6 +549,59 @@ mod tests {
         // A correctness bound on the watchdog (it must not wait for the total limit), not a
         // performance claim.
         assert!(started.elapsed() < DEFAULT_LIMIT, "{:?}", started.elapsed());
+    }
+
+    /// A stall in one test must not shorten the stall limit of the others: a healthy body
+    /// with a quiet phase over a second still passes, and a later stall names the earlier.
+    #[test]
+    fn a_stall_leaves_other_tests_their_full_stall_limit() {
+        let stalled = panic::catch_unwind(|| {
+            watch("stuck first", DEFAULT_LIMIT, SPIN, |_| {
+                thread::sleep(Duration::from_secs(3600))
+            })
+        });
+        assert!(stalled.is_err(), "the first body stalls");
+        let n = watch("healthy, quiet for 1.5 s", DEFAULT_LIMIT, SPIN, |p| {
+            p.tick();
+            thread::sleep(Duration::from_millis(1500));
+            p.tick();
+            7
+        });
+        assert_eq!(n, 7);
+        let later = panic::catch_unwind(|| {
+            watch("stuck later", DEFAULT_LIMIT, SPIN, |_| {
+                thread::sleep(Duration::from_secs(3600))
+            })
+        })
+        .expect_err("the later body stalls too");
+        let later = later.downcast_ref::<String>().unwrap();
+        assert!(
+            later.starts_with("stalled in step `spinning forever`")
+                && later.contains(NOT_THE_FIRST_STALL),
+            "{later}"
+        );
+    }
+
+    /// The watchdog cancels the body's `Progress` when it fires, so a spinning body can stop.
+    #[test]
+    fn a_stalled_body_sees_it_is_cancelled_and_stops_spinning() {
+        let stopped = Arc::new(AtomicBool::new(false));
+        let flag = stopped.clone();
+        let stalled = panic::catch_unwind(move || {
+            watch("spinning without ticks", DEFAULT_LIMIT, SPIN, move |p| {
+                assert!(!p.cancelled(), "not cancelled before the watchdog fires");
+                while !p.cancelled() {
+                    std::hint::spin_loop();
+                }
+                flag.store(true, Relaxed);
+            })
+        });
+        assert!(stalled.is_err(), "the body stalls");
+        watchdog("the cancelled body's exit", DEFAULT_LIMIT, move || {
+            while !stopped.load(Relaxed) {
+                thread::sleep(Duration::from_millis(10));
+            }
+        });
     }
 
     #[test]

@@ -4,17 +4,19 @@
 //! after the workbook's own commands ran the tests. So every exercise test starts with
 //! `let _outcome = testkit::record!();`: when the test ends, the guard writes one file,
 //! `.workbook/tests/NN-slug/<test name>`, at the root of the workbook the exercise was
-//! compiled in (found from the exercise's `CARGO_MANIFEST_DIR`). One line:
+//! compiled in (found from the exercise's `CARGO_MANIFEST_DIR`). The guard writes it twice:
+//! `running` when the test starts, then `pass` or `fail` when it ends. One line:
 //!
 //! ```text
 //! pass 1732360000123 1732359999000000000 /path/to/target/debug/deps/parker-0123abcd
 //! ```
 //!
-//! the outcome (`pass` or `fail`), when it was written (Unix milliseconds), the test binary's
-//! modification time (Unix nanoseconds) and its path. `status` runs `<binary> --list` to
-//! know every test the binary holds, and ignores records whose binary has been rebuilt
-//! since (its time differs): the exercise is done only when every test of the current
-//! binary passed. A test that crashed the binary leaves no record, so it is never "done".
+//! the outcome (`pass`, `fail` or `running`), when it was written (Unix milliseconds), the
+//! test binary's modification time (Unix nanoseconds) and its path. `status` runs
+//! `<binary> --list` to know every test the binary holds, and ignores records whose binary
+//! has been rebuilt since (its time differs): the exercise is done only when every test of
+//! the current binary passed. A test that crashed or was killed never reaches its drop, so
+//! its record stays `running`, which is not a pass, even if the same binary passed it before.
 //!
 //! Only exercise crates (`ex-*`) record: the solutions run the same test files and are not
 //! the learner's progress. A child run of [`isolated`](crate::isolated) does not record
@@ -27,8 +29,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Where the records live, relative to the workbook's root.
 pub const DIR_REL: &str = ".workbook/tests";
 
-/// Records the outcome of the test it is called in when the returned guard is dropped:
-/// `let _outcome = testkit::record!();` as the test's first line.
+/// Records that the test it is called in is running, then its outcome when the returned
+/// guard is dropped: `let _outcome = testkit::record!();` as the test's first line.
 #[macro_export]
 macro_rules! record {
     () => {{
@@ -51,11 +53,14 @@ pub struct Guard {
 
 impl Guard {
     /// A guard for the test whose path is `here` minus its crate and last segment (the
-    /// macro's marker function), in package `package` at `manifest_dir`.
+    /// macro's marker function), in package `package` at `manifest_dir`. Writes the
+    /// `running` record at once, replacing the last run's outcome.
     pub fn start(package: &str, manifest_dir: &str, here: &str) -> Guard {
-        Guard {
-            target: Self::target(package, manifest_dir, here),
+        let target = Self::target(package, manifest_dir, here);
+        if let Some((file, record)) = &target {
+            write(file, record);
         }
+        Guard { target }
     }
 
     fn target(package: &str, manifest_dir: &str, here: &str) -> Option<(PathBuf, Record)> {
@@ -80,8 +85,8 @@ impl Guard {
             file,
             Record {
                 test,
-                passed: false,
-                at_ms: 0,
+                outcome: Outcome::Running,
+                at_ms: unix_ms(SystemTime::now()),
                 binary,
                 binary_mtime_ns,
             },
@@ -94,16 +99,47 @@ impl Drop for Guard {
         let Some((file, mut record)) = self.target.take() else {
             return;
         };
-        record.passed = !std::thread::panicking();
+        record.outcome = if std::thread::panicking() {
+            Outcome::Fail
+        } else {
+            Outcome::Pass
+        };
         record.at_ms = unix_ms(SystemTime::now());
-        // Best effort: a read-only checkout only loses `status`'s view of this run.
-        let Some(dir) = file.parent() else { return };
-        if fs::create_dir_all(dir).is_err() {
-            return;
-        }
-        let tmp = dir.join(format!(".{}.tmp.{}", record.test, std::process::id()));
-        if fs::write(&tmp, record.render()).is_ok() {
-            let _ = fs::rename(&tmp, &file);
+        write(&file, &record);
+    }
+}
+
+/// Replaces `file` by `record`, whole (a rename), so `status` never reads half a line.
+fn write(file: &Path, record: &Record) {
+    // Best effort: a read-only checkout only loses `status`'s view of this run.
+    let Some(dir) = file.parent() else { return };
+    if fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let tmp = dir.join(format!(".{}.tmp.{}", record.test, std::process::id()));
+    if fs::write(&tmp, record.render()).is_ok() {
+        let _ = fs::rename(&tmp, file);
+    }
+}
+
+/// How a test ended, or that it has not ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It passed.
+    Pass,
+    /// It panicked (an assertion, a watchdog).
+    Fail,
+    /// It started and never finished: the binary crashed or was killed mid-test, or the
+    /// test is still running. Not a pass.
+    Running,
+}
+
+impl Outcome {
+    fn word(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::Running => "running",
         }
     }
 }
@@ -113,8 +149,8 @@ impl Drop for Guard {
 pub struct Record {
     /// The test's name as the harness lists it (`step2_unpark_wakes_a_parked_thread`).
     pub test: String,
-    /// Did it pass?
-    pub passed: bool,
+    /// How it ended, or `Running`.
+    pub outcome: Outcome,
     /// When it was written, Unix milliseconds.
     pub at_ms: u64,
     /// The test binary that ran it.
@@ -128,7 +164,7 @@ impl Record {
     pub fn render(&self) -> String {
         format!(
             "{} {} {} {}\n",
-            if self.passed { "pass" } else { "fail" },
+            self.outcome.word(),
             self.at_ms,
             self.binary_mtime_ns,
             self.binary.display()
@@ -139,18 +175,24 @@ impl Record {
     pub fn parse(test: &str, text: &str) -> Option<Record> {
         let line = text.lines().next()?;
         let mut words = line.splitn(4, ' ');
-        let passed = match words.next()? {
-            "pass" => true,
-            "fail" => false,
+        let outcome = match words.next()? {
+            "pass" => Outcome::Pass,
+            "fail" => Outcome::Fail,
+            "running" => Outcome::Running,
             _ => return None,
         };
         Some(Record {
             test: test.to_string(),
-            passed,
+            outcome,
             at_ms: words.next()?.parse().ok()?,
             binary_mtime_ns: words.next()?.parse().ok()?,
             binary: PathBuf::from(words.next()?),
         })
+    }
+
+    /// Did the test pass? (`Running` is not a pass.)
+    pub fn passed(&self) -> bool {
+        self.outcome == Outcome::Pass
     }
 
     /// Was the binary rebuilt (or removed) since this record was written?
@@ -199,14 +241,16 @@ mod tests {
 
     #[test]
     fn a_record_round_trips_with_spaces_in_the_path() {
-        let record = Record {
-            test: "step1_x".into(),
-            passed: true,
-            at_ms: 17,
-            binary: PathBuf::from("/a b/parker-12"),
-            binary_mtime_ns: 1_700_000_000_123_456_789,
-        };
-        assert_eq!(Record::parse("step1_x", &record.render()), Some(record));
+        for outcome in [Outcome::Pass, Outcome::Fail, Outcome::Running] {
+            let record = Record {
+                test: "step1_x".into(),
+                outcome,
+                at_ms: 17,
+                binary: PathBuf::from("/a b/parker-12"),
+                binary_mtime_ns: 1_700_000_000_123_456_789,
+            };
+            assert_eq!(Record::parse("step1_x", &record.render()), Some(record));
+        }
         assert_eq!(Record::parse("x", "maybe 1 2 /p"), None, "unknown outcome");
         assert_eq!(Record::parse("x", "pass 1 /p"), None, "a field missing");
     }
@@ -233,7 +277,7 @@ mod tests {
         let records = load(&root, "03-parker");
         assert_eq!(records.len(), 1, "{records:?}");
         assert_eq!(records[0].test, "step2_x");
-        assert!(records[0].passed, "dropped without a panic: a pass");
+        assert!(records[0].passed(), "dropped without a panic: a pass");
         assert!(!records[0].is_stale(), "this binary was not rebuilt");
         let failed = std::thread::spawn({
             let manifest = manifest.to_string();
@@ -246,7 +290,40 @@ mod tests {
         assert!(failed.is_err());
         let records = load(&root, "03-parker");
         assert_eq!(records[0].test, "m::t", "module path kept, marker dropped");
-        assert!(!records[0].passed, "dropped while panicking: a failure");
+        assert_eq!(
+            records[0].outcome,
+            Outcome::Fail,
+            "dropped while panicking: a failure"
+        );
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A crash (abort, segfault, kill) skips every drop. The record the test started with
+    /// must then say it never finished, not keep the pass of the same binary's last run.
+    #[test]
+    fn a_test_that_never_finishes_does_not_keep_its_last_pass() {
+        let root = tempfile_dir("testkit-crash");
+        fs::write(root.join("Cargo.toml"), "[workspace]\n").unwrap();
+        let manifest = root.join("exercises/03-parker");
+        let manifest = manifest.to_str().unwrap();
+        let here = "parker::step2_x::here";
+        drop(Guard::start("ex-03-parker", manifest, here));
+        assert!(load(&root, "03-parker")[0].passed(), "the first run passes");
+
+        let running = Guard::start("ex-03-parker", manifest, here);
+        let records = load(&root, "03-parker");
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0].outcome, Outcome::Running, "written at the start");
+        assert!(!records[0].passed());
+        // What a crash does to the guard: its drop never runs.
+        std::mem::forget(running);
+        let records = load(&root, "03-parker");
+        assert_eq!(
+            records[0].outcome,
+            Outcome::Running,
+            "the earlier pass must not survive a run that did not finish"
+        );
+        assert!(!records[0].is_stale(), "same binary: the record counts");
         fs::remove_dir_all(&root).unwrap();
     }
 

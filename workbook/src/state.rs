@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use testkit::record::{self, Record};
+use testkit::record::{self, Outcome, Record};
 
 use crate::{Result, io_error};
 
@@ -282,8 +282,10 @@ pub fn unix_now() -> u64 {
 ///
 /// Each binary that wrote a record is asked for every test it holds (`<binary> --list`,
 /// which runs nothing): the exercise is done when every one of them passed, failing when
-/// one failed (the first in name order, which is step order, is the one to work on), and
-/// partial when the others have not run since the binary was built.
+/// one failed or never finished (the first in name order, which is step order, is the one
+/// to work on), and partial when the others have not run since the binary was built. A test
+/// whose record still says `running` crashed the binary or was killed (or is running now):
+/// it counts as failing, and [`UNFINISHED`] says so after its name.
 pub fn from_records(root: &Path, key: &str) -> Option<Recorded> {
     let fresh: Vec<Record> = record::load(root, key)
         .into_iter()
@@ -300,9 +302,10 @@ pub fn from_records(root: &Path, key: &str) -> Option<Recorded> {
         let listed = list_tests(binary)?;
         total += listed.len();
         for test in listed {
-            match records.iter().find(|r| r.test == test) {
-                Some(r) if r.passed => passed += 1,
-                Some(_) => failed.push(test),
+            match records.iter().find(|r| r.test == test).map(|r| r.outcome) {
+                Some(Outcome::Pass) => passed += 1,
+                Some(Outcome::Fail) => failed.push(test),
+                Some(Outcome::Running) => failed.push(format!("{test} {UNFINISHED}")),
                 None => not_run.push(test),
             }
         }
@@ -329,6 +332,10 @@ pub fn from_records(root: &Path, key: &str) -> Option<Recorded> {
         checked_at: newest_ms / 1000,
     })
 }
+
+/// Said after the name of a test whose record still says `running`.
+pub const UNFINISHED: &str = "(did not finish: the test binary crashed or was killed \
+                              mid-test, or it is still running)";
 
 /// The tests a libtest binary holds (`--list --format terse`: `name: test` lines).
 fn list_tests(binary: &Path) -> Option<Vec<String>> {
@@ -452,13 +459,13 @@ mod tests {
     }
 
     /// Writes a record for `test` of this very test binary, as testkit's guard would.
-    fn write_record(root: &Path, key: &str, test: &str, passed: bool, binary_mtime_ns: u128) {
+    fn write_record(root: &Path, key: &str, test: &str, outcome: Outcome, binary_mtime_ns: u128) {
         let binary = std::env::current_exe().unwrap();
         let dir = record::dir(root, key);
         fs::create_dir_all(&dir).unwrap();
         let rec = Record {
             test: test.into(),
-            passed,
+            outcome,
             at_ms: unix_now() * 1000 + 999,
             binary,
             binary_mtime_ns,
@@ -486,7 +493,7 @@ mod tests {
         })
         .unwrap();
 
-        write_record(root, "03-parker", &tests[1], true, mtime);
+        write_record(root, "03-parker", &tests[1], Outcome::Pass, mtime);
         let partial = State::load(root).unwrap().results["03-parker"]
             .status
             .clone();
@@ -501,7 +508,8 @@ mod tests {
         );
 
         for (i, test) in tests.iter().enumerate() {
-            write_record(root, "03-parker", test, i != 2, mtime);
+            let outcome = if i == 2 { Outcome::Fail } else { Outcome::Pass };
+            write_record(root, "03-parker", test, outcome, mtime);
         }
         let failing = State::load(root).unwrap().results["03-parker"]
             .status
@@ -515,7 +523,29 @@ mod tests {
             }
         );
 
-        write_record(root, "03-parker", &tests[2], true, mtime);
+        // A crash mid-test: the test's record still says running, and that is no pass even
+        // though the same binary passed it before.
+        write_record(root, "03-parker", &tests[2], Outcome::Running, mtime);
+        let crashed = State::load(root).unwrap().results["03-parker"]
+            .status
+            .clone();
+        assert_eq!(
+            crashed,
+            Status::Failing {
+                failed: 1,
+                total: tests.len(),
+                first: format!("{} {UNFINISHED}", tests[2])
+            }
+        );
+        let row = crashed.describe();
+        assert!(
+            row.starts_with("failing: 1 of ")
+                && row.contains("did not finish")
+                && row.contains("crashed or was killed"),
+            "{row}"
+        );
+
+        write_record(root, "03-parker", &tests[2], Outcome::Pass, mtime);
         let done = update(root, |s| s.results["03-parker"].status.clone()).unwrap();
         assert_eq!(done, Status::Done { tests: tests.len() });
         let saved = fs::read_to_string(path(root)).unwrap();
@@ -525,7 +555,7 @@ mod tests {
         );
 
         for test in &tests {
-            write_record(root, "03-parker", test, false, mtime - 1);
+            write_record(root, "03-parker", test, Outcome::Fail, mtime - 1);
         }
         let stale = State::load(root).unwrap().results["03-parker"]
             .status

@@ -1,7 +1,7 @@
 //! A learner's plain `cargo test -p ex-NN-slug`, on a temporary copy of the workbook:
-//! `status` shows its result (done / failing with the first step), and a lost wake-up
-//! pasted into part 03 or part 06 is a red test within seconds, naming the invariant and
-//! the book section.
+//! `status` shows its result (done / failing with the first step / a killed test as
+//! unfinished), and a lost wake-up pasted into part 03 or part 06 is a red test within
+//! seconds, naming the invariant and the book section.
 //!
 //! Each run compiles the exercise and the runtime on it in the copy. They build into
 //! `target/verify-selftest`, shared with `verify_solution.rs` and kept between runs, so the
@@ -12,7 +12,8 @@
 //!
 //! Why "red within 15 s of the binary starting" is asserted here although tests make no
 //! timing claims: it is not a performance figure but the correctness bound of the progress
-//! watchdog (5 s without progress fails a test; once one test of a binary stalled, 1 s).
+//! watchdog (5 s without progress fails a test; the tests of parts 03 and 06 run side by side,
+//! so their stalls overlap).
 //! A broken watchdog would take its total limit (20 to 120 s), three times the bound or more,
 //! so the bound has a wide margin on a slow machine and still catches that bug.
 
@@ -188,6 +189,43 @@ fn assert_red_in_time(root: &Path, m: &Mutant) {
     eprintln!("{} mutant: red after {elapsed:.1?}", m.part);
 }
 
+/// Kills the test binary of `part` in the middle of `test` (a crash skips the same drops):
+/// `status` must show the test failing as unfinished, not keep its earlier pass.
+fn assert_a_killed_test_is_not_done(root: &Path, part: &str, test: &str) {
+    let binary = build_test_binary(root, part);
+    let record = root.join(".workbook/tests").join(part).join(test);
+    let mut child = Command::new(&binary)
+        .args([test, "--exact"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the test binary starts");
+    // The million-round race runs for seconds: kill it as soon as its record says running.
+    testkit::watchdog(
+        "the record of a started test",
+        Duration::from_secs(60),
+        move || {
+            while !fs::read_to_string(&record).is_ok_and(|r| r.starts_with("running ")) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        },
+    );
+    child.kill().expect("the test binary can be killed");
+    let status = child.wait().expect("the killed test binary is reaped");
+    assert!(
+        !status.success(),
+        "`{test}` finished before it could be killed: pick a longer test"
+    );
+    let row = status_row(root, part);
+    assert!(
+        row.contains("failing: 1 of ")
+            && row.contains(&format!("(first: {test} (did not finish"))
+            && row.contains("crashed or was killed"),
+        "after a killed run, status should show `{test}` failing as unfinished: {row}"
+    );
+}
+
 #[test]
 fn status_follows_a_plain_cargo_test_of_part_03_and_its_lost_wake_up_is_red_fast() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -208,6 +246,8 @@ fn status_follows_a_plain_cargo_test_of_part_03_and_its_lost_wake_up_is_red_fast
         row.contains("done (13 tests pass)"),
         "after a passing plain `cargo test`, status should say done: {row}"
     );
+
+    assert_a_killed_test_is_not_done(root, part, "step2_wake_during_park_a_million_times");
 
     assert_red_in_time(root, &PARKER_WAKES_ON_THE_WRONG_STATE);
     let row = status_row(root, part);

@@ -15,6 +15,10 @@ use std::time::Duration;
 use g::{AfterPark, GState, Ready, ReadyError, Status, WaitReason};
 use testkit::{DEFAULT_LIMIT, Step, watch_with};
 
+// A lost wake-up stalls most tests here, 5 s each: run them side by side so the stalls
+// overlap and the whole binary is red in seconds, not 5 s per stall per core.
+testkit::side_by_side!();
+
 const STEP1: &str = "ch06-g.html#step-1";
 const STEP2: &str = "ch06-g.html#step-2";
 const STEP3: &str = "ch06-g.html#step-3";
@@ -395,11 +399,13 @@ fn step3_a_million_park_ready_races_lose_nothing_and_run_nothing_twice() {
         diagnose,
         move |progress| {
             let s = shared.clone();
+            let waker_progress = progress.clone();
             let waker = thread::spawn(move || {
                 for round in 1..=ROUNDS {
                     let mut spins = 0u32;
                     while s.published.load(SeqCst) < round {
-                        if s.stop.load(SeqCst) {
+                        // Done, or the watchdog already failed the test: stop spinning.
+                        if s.stop.load(SeqCst) || waker_progress.cancelled() {
                             return;
                         }
                         spins += 1;
@@ -451,6 +457,12 @@ fn step3_a_million_park_ready_races_lose_nothing_and_run_nothing_twice() {
                             assert_eq!(id, 1, "expected G 1, the only G, in the queue");
                             s.queued.store(false, SeqCst);
                             break;
+                        }
+                        if progress.cancelled() {
+                            // A lost wake-up: the watchdog already failed the test. Stop
+                            // this loop and the waker's, or both spin under later tests.
+                            s.stop.store(true, SeqCst);
+                            return cases;
                         }
                         spins += 1;
                         if spins > 200 {
