@@ -49,7 +49,7 @@ pub enum Status {
         failed: usize,
         /// How many ran.
         total: usize,
-        /// The first failing test in name order: the step to work on.
+        /// The first failing test in the test file's order: the step to work on.
         first: String,
     },
     /// The exercise (or its tests) does not compile.
@@ -74,7 +74,7 @@ pub enum Status {
         passed: usize,
         /// How many the test binaries hold.
         total: usize,
-        /// The first test, in name order, that has not run.
+        /// The first test, in the test file's order, that has not run.
         next: String,
     },
 }
@@ -282,8 +282,8 @@ pub fn unix_now() -> u64 {
 ///
 /// Each binary that wrote a record is asked for every test it holds (`<binary> --list`,
 /// which runs nothing): the exercise is done when every one of them passed, failing when
-/// one failed or never finished (the first in name order, which is step order, is the one
-/// to work on), and partial when the others have not run since the binary was built. A test
+/// one failed or never finished (the first in the test file's order, which is the
+/// chapter's step order, is the one to work on), and partial when the others have not run since the binary was built. A test
 /// whose record still says `running` crashed the binary or was killed (or is running now):
 /// it counts as failing, and [`UNFINISHED`] says so after its name.
 pub fn from_records(root: &Path, key: &str) -> Option<Recorded> {
@@ -310,8 +310,9 @@ pub fn from_records(root: &Path, key: &str) -> Option<Recorded> {
             }
         }
     }
-    failed.sort();
-    not_run.sort();
+    let rank = crate::testrun::StepOrder::of(root, key);
+    failed.sort_by_cached_key(|t| rank.of_test(t));
+    not_run.sort_by_cached_key(|t| rank.of_test(t));
     let status = if let Some(first) = failed.first() {
         Status::Failing {
             failed: failed.len(),

@@ -80,13 +80,61 @@ impl Cargo {
         })?;
         let stdout = String::from_utf8_lossy(&stdout).into_owned();
         let stderr = String::from_utf8_lossy(&stderr).into_owned();
+        let mut outcome = parse(&stdout, &stderr, status.success());
+        if let Outcome::Fails { failed, .. } = &mut outcome {
+            let key = package.split_once('-').map_or(package, |(_, key)| key);
+            let rank = StepOrder::of(&self.root, key);
+            failed.sort_by_cached_key(|f| rank.of_test(&f.test));
+        }
         Ok(TestRun {
             package: package.to_string(),
-            outcome: parse(&stdout, &stderr, status.success()),
+            outcome,
             elapsed: started.elapsed(),
             stdout,
             stderr,
         })
+    }
+}
+
+/// The order an exercise's tests stand in its test files, which is the order the chapter
+/// takes its steps in: the first failing test in this order is the step to work on (name
+/// order puts `step1_ignores_…` before `step1_parses_every_field`).
+pub struct StepOrder {
+    /// Each `fn name(` found in `exercises/<key>/tests/*.rs`, in file-name then line order.
+    names: Vec<String>,
+}
+
+impl StepOrder {
+    /// Reads `exercises/<key>/tests/*.rs`; an unreadable file only costs the ordering.
+    pub fn of(root: &Path, key: &str) -> StepOrder {
+        let mut files: Vec<_> = std::fs::read_dir(root.join("exercises").join(key).join("tests"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+            .collect();
+        files.sort();
+        let names = files
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .flat_map(|text| {
+                text.lines()
+                    .filter_map(|l| l.trim_start().strip_prefix("fn "))
+                    .filter_map(|rest| rest.split_once('(').map(|(name, _)| name.to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        StepOrder { names }
+    }
+
+    /// A sort key for a test as `--list` or the harness names it (a test not found in the
+    /// files sorts after those found, by name).
+    pub fn of_test(&self, test: &str) -> (usize, String) {
+        let name = test.split_whitespace().next().unwrap_or(test);
+        let name = name.rsplit("::").next().unwrap_or(name);
+        let at = self.names.iter().position(|n| n == name);
+        (at.unwrap_or(usize::MAX), test.to_string())
     }
 }
 
@@ -115,7 +163,7 @@ pub enum Outcome {
     },
     /// Some tests failed.
     Fails {
-        /// The failing tests, sorted by name (so the first is the earliest step).
+        /// The failing tests, in the order of the test files (the first is the earliest step).
         failed: Vec<Failure>,
         /// How many tests ran.
         total: usize,
@@ -394,6 +442,35 @@ pub fn book_links(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+
+    #[test]
+    fn failing_tests_are_ranked_in_the_order_of_the_test_file_not_by_name() {
+        let root = tempfile::tempdir().unwrap();
+        let tests = root.path().join("exercises/01-procinfo/tests");
+        fs::create_dir_all(&tests).unwrap();
+        fs::write(
+            tests.join("procinfo.rs"),
+            "#[test]\nfn step1_parses_every_field() {}\n#[test]\nfn step1_ignores_line_order() {}\n",
+        )
+        .unwrap();
+        let order = StepOrder::of(root.path(), "01-procinfo");
+        let mut failed = vec![
+            "step1_ignores_line_order".to_string(),
+            "unknown_test".to_string(),
+            "step1_parses_every_field (did not finish)".to_string(),
+        ];
+        failed.sort_by_cached_key(|t| order.of_test(t));
+        assert_eq!(
+            failed,
+            [
+                "step1_parses_every_field (did not finish)",
+                "step1_ignores_line_order",
+                "unknown_test"
+            ],
+            "the first failing test must be the file's first step, whatever its name"
+        );
+    }
 
     const FAILING: &str = "
 running 0 tests

@@ -49,7 +49,8 @@ const PARKER_WAKES_ON_THE_WRONG_STATE: Mutant = Mutant {
     right: "if self.state.swap(NOTIFIED, Release) == PARKED {",
     wrong: "if self.state.swap(NOTIFIED, Release) == EMPTY {",
     says: &[
-        "lost wake-up: unpark found the Parker PARKED and nobody woke it",
+        "lost wake-up: an unpark came and park never returned",
+        "unpark found the Parker PARKED and nobody woke it",
         "ch03-parker.html#step-2",
     ],
 };

@@ -47,8 +47,10 @@ const TOKEN_BEFORE_PARK: Step = Step {
 };
 const HAND_OFF: Step = Step {
     name: "a parked thread waiting for another thread's unpark",
-    invariant: "lost wake-up: unpark found the Parker PARKED and nobody woke it (unpark must \
-                futex_wake when the state it replaced was PARKED)",
+    invariant: "lost wake-up: an unpark came and park never returned. Either unpark found \
+                the Parker PARKED and nobody woke it (unpark must futex_wake when the state it \
+                replaced was PARKED), or park overwrote the token unpark left (announce PARKED \
+                with a compare-exchange from EMPTY, never a plain store)",
     book: STEP2,
 };
 const TIMED_OUT_PARK: Step = Step {
@@ -59,8 +61,9 @@ const TIMED_OUT_PARK: Step = Step {
 };
 const TIMED_PARK_UNPARKED: Step = Step {
     name: "park_timeout(10 s), unparked from another thread after 20 ms",
-    invariant: "lost wake-up: unpark found the Parker PARKED and nobody woke it, so \
-                park_timeout waits for its deadline instead of returning Unparked",
+    invariant: "lost wake-up: park_timeout waits for its deadline instead of returning \
+                Unparked. Either unpark found the Parker PARKED and nobody woke it, or \
+                park_timeout overwrote the token unpark left (a plain store of PARKED)",
     book: STEP3,
 };
 const RUNTIME: Step = Step {
