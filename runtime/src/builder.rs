@@ -17,7 +17,7 @@ pub const MAX_PROCS: usize = 1024;
 pub const DEFAULT_M_STACK: usize = 2 << 20;
 
 /// Default stack of a G. It cannot grow (chapter 5 says why), so it is larger than Go's
-/// 8 KiB start; only the pages a G touches cost memory.
+/// 2 KiB start (`stackMin` in `stack.go`); only the pages a G touches cost memory.
 pub const DEFAULT_G_STACK: usize = 64 << 10;
 
 /// The stack size of each M, in bytes.
