@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Acquire, Ordering::Release};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::g::Waiter;
+use crate::lock;
 use crate::parts::g::WaitReason;
 
 /// An unbuffered channel: [`Sender::send`] returns once a [`Receiver::recv`] has the value.
@@ -78,6 +79,8 @@ impl<T> std::error::Error for SendError<T> {}
 impl std::error::Error for RecvError {}
 
 struct Chan<T> {
+    /// No user code runs under this lock (values are moved, not dropped, inside it), so
+    /// poison carries no meaning (`crate::lock`).
     state: Mutex<State<T>>,
 }
 
@@ -107,11 +110,6 @@ struct Slot<T> {
 }
 
 impl<T> Chan<T> {
-    fn lock(&self) -> MutexGuard<'_, State<T>> {
-        // No user code runs under this lock (values are moved, not dropped, inside it).
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Completes the wait of the party that owns `slot` and returns its waiter to wake
     /// once the lock is released.
     ///
@@ -141,7 +139,7 @@ impl<T> Chan<T> {
         struct Dequeue<'a, T>(&'a Chan<T>, *const Slot<T>, bool);
         impl<T> Drop for Dequeue<'_, T> {
             fn drop(&mut self) {
-                let mut state = self.0.lock();
+                let mut state = lock(&self.0.state);
                 let queue = if self.2 {
                     &mut state.receivers
                 } else {
@@ -171,7 +169,7 @@ impl<T: Send> Sender<T> {
     ///
     /// If every receiver is dropped, before or while waiting: the value comes back.
     pub fn send(&self, value: T) -> Result<(), SendError<T>> {
-        let mut state = self.chan.lock();
+        let mut state = lock(&self.chan.state);
         if let Some(receiver) = state.receivers.pop_front() {
             // SAFETY: a queued receiver's slot is alive and empty until we complete it.
             let waiter = unsafe {
@@ -206,7 +204,7 @@ impl<T: Send> Receiver<T> {
     ///
     /// If every sender is dropped and none is waiting.
     pub fn recv(&self) -> Result<T, RecvError> {
-        let mut state = self.chan.lock();
+        let mut state = lock(&self.chan.state);
         if let Some(sender) = state.senders.pop_front() {
             // SAFETY: a queued sender's slot is alive and holds its value until completed.
             let (value, waiter) = unsafe {
@@ -232,7 +230,7 @@ impl<T: Send> Receiver<T> {
 
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
-        self.chan.lock().senders_alive += 1;
+        lock(&self.chan.state).senders_alive += 1;
         Sender {
             chan: self.chan.clone(),
         }
@@ -241,7 +239,7 @@ impl<T> Clone for Sender<T> {
 
 impl<T> Clone for Receiver<T> {
     fn clone(&self) -> Self {
-        self.chan.lock().receivers_alive += 1;
+        lock(&self.chan.state).receivers_alive += 1;
         Receiver {
             chan: self.chan.clone(),
         }
@@ -251,7 +249,7 @@ impl<T> Clone for Receiver<T> {
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         let waiters: Vec<Waiter> = {
-            let mut state = self.chan.lock();
+            let mut state = lock(&self.chan.state);
             state.senders_alive -= 1;
             if state.senders_alive > 0 {
                 return;
@@ -271,7 +269,7 @@ impl<T> Drop for Sender<T> {
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         let waiters: Vec<Waiter> = {
-            let mut state = self.chan.lock();
+            let mut state = lock(&self.chan.state);
             state.receivers_alive -= 1;
             if state.receivers_alive > 0 {
                 return;

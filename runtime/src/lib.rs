@@ -57,3 +57,10 @@ pub use parts::g::ReadyError;
 pub use parts::{PARTS, Source};
 pub use sched::{Runtime, dump, dump_all, go, run};
 pub use task::{JoinHandle, Panic};
+
+/// Locks `m`, ignoring poison. Every runtime lock is taken only by the runtime's own code,
+/// never around user code, so a poisoned one means a bug already reported by its own panic:
+/// keep going rather than cascade. Each lock's declaration says why poison is harmless there.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

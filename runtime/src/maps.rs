@@ -33,6 +33,8 @@ use std::sync::atomic::{
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::lock;
+
 /// The kernel's default `vm.max_map_count`, assumed when the sysctl cannot be read.
 const DEFAULT_MAX_MAP_COUNT: usize = 65_530;
 
@@ -44,7 +46,8 @@ pub(crate) const CREDIT_LAPSE: Duration = Duration::from_secs(1);
 static CREDIT: AtomicUsize = AtomicUsize::new(0);
 /// ...until this instant (nanoseconds after `epoch()`); written after `CREDIT`, with Release.
 static CREDIT_UNTIL: AtomicU64 = AtomicU64::new(0);
-/// Serialises counts, and holds the open `/proc/self/maps`.
+/// Serialises counts, and holds the open `/proc/self/maps`. Only an open file lives under
+/// this lock: a poisoned one is still consistent (`crate::lock`).
 static READER: Mutex<Counter> = Mutex::new(Counter { maps: None });
 /// Bumped whenever a runtime's stack pool is gone (and may have unmapped): a refusal made
 /// before it no longer holds.
@@ -133,7 +136,7 @@ pub(crate) fn take(cost: usize) -> bool {
 /// Slow path, for a pool that must map: counts the mappings and grants part of the room
 /// found as credit, minus `cost`; or says why there is no room.
 pub(crate) fn refill(cost: usize) -> Result<(), Refused> {
-    let mut counter = lock_reader();
+    let mut counter = lock(&READER);
     if take(cost) {
         return Ok(()); // another M counted while we waited for the lock
     }
@@ -160,7 +163,7 @@ pub(crate) fn refill(cost: usize) -> Result<(), Refused> {
 /// Opens `/proc/self/maps` now, while fds are likely to be free, so that later counts need
 /// none. A failure here is not an error yet: the count that needs the file says it.
 pub(crate) fn prepare() {
-    let mut counter = lock_reader();
+    let mut counter = lock(&READER);
     if counter.maps.is_none() {
         counter.maps = File::open("/proc/self/maps").ok();
     }
@@ -186,11 +189,6 @@ impl Drop for PoolGone {
     fn drop(&mut self) {
         GENERATION.fetch_add(1, Relaxed);
     }
-}
-
-fn lock_reader() -> std::sync::MutexGuard<'static, Counter> {
-    // Only an open file lives under this lock: a poisoned one is still consistent.
-    READER.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn now_nanos() -> u64 {

@@ -35,12 +35,13 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::builder::{BuildError, Builder};
 use crate::engine::{Engine, SwitchOut};
 use crate::g::{self, G};
+use crate::lock;
 use crate::maps;
 use crate::parts::g::AfterPark;
 use crate::parts::osthread::{MBuilder, MHandle};
@@ -57,7 +58,8 @@ pub struct Runtime {
 pub(crate) struct Shared {
     id: u64,
     /// Guards the run queue, the idle list, the shutdown flag and the table of Gs together
-    /// (see "Idle M without lost wake-up"). Taken alone; never held while a G runs.
+    /// (see "Idle M without lost wake-up"). Taken alone; never held while a G runs, so
+    /// poison means only a bug already reported (`crate::lock`).
     sched: Mutex<Sched>,
     ms: Vec<MSlot>,
     next_g: AtomicU64,
@@ -173,12 +175,6 @@ thread_local! {
 /// Every runtime alive in this process, for [`dump_all`] (watchdog diagnostics).
 static RUNTIMES: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
 static NEXT_RUNTIME: AtomicU64 = AtomicU64::new(1);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Gs never run under these locks, so a poisoned lock only means a bug already reported
-    // by its own panic; keep going rather than cascade.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 impl Runtime {
     /// Settings for a runtime: P count, stacks, M stack size, pinning.

@@ -3,9 +3,10 @@
 //! Not here: channels (`chan.rs`).
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use crate::g::Waiter;
+use crate::lock;
 use crate::parts::g::WaitReason;
 
 /// Waits for a set of Gs to finish: `add` before starting each, `done` at its end, `wait`
@@ -30,6 +31,7 @@ use crate::parts::g::WaitReason;
 /// ```
 #[derive(Clone, Default)]
 pub struct WaitGroup {
+    /// Only counts and waiters live here, no user code runs under it (`crate::lock`).
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -41,7 +43,7 @@ struct Inner {
 
 impl fmt::Debug for WaitGroup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "WaitGroup {{ count: {} }}", self.lock().count)
+        write!(f, "WaitGroup {{ count: {} }}", lock(&self.inner).count)
     }
 }
 
@@ -51,13 +53,9 @@ impl WaitGroup {
         WaitGroup::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Adds `n` to the count.
     pub fn add(&self, n: usize) {
-        self.lock().count += n;
+        lock(&self.inner).count += n;
     }
 
     /// Takes one off the count; at zero, wakes every waiter.
@@ -68,7 +66,7 @@ impl WaitGroup {
     /// "sync: negative WaitGroup counter".
     pub fn done(&self) {
         let waiters = {
-            let mut inner = self.lock();
+            let mut inner = lock(&self.inner);
             if inner.count == 0 {
                 drop(inner);
                 panic!(
@@ -90,7 +88,7 @@ impl WaitGroup {
         let me = Waiter::current();
         loop {
             {
-                let mut inner = self.lock();
+                let mut inner = lock(&self.inner);
                 if inner.count == 0 {
                     return;
                 }

@@ -8,10 +8,11 @@ use std::any::Any;
 use std::convert::Infallible;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use crate::engine::Body;
 use crate::g::{self, Waiter};
+use crate::lock;
 use crate::parts::g::WaitReason;
 
 /// A G that panicked, or never finished (its runtime shut down first, or it got no stack).
@@ -66,19 +67,15 @@ struct Slot<T> {
 }
 
 struct Shared<T> {
+    /// A panic never happens while the slot is locked (user code runs outside the lock),
+    /// so poisoning cannot carry meaning here (`crate::lock`).
     slot: Mutex<Slot<T>>,
 }
 
 impl<T> Shared<T> {
-    fn lock(&self) -> MutexGuard<'_, Slot<T>> {
-        // A panic never happens while the slot is locked (user code runs outside the lock),
-        // so poisoning cannot carry meaning here.
-        self.slot.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn fill(&self, result: Result<T, Panic>) {
         let waiter = {
-            let mut slot = self.lock();
+            let mut slot = lock(&self.slot);
             if slot.filled {
                 return;
             }
@@ -124,7 +121,7 @@ impl<T> JoinHandle<T> {
 
     /// Has the G finished (returned or panicked)?
     pub fn is_finished(&self) -> bool {
-        self.shared.lock().filled
+        lock(&self.shared.slot).filled
     }
 
     /// Waits for the G and returns its value, or the panic that ended it. On a G this parks
@@ -143,7 +140,7 @@ impl<T> JoinHandle<T> {
         let me = Waiter::current();
         loop {
             {
-                let mut slot = self.shared.lock();
+                let mut slot = lock(&self.shared.slot);
                 if let Some(result) = slot.result.take() {
                     return Ok(result);
                 }
