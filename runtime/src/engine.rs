@@ -324,7 +324,10 @@ mod asm {
         fn drop(&mut self) {
             if !self.finished {
                 // Suspended mid-function: its frames cannot be unwound, and something may
-                // still point into them, so the stack is never reused.
+                // still point into them (a channel's waiter slot; any value pinned there,
+                // whose memory Pin promises is not reused before its drop), so the stack is
+                // never reused. The GStack keeps its pool, so this leaks the whole pool;
+                // freeing the rest needs part 05 to give up one region for good.
                 std::mem::forget(self.stack.take());
             }
         }
