@@ -144,25 +144,107 @@ struct MSlot {
     idle: Parker,
     /// Kernel thread id, set once by `Runtime::start`.
     tid: AtomicU32,
+    /// An [`MState`], written only by the M itself (`MSlot::set_state`).
     state: AtomicU8,
     /// The G it runs, or 0.
     running_g: AtomicU64,
     switches: AtomicU64,
 }
 
-const M_STARTING: u8 = 0;
-const M_SCHEDULING: u8 = 1;
-const M_RUNNING_G: u8 = 2;
-const M_IDLE: u8 = 3;
-const M_EXITED: u8 = 4;
+/// What an M is doing, for `dump` and its lost-wake-up note. Only the M itself moves it,
+/// and only along these transitions (anything else is a runtime bug, see [`transition`]):
+///
+/// | from                  | to           | where                                      |
+/// |-----------------------|--------------|--------------------------------------------|
+/// | `Starting`            | `Idle`       | `find_runnable`: first look finds no G     |
+/// | `Starting`            | `Running`    | `execute`: first look found a G            |
+/// | `Scheduling`          | `Idle`       | `find_runnable`: no G, parks               |
+/// | `Idle`                | `Scheduling` | `find_runnable`: woken, looks again        |
+/// | `Scheduling`          | `Running`    | `execute`: switches to the G               |
+/// | `Running`             | `Scheduling` | `execute`: the G switched back to g0       |
+/// | any but `Exited`      | `Exited`     | `m_main`: shutdown, or a panic on g0       |
+///
+/// Go's `m` has no such field; the same facts are spread over it: `Running` is
+/// `m.curg != nil`, `Scheduling` is g0 in `schedule`/`findRunnable` (where a spinning M,
+/// `m.spinning` counted in `sched.nmspinning`, looks for work), `Idle` is an M on
+/// `sched.midle` (`mput`, counted in `sched.nmidle`) asleep on its `m.park` note
+/// (`stopm`), `Exited` is `mexit`. Stage 1 has no spinning Ms (one queue, one M per P).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum MState {
+    /// Started; has not yet run a G or parked.
+    Starting = 0,
+    /// On g0, looking for a G.
+    Scheduling = 1,
+    /// Running a G.
+    Running = 2,
+    /// Parked on its idle Parker, waiting for work.
+    Idle = 3,
+    /// g0's loop returned; the thread ends.
+    Exited = 4,
+}
 
-fn state_name(s: u8) -> &'static str {
-    match s {
-        M_STARTING => "starting",
-        M_SCHEDULING => "in the scheduler (g0)",
-        M_RUNNING_G => "running",
-        M_IDLE => "idle (parked)",
-        _ => "exited",
+impl MState {
+    /// The state stored as `v`. Only `MSlot::set_state` stores, and only `MState`s.
+    fn from_u8(v: u8) -> MState {
+        match v {
+            0 => MState::Starting,
+            1 => MState::Scheduling,
+            2 => MState::Running,
+            3 => MState::Idle,
+            4 => MState::Exited,
+            _ => panic!("gmp bug: M state byte {v} names no MState"),
+        }
+    }
+
+    /// As `dump` prints it.
+    fn name(self) -> &'static str {
+        match self {
+            MState::Starting => "starting",
+            MState::Scheduling => "in the scheduler (g0)",
+            MState::Running => "running",
+            MState::Idle => "idle (parked)",
+            MState::Exited => "exited",
+        }
+    }
+}
+
+/// Whether an M may go from `from` to `to`: the table at [`MState`].
+fn legal(from: MState, to: MState) -> bool {
+    use MState::*;
+    matches!(
+        (from, to),
+        (Starting | Scheduling, Idle)
+            | (Starting | Scheduling, Running)
+            | (Idle | Running, Scheduling)
+            | (Starting | Scheduling | Running | Idle, Exited)
+    )
+}
+
+/// Checks that M `m` may go from `from` to `to`.
+///
+/// # Panics
+///
+/// On a move the table at [`MState`] does not list, naming the M and both states: the
+/// runtime's own bookkeeping is broken (no part can cause this), so it stops the M like any
+/// panic on g0.
+fn transition(m: usize, from: MState, to: MState) {
+    assert!(
+        legal(from, to),
+        "gmp bug: M{m} moved from {from:?} to {to:?}, which is not a legal M transition"
+    );
+}
+
+impl MSlot {
+    fn state(&self) -> MState {
+        MState::from_u8(self.state.load(Relaxed))
+    }
+
+    /// Moves M `m`'s state to `to`, checking the move. Called only by that M, so the load
+    /// and store need no atomic read-modify-write.
+    fn set_state(&self, m: usize, to: MState) {
+        transition(m, self.state(), to);
+        self.state.store(to as u8, Relaxed);
     }
 }
 
@@ -208,7 +290,7 @@ impl Runtime {
                 .map(|_| MSlot {
                     idle: Parker::new(),
                     tid: AtomicU32::new(0),
-                    state: AtomicU8::new(M_STARTING),
+                    state: AtomicU8::new(MState::Starting as u8),
                     running_g: AtomicU64::new(0),
                     switches: AtomicU64::new(0),
                 })
@@ -530,7 +612,7 @@ impl Shared {
                 out,
                 "  M{i} tid {}: {}",
                 m.tid.load(Relaxed),
-                state_name(m.state.load(Relaxed)),
+                m.state().name(),
             );
             let running = m.running_g.load(Relaxed);
             if running != 0 {
@@ -542,7 +624,7 @@ impl Shared {
         // takes the M it wakes off `idle` under the lock of its push, so an M whose wake-up
         // was lost is parked but no longer listed as idle.
         let unwoken: Vec<usize> = (0..self.ms.len())
-            .filter(|i| self.ms[*i].state.load(Relaxed) == M_IDLE && !s.idle.contains(i))
+            .filter(|i| self.ms[*i].state() == MState::Idle && !s.idle.contains(i))
             .collect();
         if !s.runq.is_empty() && !unwoken.is_empty() && !s.shutdown {
             let _ = writeln!(
@@ -607,7 +689,7 @@ fn m_main(shared: Arc<Shared>, index: usize) {
             execute(&shared, index, g);
         }
     }));
-    me.state.store(M_EXITED, Relaxed);
+    me.set_state(index, MState::Exited);
     if let Err(payload) = looped {
         // G panics never get here (each G catches its own), so this is a part or the
         // runtime failing on g0: stop the runtime and tell the thread in block_on.
@@ -638,9 +720,9 @@ fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
             }
             s.idle.push(index); // step 1 of "Idle M without lost wake-up"
         }
-        me.state.store(M_IDLE, Relaxed);
+        me.set_state(index, MState::Idle);
         me.idle.park();
-        me.state.store(M_SCHEDULING, Relaxed);
+        me.set_state(index, MState::Scheduling);
     }
 }
 
@@ -650,10 +732,10 @@ fn execute(shared: &Shared, index: usize, g: Arc<G>) {
     let me = &shared.ms[index];
     g.state.run(); // part 06: refuses a G that is not runnable
     me.running_g.store(g.id(), Relaxed);
-    me.state.store(M_RUNNING_G, Relaxed);
+    me.set_state(index, MState::Running);
     // SAFETY: this M just moved the G to running, so it alone may resume it.
     let why = unsafe { g.resume() };
-    me.state.store(M_SCHEDULING, Relaxed);
+    me.set_state(index, MState::Scheduling);
     me.running_g.store(0, Relaxed);
     me.switches.fetch_add(1, Relaxed);
     match why {
@@ -777,7 +859,7 @@ mod tests {
             let rt = Runtime::builder().procs(1).build().unwrap();
             let shared = rt.shared.clone();
             // Wait for M0 to park with nothing to do.
-            while !(lock(&shared.sched).idle == [0] && shared.ms[0].state.load(Relaxed) == M_IDLE) {
+            while !(lock(&shared.sched).idle == [0] && shared.ms[0].state() == MState::Idle) {
                 std::thread::sleep(Duration::from_millis(1));
             }
             // Lose its wake-up: take it off the idle list as `enqueue` does, and never unpark.
@@ -793,6 +875,42 @@ mod tests {
                 && dump.contains("1 G(s) wait in the run queue"),
             "{dump}"
         );
+    }
+
+    #[test]
+    fn m_states_move_only_along_the_table_and_a_bad_move_names_the_m() {
+        use MState::*;
+        let all = [Starting, Scheduling, Running, Idle, Exited];
+        for state in all {
+            assert_eq!(MState::from_u8(state as u8), state);
+        }
+        let allowed: Vec<(MState, MState)> = all
+            .iter()
+            .flat_map(|&from| all.iter().map(move |&to| (from, to)))
+            .filter(|&(from, to)| legal(from, to))
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                (Starting, Running),
+                (Starting, Idle),
+                (Starting, Exited),
+                (Scheduling, Running),
+                (Scheduling, Idle),
+                (Scheduling, Exited),
+                (Running, Scheduling),
+                (Running, Exited),
+                (Idle, Scheduling),
+                (Idle, Exited),
+            ]
+        );
+        let bad = panic::catch_unwind(|| transition(3, Idle, Running)).unwrap_err();
+        let msg = task::payload_message(&*bad).unwrap_or_default().to_string();
+        assert!(
+            msg.contains("M3") && msg.contains("from Idle to Running"),
+            "{msg}"
+        );
+        assert!(panic::catch_unwind(|| MState::from_u8(9)).is_err());
     }
 
     #[test]
