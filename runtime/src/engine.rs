@@ -13,7 +13,7 @@
 //! The G side holds a `Suspender`; g0 holds the `Context`. Both live inside the runtime's
 //! G (`g.rs`), which never moves (it is behind an `Arc`).
 //!
-//! Not here: which G runs next (`sched.rs`), G states (part 06), stacks (part 05).
+//! Not here: which G runs next (`sched/`), G states (part 06), stacks (part 05).
 
 use crate::parts::stack::GStack;
 

@@ -7,7 +7,7 @@
 //! Also here: [`Waiter`], the one way every blocking primitive (join, channels, WaitGroup)
 //! waits: a parked G when called on a G, a parked thread elsewhere.
 //!
-//! Not here: choosing which G runs (`sched.rs`), results and joins (`task.rs`).
+//! Not here: choosing which G runs (`sched/`), results and joins (`task.rs`).
 
 use std::cell::{Cell, UnsafeCell};
 use std::fmt;

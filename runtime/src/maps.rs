@@ -5,7 +5,7 @@
 //! then malloc, a new thread or the error message itself may need a mapping too, and the
 //! process dies in the allocator ("memory allocation of 302 bytes failed"). So the pool may
 //! map only while the process stays [`kept_mappings`] below the limit; past that, the G is
-//! refused with the named error (`sched.rs` words it and decides when a stack costs a
+//! refused with the named error (`sched/stackalloc.rs` words it and decides when a stack costs a
 //! mapping).
 //!
 //! This lives in the runtime, not in part 05: it must hold whichever part 05 the runtime is

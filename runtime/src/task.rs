@@ -2,7 +2,7 @@
 //!
 //! The slot is where a G's value (or its panic) lands. A joiner that is a G parks (part 06,
 //! wait reason "join"); a joiner that is a plain thread sleeps on its Parker (part 03).
-//! Not here: running the G (`sched.rs`, `g.rs`).
+//! Not here: running the G (`sched/m.rs`, `g.rs`).
 
 use std::any::Any;
 use std::convert::Infallible;

@@ -1,0 +1,127 @@
+//! The picture of a runtime that watchdogs print: each M, the queue, the live Gs, and notes
+//! on facts that point at a broken part (a lost wake-up, a G readied but never queued).
+//! Go: `schedtrace(detailed)` (`GODEBUG=schedtrace=1000,scheddetail=1`).
+//!
+//! Not here: the figures of `gmp::metrics` (`metrics.rs`).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Weak};
+
+use super::m::MState;
+use super::{RUNTIMES, Shared, current};
+use crate::g::G;
+use crate::lock;
+
+impl Shared {
+    /// What `Runtime::dump`, `gmp::dump` and `dump_all` print for this runtime.
+    pub(super) fn dump(&self) -> String {
+        const SHOWN: usize = 32;
+        let s = lock(&self.sched);
+        let live: Vec<&Arc<G>> = s.allgs.iter().flatten().collect();
+        let mut out = format!(
+            "runtime {}: {} P(s), engine {}, run queue length {}, {} live G(s), idle Ms {:?}{}\n",
+            self.id,
+            self.ms.len(),
+            self.engine.name(),
+            s.runq.len(),
+            live.len(),
+            s.idle,
+            if s.shutdown { ", shutting down" } else { "" }
+        );
+        for (i, m) in self.ms.iter().enumerate() {
+            let _ = write!(
+                out,
+                "  M{i} tid {}: {}",
+                m.tid.load(Relaxed),
+                m.state().name(),
+            );
+            let running = m.running_g.load(Relaxed);
+            if running != 0 {
+                let _ = write!(out, " G {running}");
+            }
+            let _ = writeln!(out, ", {} switches to Gs", m.switches.load(Relaxed));
+        }
+        // Facts that, if they last until a watchdog fires, point at a lost wake-up. `enqueue`
+        // takes the M it wakes off `idle` under the lock of its push, so an M whose wake-up
+        // was lost is parked but no longer listed as idle.
+        let unwoken: Vec<usize> = (0..self.ms.len())
+            .filter(|i| self.ms[*i].state() == MState::Idle && !s.idle.contains(i))
+            .collect();
+        if !s.runq.is_empty() && !unwoken.is_empty() && !s.shutdown {
+            let _ = writeln!(
+                out,
+                "  note: M(s) {unwoken:?} parked although taken off the idle list to be woken, \
+                 while {} G(s) wait in the run queue: if this lasts, the wake-up was lost \
+                 (part 03, parker)",
+                s.runq.len()
+            );
+        }
+        for g in live.iter().take(SHOWN) {
+            let nowhere = !s.shutdown
+                && g.state.status() == crate::parts::g::Status::Runnable
+                && !s.runq.iter().any(|q| Arc::ptr_eq(q, g))
+                && !self.ms.iter().any(|m| m.running_g.load(Relaxed) == g.id());
+            let note = if nowhere {
+                ": runnable, but seen in no run queue and on no M at this instant; if this \
+                 lasts, it was readied and never queued (part 06, g)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "  {:?}{note}", g.state);
+        }
+        if live.len() > SHOWN {
+            let _ = writeln!(out, "  ... and {} more G(s)", live.len() - SHOWN);
+        }
+        out
+    }
+}
+
+/// The state of the runtime the caller runs on, or a note that there is none.
+pub fn dump() -> String {
+    match current() {
+        Some(shared) => shared.dump(),
+        None => "not inside a gmp runtime\n".to_string(),
+    }
+}
+
+/// The state of every runtime alive in this process; watchdogs print it when they fire.
+pub fn dump_all() -> String {
+    let all: Vec<Arc<Shared>> = lock(&RUNTIMES).iter().filter_map(Weak::upgrade).collect();
+    if all.is_empty() {
+        return "no gmp runtime is alive\n".to_string();
+    }
+    all.iter().map(|s| s.dump()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::Runtime;
+
+    #[test]
+    fn dump_names_a_parked_m_whose_wake_up_was_lost() {
+        let dump = testkit::watchdog("a lost wake-up in the dump", testkit::DEFAULT_LIMIT, || {
+            let rt = Runtime::builder().procs(1).build().unwrap();
+            let shared = rt.shared.clone();
+            // Wait for M0 to park with nothing to do.
+            while !(lock(&shared.sched).idle == [0] && shared.ms[0].state() == MState::Idle) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // Lose its wake-up: take it off the idle list as `enqueue` does, and never unpark.
+            lock(&shared.sched).idle.clear();
+            let h = shared.spawn(|| 7);
+            let dump = shared.dump();
+            shared.ms[0].idle.unpark(); // found: wake it after all
+            assert_eq!(h.join().unwrap(), 7);
+            dump
+        });
+        assert!(
+            dump.contains("M(s) [0] parked although taken off the idle list")
+                && dump.contains("1 G(s) wait in the run queue"),
+            "{dump}"
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! An M: what the runtime knows of it ([`MSlot`]), its state machine ([`MState`]), g0's
+//! loop ([`m_main`], Go: `schedule`) and [`execute`], which runs one G and finishes what it
+//! started. Go: `type m` in `runtime2.go`, `schedule` and `execute` in `proc.go`.
+//!
+//! Not here: where the next G comes from (`find.rs`), starting the Ms (`Runtime::start` in
+//! `mod.rs`), the M's "current G" thread-local (`g.rs`).
+
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use super::Shared;
+use super::find::find_runnable;
+use crate::builder::BuildError;
+use crate::engine::SwitchOut;
+use crate::g::G;
+use crate::lock;
+use crate::parts::g::AfterPark;
+use crate::parts::parker::Parker;
+use crate::task;
+
+/// What the runtime knows of one M. Written by that M, read by `dump` and `metrics`.
+pub(super) struct MSlot {
+    /// The M sleeps here when it has no work; `enqueue` and shutdown unpark it.
+    pub(super) idle: Parker,
+    /// Kernel thread id, set once by `Runtime::start`.
+    pub(super) tid: AtomicU32,
+    /// An [`MState`], written only by the M itself (`MSlot::set_state`).
+    state: AtomicU8,
+    /// The G it runs, or 0.
+    pub(super) running_g: AtomicU64,
+    pub(super) switches: AtomicU64,
+}
+
+/// What an M is doing, for `dump` and its lost-wake-up note. Only the M itself moves it,
+/// and only along these transitions (anything else is a runtime bug, see [`transition`]):
+///
+/// | from                  | to           | where                                      |
+/// |-----------------------|--------------|--------------------------------------------|
+/// | `Starting`            | `Idle`       | `find_runnable`: first look finds no G     |
+/// | `Starting`            | `Running`    | `execute`: first look found a G            |
+/// | `Scheduling`          | `Idle`       | `find_runnable`: no G, parks               |
+/// | `Idle`                | `Scheduling` | `find_runnable`: woken, looks again        |
+/// | `Scheduling`          | `Running`    | `execute`: switches to the G               |
+/// | `Running`             | `Scheduling` | `execute`: the G switched back to g0       |
+/// | any but `Exited`      | `Exited`     | `m_main`: shutdown, or a panic on g0       |
+///
+/// Go's `m` has no such field; the same facts are spread over it: `Running` is
+/// `m.curg != nil`, `Scheduling` is g0 in `schedule`/`findRunnable` (where a spinning M,
+/// `m.spinning` counted in `sched.nmspinning`, looks for work), `Idle` is an M on
+/// `sched.midle` (`mput`, counted in `sched.nmidle`) asleep on its `m.park` note
+/// (`stopm`), `Exited` is `mexit`. Stage 1 has no spinning Ms (one queue, one M per P).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(super) enum MState {
+    /// Started; has not yet run a G or parked.
+    Starting = 0,
+    /// On g0, looking for a G.
+    Scheduling = 1,
+    /// Running a G.
+    Running = 2,
+    /// Parked on its idle Parker, waiting for work.
+    Idle = 3,
+    /// g0's loop returned; the thread ends.
+    Exited = 4,
+}
+
+impl MState {
+    /// The state stored as `v`. Only `MSlot::set_state` stores, and only `MState`s.
+    fn from_u8(v: u8) -> MState {
+        match v {
+            0 => MState::Starting,
+            1 => MState::Scheduling,
+            2 => MState::Running,
+            3 => MState::Idle,
+            4 => MState::Exited,
+            _ => panic!("gmp bug: M state byte {v} names no MState"),
+        }
+    }
+
+    /// As `dump` prints it.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            MState::Starting => "starting",
+            MState::Scheduling => "in the scheduler (g0)",
+            MState::Running => "running",
+            MState::Idle => "idle (parked)",
+            MState::Exited => "exited",
+        }
+    }
+}
+
+/// Whether an M may go from `from` to `to`: the table at [`MState`].
+fn legal(from: MState, to: MState) -> bool {
+    use MState::*;
+    matches!(
+        (from, to),
+        (Starting | Scheduling, Idle)
+            | (Starting | Scheduling, Running)
+            | (Idle | Running, Scheduling)
+            | (Starting | Scheduling | Running | Idle, Exited)
+    )
+}
+
+/// Checks that M `m` may go from `from` to `to`.
+///
+/// # Panics
+///
+/// On a move the table at [`MState`] does not list, naming the M and both states: the
+/// runtime's own bookkeeping is broken (no part can cause this), so it stops the M like any
+/// panic on g0.
+fn transition(m: usize, from: MState, to: MState) {
+    assert!(
+        legal(from, to),
+        "gmp bug: M{m} moved from {from:?} to {to:?}, which is not a legal M transition"
+    );
+}
+
+impl MSlot {
+    pub(super) fn new() -> MSlot {
+        MSlot {
+            idle: Parker::new(),
+            tid: AtomicU32::new(0),
+            state: AtomicU8::new(MState::Starting as u8),
+            running_g: AtomicU64::new(0),
+            switches: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn state(&self) -> MState {
+        MState::from_u8(self.state.load(Relaxed))
+    }
+
+    /// Moves M `m`'s state to `to`, checking the move. Called only by that M, so the load
+    /// and store need no atomic read-modify-write.
+    pub(super) fn set_state(&self, m: usize, to: MState) {
+        transition(m, self.state(), to);
+        self.state.store(to as u8, Relaxed);
+    }
+}
+
+/// Part 02's contract: each M reports its own kernel thread id, so no two Ms share one and
+/// none is the caller's.
+pub(super) fn check_m_tids(tids: &[u32]) -> Result<(), BuildError> {
+    let caller = crate::parts::osthread::current_tid();
+    let broken = |what: String| BuildError::PartInvariant {
+        part: "02 osthread",
+        invariant: what,
+    };
+    for (i, &tid) in tids.iter().enumerate() {
+        if tid == 0 || tid == caller {
+            return Err(broken(format!(
+                "MHandle::tid() of M{i} is {tid}, {}; it must be the gettid() of the new thread",
+                if tid == 0 {
+                    "which no thread has"
+                } else {
+                    "the tid of the thread that called spawn"
+                }
+            )));
+        }
+        if let Some(j) = tids[..i].iter().position(|&t| t == tid) {
+            return Err(broken(format!("M{j} and M{i} report the same tid {tid}")));
+        }
+    }
+    Ok(())
+}
+
+/// g0's loop on M `index`. Go: `schedule`, which never returns; ours returns at shutdown.
+pub(super) fn m_main(shared: Arc<Shared>, index: usize) {
+    let me = &shared.ms[index];
+    let looped = panic::catch_unwind(AssertUnwindSafe(|| {
+        while let Some(g) = find_runnable(&shared, index) {
+            execute(&shared, index, g);
+        }
+    }));
+    me.set_state(index, MState::Exited);
+    if let Err(payload) = looped {
+        // G panics never get here (each G catches its own), so this is a part or the
+        // runtime failing on g0: stop the runtime and tell the thread in block_on.
+        let message = task::payload_message(&*payload).unwrap_or("a non-string panic");
+        *lock(&shared.broken) = Some(format!("M{index} panicked on g0: {message}"));
+        lock(&shared.sched).shutdown = true;
+        for m in &shared.ms {
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| m.idle.unpark()));
+        }
+        if let Some(waiter) = lock(&shared.main_waiter).clone() {
+            waiter.unpark();
+        }
+    }
+}
+
+/// Runs `g` until it switches out, then finishes what it started. Go: `execute`, `gogo`,
+/// and what `mcall` runs on g0 afterwards (`gosched_m`, `park_m`, `goexit0`).
+pub(super) fn execute(shared: &Shared, index: usize, g: Arc<G>) {
+    let me = &shared.ms[index];
+    g.state.run(); // part 06: refuses a G that is not runnable
+    me.running_g.store(g.id(), Relaxed);
+    me.set_state(index, MState::Running);
+    // SAFETY: this M just moved the G to running, so it alone may resume it.
+    let why = unsafe { g.resume() };
+    me.set_state(index, MState::Scheduling);
+    me.running_g.store(0, Relaxed);
+    me.switches.fetch_add(1, Relaxed);
+    match why {
+        SwitchOut::Yield => {
+            g.state.yielded();
+            shared.enqueue(g);
+        }
+        SwitchOut::Park => match g.state.parked() {
+            AfterPark::Waiting => {} // whoever readies it queues it
+            AfterPark::Requeue => shared.enqueue(g),
+        },
+        SwitchOut::Exit => {
+            g.state.exit();
+            shared.forget(&g);
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn m_tids(&self) -> Vec<u32> {
+        self.ms.iter().map(|m| m.tid.load(Relaxed)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn m_states_move_only_along_the_table_and_a_bad_move_names_the_m() {
+        use MState::*;
+        let all = [Starting, Scheduling, Running, Idle, Exited];
+        for state in all {
+            assert_eq!(MState::from_u8(state as u8), state);
+        }
+        let allowed: Vec<(MState, MState)> = all
+            .iter()
+            .flat_map(|&from| all.iter().map(move |&to| (from, to)))
+            .filter(|&(from, to)| legal(from, to))
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                (Starting, Running),
+                (Starting, Idle),
+                (Starting, Exited),
+                (Scheduling, Running),
+                (Scheduling, Idle),
+                (Scheduling, Exited),
+                (Running, Scheduling),
+                (Running, Exited),
+                (Idle, Scheduling),
+                (Idle, Exited),
+            ]
+        );
+        let bad = panic::catch_unwind(|| transition(3, Idle, Running)).unwrap_err();
+        let msg = task::payload_message(&*bad).unwrap_or_default().to_string();
+        assert!(
+            msg.contains("M3") && msg.contains("from Idle to Running"),
+            "{msg}"
+        );
+        assert!(panic::catch_unwind(|| MState::from_u8(9)).is_err());
+    }
+
+    #[test]
+    fn m_tid_checks_name_part_02_and_the_invariant() {
+        let caller = crate::parts::osthread::current_tid();
+        assert!(check_m_tids(&[caller + 1, caller + 2]).is_ok());
+        for (tids, says) in [
+            (vec![0, caller + 1], "M0 is 0"),
+            (vec![caller + 1, caller], "the thread that called spawn"),
+            (
+                vec![caller + 1, caller + 1],
+                "M0 and M1 report the same tid",
+            ),
+        ] {
+            let msg = check_m_tids(&tids).unwrap_err().to_string();
+            assert!(
+                msg.contains("part 02 osthread") && msg.contains(says),
+                "{msg}"
+            );
+            assert!(msg.contains("cargo test -p ex-02-osthread"), "{msg}");
+        }
+    }
+}
