@@ -13,7 +13,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::ops::Range;
 use std::ptr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::engine::{Body, Context, Engine, Suspender, SwitchOut};
 use crate::parts::g::{GState, Ready, ReadyError, WaitReason};
@@ -31,14 +31,15 @@ pub(crate) struct G {
     run: UnsafeCell<Running>,
     /// The G side of the engine; used only by the G's own code.
     suspender: Suspender,
+    /// The G's stack, lowest to one past highest address, set by its first run. Outside
+    /// `run`: the G's own code reads it (`stack_bounds`) while g0 holds `&mut` to `run`.
+    bounds: OnceLock<Range<usize>>,
 }
 
 struct Running {
     /// The function, until the first run creates the engine.
     body: Option<Body>,
     engine: Option<Context>,
-    /// The G's stack, lowest to one past highest address, once it has one.
-    bounds: Option<Range<usize>>,
     stack: Option<StackInfo>,
     /// Fills the joiner's slot with an explanation if the G never finishes.
     cancel: Option<Cancel>,
@@ -61,11 +62,11 @@ impl G {
             run: UnsafeCell::new(Running {
                 body: Some(body),
                 engine: None,
-                bounds: None,
                 stack: None,
                 cancel: Some(cancel),
             }),
             suspender: Suspender::new(engine),
+            bounds: OnceLock::new(),
         }
     }
 
@@ -89,7 +90,7 @@ impl G {
             };
             let made = self.rt.alloc_stack(self.id()).and_then(|stack| {
                 run.stack = Some(stack.info());
-                run.bounds = Some(stack.bottom()..stack.top());
+                let _ = self.bounds.set(stack.bottom()..stack.top());
                 // SAFETY: `suspender` lives in this G beside the engine, which the G
                 // (behind an Arc) keeps in place until the engine is dropped.
                 unsafe { Context::new(stack, &self.suspender, body) }
@@ -250,10 +251,8 @@ pub fn current() -> GHandle {
 /// down from `end`), or `None` outside a G. To see how much stack a G uses, compare the
 /// address of a local with `end`.
 pub fn stack_bounds() -> Option<Range<usize>> {
-    let g = current_g()?;
-    // SAFETY: the caller is this G's own code, so the M running it is this thread and
-    // nothing else touches `run` meanwhile; `bounds` is set before the G first runs.
-    unsafe { (*g.run.get()).bounds.clone() }
+    // Set before the G first runs, so its own code always finds it.
+    current_g()?.bounds.get().cloned()
 }
 
 /// Parks the calling G until [`GHandle::unpark`]. Like `std::thread::park`, it may return
