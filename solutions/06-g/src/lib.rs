@@ -36,7 +36,7 @@
 //! Here the waker never waits for that lock, at the price of one more state.
 //!
 //! Not here: the stack (part 05), the register switch (part 04 / corosensei), run queues
-//! (part 07). The runtime's G (`gmp`'s `sched.rs`) holds a `GState` beside those.
+//! (part 07). The runtime's G (`gmp`'s `g.rs`) holds a `GState` beside those.
 //!
 //! Book: chapter 6, "A G and one P" (`book/src/ch06-g.md`).
 #![warn(missing_docs)]
