@@ -1,27 +1,18 @@
 //! `cargo workbook book` on a fixture book: mdBook as a library, with its search index.
 
+mod common;
+
 use std::fs;
 
 #[test]
 fn builds_a_book_with_a_search_index() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    fs::create_dir_all(root.join("book/src")).unwrap();
-    fs::write(
-        root.join("book.toml"),
-        "[book]\ntitle = \"Fixture\"\nsrc = \"book/src\"\n\n[build]\nbuild-dir = \"target/book\"\n",
-    )
-    .unwrap();
-    fs::write(
-        root.join("book/src/SUMMARY.md"),
-        "# Summary\n\n- [One](ch01-one.md)\n- [A draft]()\n",
-    )
-    .unwrap();
-    fs::write(
-        root.join("book/src/ch01-one.md"),
+    common::fixture_book(
+        root,
+        "- [A draft]()\n",
         "# One\n\n### Step 1: Parse {#step-1}\n\nText.\n",
-    )
-    .unwrap();
+    );
     let index = testkit::watchdog("building a fixture book", testkit::DEFAULT_LIMIT, {
         let root = root.to_path_buf();
         move || workbook::book::build(&root).unwrap()

@@ -121,18 +121,7 @@ fn a_chapter_marked_written_without_its_page_in_summary_is_named() {
 }
 
 fn fixture_book(root: &Path, page: &str) {
-    fs::create_dir_all(root.join("book/src")).unwrap();
-    fs::write(
-        root.join("book.toml"),
-        "[book]\ntitle = \"Fixture\"\nsrc = \"book/src\"\n\n[build]\nbuild-dir = \"target/book\"\n",
-    )
-    .unwrap();
-    fs::write(
-        root.join("book/src/SUMMARY.md"),
-        "# Summary\n\n- [One](ch01-one.md)\n",
-    )
-    .unwrap();
-    fs::write(root.join("book/src/ch01-one.md"), page).unwrap();
+    common::fixture_book(root, "", page);
     fs::write(
         root.join("book/figures.toml"),
         "[fig.go.handoff]\nvalue = \"125–150\"\nunit = \"ns\"\nsource = \"Go 1.27\"\nwhat = \"hand-off\"\n",

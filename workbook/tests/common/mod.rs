@@ -3,13 +3,31 @@
 //! - [`copy_repo`]: a copy of this repository (without target/, .git/, .workbook/), with
 //!   file times kept so cargo can reuse builds;
 //! - [`fixture`]: a tiny made-up workbook (three exercises, hints, chapters) for the
-//!   commands that never run cargo.
+//!   commands that never run cargo;
+//! - [`fixture_book`]: a one-chapter book, for building with mdBook.
 
 #![allow(dead_code)] // Each test file uses some of these.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// A book of one chapter, `ch01-one.md` holding `page`, under `root`; `more_summary` is
+/// appended to SUMMARY.md as extra entries (a draft, say).
+pub fn fixture_book(root: &Path, more_summary: &str, page: &str) {
+    fs::create_dir_all(root.join("book/src")).unwrap();
+    fs::write(
+        root.join("book.toml"),
+        "[book]\ntitle = \"Fixture\"\nsrc = \"book/src\"\n\n[build]\nbuild-dir = \"target/book\"\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("book/src/SUMMARY.md"),
+        format!("# Summary\n\n- [One](ch01-one.md)\n{more_summary}"),
+    )
+    .unwrap();
+    fs::write(root.join("book/src/ch01-one.md"), page).unwrap();
+}
 
 /// The repository this crate lives in.
 pub fn repo_root() -> PathBuf {
