@@ -33,6 +33,14 @@ pub(crate) use g_mine as g;
 #[cfg(not(feature = "mine-06"))]
 pub(crate) use g_ref as g;
 
+// Part 08 is not called by the scheduler yet (the M:N rewrite wires it into find.rs).
+#[cfg(feature = "mine-08")]
+#[allow(unused_imports)]
+pub(crate) use steal_mine as steal;
+#[cfg(not(feature = "mine-08"))]
+#[allow(unused_imports)]
+pub(crate) use steal_ref as steal;
+
 /// Where a part's code comes from in this build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -93,6 +101,15 @@ pub const PARTS: &[(u8, &str, Source)] = &[
         6,
         "g",
         if cfg!(feature = "mine-06") {
+            Source::Mine
+        } else {
+            Source::Solution
+        },
+    ),
+    (
+        8,
+        "steal",
+        if cfg!(feature = "mine-08") {
             Source::Mine
         } else {
             Source::Solution
