@@ -33,14 +33,15 @@ pub(crate) use g_mine as g;
 #[cfg(not(feature = "mine-06"))]
 pub(crate) use g_ref as g;
 
-// Each P's run queue. Until the scheduler takes its queues from here (issue 10), nothing
-// names it yet: the allow goes once it does.
 #[cfg(feature = "mine-07")]
-#[allow(unused_imports)]
 pub(crate) use runq_mine as runq;
 #[cfg(not(feature = "mine-07"))]
-#[allow(unused_imports)]
 pub(crate) use runq_ref as runq;
+
+#[cfg(feature = "mine-08")]
+pub(crate) use steal_mine as steal;
+#[cfg(not(feature = "mine-08"))]
+pub(crate) use steal_ref as steal;
 
 /// Where a part's code comes from in this build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +112,15 @@ pub const PARTS: &[(u8, &str, Source)] = &[
         7,
         "runq",
         if cfg!(feature = "mine-07") {
+            Source::Mine
+        } else {
+            Source::Solution
+        },
+    ),
+    (
+        8,
+        "steal",
+        if cfg!(feature = "mine-08") {
             Source::Mine
         } else {
             Source::Solution
