@@ -32,6 +32,7 @@ pub struct Builder {
     pin_ms: bool,
     g_stack: usize,
     slab: bool,
+    migrate: bool,
     engine: Option<Engine>,
 }
 
@@ -111,6 +112,7 @@ impl Default for Builder {
             pin_ms: false,
             g_stack: DEFAULT_G_STACK,
             slab: false,
+            migrate: false,
             engine: None,
         }
     }
@@ -147,6 +149,22 @@ impl Builder {
     /// overflow writes into the stack of another G.
     pub unsafe fn slab_stacks(mut self) -> Builder {
         self.slab = true;
+        self
+    }
+
+    /// Lets a started G resume on any M, as Go's Gs do, so an idle M can take over any
+    /// runnable G rather than only the ones not yet started. By default a G stays on the M
+    /// (the OS thread) it first ran on; see chapter 8, "A G that changes threads".
+    ///
+    /// # Safety
+    ///
+    /// No G may hold a value tied to its thread across a point where it can switch (a park,
+    /// a yield, any blocking call of this crate): a borrow from a `thread_local!` (its
+    /// `with` closure), a `!Send` value such as `Rc`, a `MutexGuard` of std, or a panic being
+    /// unwound. After the switch it may run on another thread, which Rust's types cannot
+    /// see: another thread's thread-local, or a guard unlocked on the wrong thread.
+    pub unsafe fn migrate_gs(mut self) -> Builder {
+        self.migrate = true;
         self
     }
 
@@ -205,7 +223,15 @@ impl Builder {
                 value: "asm".to_string(),
             });
         }
-        Runtime::start(procs, self.m_stack.0, &cpus, stacks, self.slab, engine)
+        Runtime::start(
+            procs,
+            self.m_stack.0,
+            &cpus,
+            stacks,
+            self.slab,
+            self.migrate,
+            engine,
+        )
     }
 }
 

@@ -134,6 +134,15 @@ impl Context {
             Context::Asm(e) => e.resume(),
         }
     }
+
+    /// The stack of a G that ran to its end, for the next G; `None` if it did not finish.
+    pub(crate) fn into_stack(self) -> Option<GStack> {
+        match self {
+            Context::Coro(e) => e.into_stack(),
+            #[cfg(target_arch = "x86_64")]
+            Context::Asm(e) => e.into_stack(),
+        }
+    }
 }
 
 mod coro {
@@ -197,6 +206,10 @@ mod coro {
                 CoroutineResult::Yield(why) => why,
                 CoroutineResult::Return(()) => SwitchOut::Exit,
             }
+        }
+
+        pub(crate) fn into_stack(self) -> Option<GStack> {
+            self.co.done().then(|| self.co.into_stack())
         }
     }
     // Dropping a suspended Coroutine unwinds its stack (corosensei's forced unwind), which
@@ -317,6 +330,14 @@ mod asm {
                 std::panic::resume_unwind(payload);
             }
             why
+        }
+
+        pub(crate) fn into_stack(mut self) -> Option<GStack> {
+            if self.finished {
+                self.stack.take()
+            } else {
+                None
+            }
         }
     }
 

@@ -13,6 +13,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::ops::Range;
 use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::engine::{Body, Context, Engine, Suspender, SwitchOut};
@@ -25,8 +26,12 @@ use crate::task::Cancel;
 pub(crate) struct G {
     pub(crate) state: GState,
     pub(crate) rt: Arc<Shared>,
-    /// Index in the runtime's table of live Gs (`allgs`); written under the sched lock.
-    pub(crate) slot: Cell<usize>,
+    /// Index in the runtime's table of live Gs (`sched/gtable.rs`), set before it is queued.
+    pub(crate) slot: AtomicU32,
+    /// The M it first ran on, which it stays on (`u32::MAX` until then). Runtime-owned.
+    home: AtomicU32,
+    /// An M is running it now. Runtime-owned: checked whatever part 06 answers (S2).
+    on_m: AtomicBool,
     /// Only the M that moved this G to running (part 06's `run`) touches these.
     run: UnsafeCell<Running>,
     /// The G side of the engine; used only by the G's own code.
@@ -45,10 +50,9 @@ struct Running {
     cancel: Option<Cancel>,
 }
 
-// SAFETY: `run` is touched only by the M that holds the G in the running state (part 06's
-// `run` refuses a second M) or, at shutdown, by the thread tearing the runtime down after
-// every M has stopped; `slot` only under the sched lock; `suspender` only by the G's own
-// code, which runs on one M at a time.
+// SAFETY: `run` is touched only by the M that set `on_m` (`enter_m` admits one M at a
+// time, whatever part 06 does) or, at shutdown, by the thread tearing the runtime down after
+// every M has stopped; `suspender` only by the G's own code, which runs on one M at a time.
 unsafe impl Sync for G {}
 // SAFETY: as above; the closures inside are `Send`.
 unsafe impl Send for G {}
@@ -58,7 +62,9 @@ impl G {
         G {
             state: GState::new(id),
             rt,
-            slot: Cell::new(usize::MAX),
+            slot: AtomicU32::new(u32::MAX),
+            home: AtomicU32::new(u32::MAX),
+            on_m: AtomicBool::new(false),
             run: UnsafeCell::new(Running {
                 body: Some(body),
                 engine: None,
@@ -74,13 +80,43 @@ impl G {
         self.state.id()
     }
 
+    /// The M a started G stays on; `None` before its first run.
+    pub(crate) fn home(&self) -> Option<usize> {
+        match self.home.load(Ordering::Acquire) {
+            u32::MAX => None,
+            m => Some(m as usize),
+        }
+    }
+
+    /// Makes M `m` this G's home if it has none; `Err(home)` if it has another.
+    pub(crate) fn settle_on(&self, m: usize) -> Result<(), usize> {
+        match self
+            .home
+            .compare_exchange(u32::MAX, m as u32, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => Ok(()),
+            Err(home) if home as usize == m => Ok(()),
+            Err(home) => Err(home as usize),
+        }
+    }
+
+    /// Claims the G for the calling M; `false` if another M is running it.
+    pub(crate) fn enter_m(&self) -> bool {
+        !self.on_m.swap(true, Ordering::Acquire)
+    }
+
+    /// The M is done with the G for now (it switched back to g0).
+    pub(crate) fn leave_m(&self) {
+        self.on_m.store(false, Ordering::Release);
+    }
+
     /// On g0, with the G moved to running: runs it until it switches out. The first run
     /// takes a stack from the pool; if there is none, the G ends with that error as its
     /// panic and `Exit` is returned.
     ///
     /// # Safety
     ///
-    /// The caller is the M that moved this G to running and has not yet handed it on.
+    /// The caller is the M that claimed the G with `enter_m` and has not yet left it.
     pub(crate) unsafe fn resume(self: &Arc<Self>) -> SwitchOut {
         // SAFETY: the caller's promise: we alone touch `run` now.
         let run = unsafe { &mut *self.run.get() };
@@ -120,9 +156,10 @@ impl G {
             overflow.abort();
         }
         if why == SwitchOut::Exit {
-            // The stack goes back to the pool; the joiner was told by the G itself.
-            run.engine = None;
-            self.rt.stack_returned();
+            // The stack goes to the next G (the P's cache) or back to the pool; the joiner
+            // was told by the G itself.
+            let engine = run.engine.take().expect("checked above");
+            self.rt.stack_finished(engine.into_stack());
             run.cancel = None;
         }
         why
@@ -148,6 +185,21 @@ impl G {
         TEARING_DOWN.set(false);
         if let Some(cancel) = run.cancel.take() {
             cancel("the runtime shut down before this G finished".to_string());
+        }
+    }
+
+    /// A G that will never run (the runtime is shutting down, or its table is full): its
+    /// joiner gets `why`.
+    ///
+    /// # Safety
+    ///
+    /// The G was never queued, so no M runs it or ever will.
+    pub(crate) unsafe fn refuse(&self, why: String) {
+        // SAFETY: the caller's promise.
+        let run = unsafe { &mut *self.run.get() };
+        run.body = None;
+        if let Some(cancel) = run.cancel.take() {
+            cancel(why);
         }
     }
 
@@ -229,7 +281,7 @@ impl GHandle {
     /// If the G has finished: the wake-up has nobody to go to.
     pub fn unpark(&self) -> Result<(), ReadyError> {
         match self.g.state.ready()? {
-            Ready::Enqueue => self.g.rt.enqueue(self.g.clone()),
+            Ready::Enqueue => self.g.rt.ready(self.g.clone()),
             Ready::Pending => {}
         }
         Ok(())
@@ -311,7 +363,7 @@ impl Waiter {
     pub(crate) fn wake(&self) {
         match self {
             Waiter::G(g) => match g.state.ready() {
-                Ok(Ready::Enqueue) => g.rt.enqueue(g.clone()),
+                Ok(Ready::Enqueue) => g.rt.ready(g.clone()),
                 Ok(Ready::Pending) => {}
                 // A stale entry (the G stopped waiting here and has since finished): the
                 // wake-up is not needed by anyone.

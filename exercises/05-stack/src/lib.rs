@@ -284,6 +284,12 @@ impl GStack {
         self.owner
     }
 
+    /// Gives the stack to G `owner`, when a runtime hands a finished G's stack straight to
+    /// the next one (a per-P cache, as Go's `stackcache`) instead of through the pool.
+    pub fn set_owner(&mut self, owner: u64) {
+        self.owner = owner;
+    }
+
     /// Which mode its pool runs in.
     pub fn mode(&self) -> StackMode {
         self.pool.mode

@@ -10,24 +10,36 @@ use std::sync::{Arc, Weak};
 
 use super::m::MState;
 use super::{RUNTIMES, Shared, current};
-use crate::g::G;
 use crate::lock;
 
 impl Shared {
     /// What `Runtime::dump`, `gmp::dump` and `dump_all` print for this runtime.
     pub(super) fn dump(&self) -> String {
         const SHOWN: usize = 32;
-        let s = lock(&self.sched);
-        let live: Vec<&Arc<G>> = s.allgs.iter().flatten().collect();
+        let live = self.gtable.live();
+        let (idle_ms, idle_ps, handed, shutdown) = {
+            let s = lock(&self.sched);
+            let handed: Vec<usize> = (0..self.ms.len())
+                .filter(|&m| s.next_p[m].is_some())
+                .collect();
+            let idle_ps: Vec<usize> = s.pidle.iter().map(|p| p.id).collect();
+            (s.midle.clone(), idle_ps, handed, s.shutdown)
+        };
+        let rings: Vec<usize> = self.stealers.iter().map(|s| s.len()).collect();
         let mut out = format!(
-            "runtime {}: {} P(s), engine {}, run queue length {}, {} live G(s), idle Ms {:?}{}\n",
+            "runtime {}: {} P(s), engine {}{}, global queue {}, P run queues {:?}, \
+             {} live G(s), idle Ps {:?}, idle Ms {:?}, spinning Ms {}{}\n",
             self.id,
-            self.ms.len(),
+            self.procs,
             self.engine.name(),
-            s.runq.len(),
+            if self.migrate { ", Gs migrate" } else { "" },
+            self.global.len(),
+            rings,
             live.len(),
-            s.idle,
-            if s.shutdown { ", shutting down" } else { "" }
+            idle_ps,
+            idle_ms,
+            self.spinning.count(),
+            if shutdown { ", shutting down" } else { "" }
         );
         for (i, m) in self.ms.iter().enumerate() {
             let _ = write!(
@@ -36,34 +48,45 @@ impl Shared {
                 m.tid.load(Relaxed),
                 m.state().name(),
             );
+            if m.spinning.load(Relaxed) {
+                let _ = write!(out, ", spinning");
+            }
             let running = m.running_g.load(Relaxed);
             if running != 0 {
                 let _ = write!(out, " G {running}");
             }
-            let _ = writeln!(out, ", {} switches to Gs", m.switches.load(Relaxed));
+            let _ = writeln!(
+                out,
+                ", {} started G(s) queued here, {} switches to Gs",
+                m.pinned.len() + m.yielded.len(),
+                m.switches.load(Relaxed)
+            );
         }
-        // Facts that, if they last until a watchdog fires, point at a lost wake-up. `enqueue`
-        // takes the M it wakes off `idle` under the lock of its push, so an M whose wake-up
-        // was lost is parked but no longer listed as idle.
+        // Facts that, if they last until a watchdog fires, point at a lost wake-up: an M
+        // taken off the idle list (by `wakep` or `wake_home`) is handed a P under the same
+        // lock, so a parked M that is neither listed idle nor holds a hand-off was woken by
+        // nobody (part 03's unpark lost it).
         let unwoken: Vec<usize> = (0..self.ms.len())
-            .filter(|i| self.ms[*i].state() == MState::Idle && !s.idle.contains(i))
+            .filter(|i| {
+                self.ms[*i].state() == MState::Idle && !idle_ms.contains(i) && !handed.contains(i)
+            })
             .collect();
-        if !s.runq.is_empty() && !unwoken.is_empty() && !s.shutdown {
+        let queued = self.global.len() + rings.iter().sum::<usize>();
+        if queued > 0 && !unwoken.is_empty() && !shutdown {
             let _ = writeln!(
                 out,
                 "  note: M(s) {unwoken:?} parked although taken off the idle list to be woken, \
-                 while {} G(s) wait in the run queue: if this lasts, the wake-up was lost \
-                 (part 03, parker)",
-                s.runq.len()
+                 while {queued} G(s) wait in run queues: if this lasts, the wake-up was lost \
+                 (part 03, parker)"
             );
         }
         for g in live.iter().take(SHOWN) {
-            let nowhere = !s.shutdown
+            let nowhere = !shutdown
                 && g.state.status() == crate::parts::g::Status::Runnable
-                && !s.runq.iter().any(|q| Arc::ptr_eq(q, g))
+                && !self.gtable.is_queued(g)
                 && !self.ms.iter().any(|m| m.running_g.load(Relaxed) == g.id());
             let note = if nowhere {
-                ": runnable, but seen in no run queue and on no M at this instant; if this \
+                ": runnable, but in no run queue and on no M at this instant; if this \
                  lasts, it was readied and never queued (part 06, g)"
             } else {
                 ""
@@ -107,20 +130,29 @@ mod tests {
             let rt = Runtime::builder().procs(1).build().unwrap();
             let shared = rt.shared.clone();
             // Wait for M0 to park with nothing to do.
-            while !(lock(&shared.sched).idle == [0] && shared.ms[0].state() == MState::Idle) {
+            while !(lock(&shared.sched).midle == [0] && shared.ms[0].state() == MState::Idle) {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            // Lose its wake-up: take it off the idle list as `enqueue` does, and never unpark.
-            lock(&shared.sched).idle.clear();
+            // Lose its wake-up: take it off the idle list, as a waker does, and never wake it.
+            lock(&shared.sched).midle.clear();
             let h = shared.spawn(|| 7);
             let dump = shared.dump();
-            shared.ms[0].idle.unpark(); // found: wake it after all
+            // Found: wake it after all, as `wakep` would have.
+            {
+                let mut s = lock(&shared.sched);
+                let p = s.pidle.pop().unwrap();
+                shared
+                    .npidle
+                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                s.next_p[0] = Some((p, false));
+            }
+            shared.ms[0].idle.unpark();
             assert_eq!(h.join().unwrap(), 7);
             dump
         });
         assert!(
             dump.contains("M(s) [0] parked although taken off the idle list")
-                && dump.contains("1 G(s) wait in the run queue"),
+                && dump.contains("1 G(s) wait in run queues"),
             "{dump}"
         );
     }

@@ -1,34 +1,241 @@
-//! Where an M finds its next G: [`find_runnable`] (Go: `findRunnable` in `proc.go`). Stage 1
-//! looks only in the global queue; chapter 8 adds runnext, the local queue, the global queue
-//! every 61st tick, stealing and spinning, in Go's order.
+//! Where an M finds its next G: [`find_runnable`] (Go: `findRunnable` in `proc.go`), and
+//! what an M does when there is none: give its P back and park until handed one (Go:
+//! `stopm`, with the "spinning to non-spinning" recheck).
 //!
-//! Not here: the other side of the idle protocol, `enqueue` (`mod.rs`, "Idle M without
-//! lost wake-up"); what an M does with the G (`m.rs`).
+//! The order it looks in, and when it may steal, are part 08's (`Finder`); the mechanics
+//! of each source are here ([`Look`]). Not here: the other side of the idle protocol,
+//! `wakep`, `wake_home` and `release_p` (`mod.rs`); what an M does with the G (`m.rs`).
 
 use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
 
-use super::Shared;
-use super::m::MState;
+use super::m::{MState, with_m};
+use super::p::{P, Rng};
+use super::{Sched, Shared};
 use crate::g::G;
 use crate::lock;
+use crate::parts::runq::{CAPACITY, Local, Token};
+use crate::parts::steal::Sources;
 
-/// The next G to run, sleeping until there is one; `None` at shutdown. Go: `findRunnable`
-/// (stage 1 has only the global queue to look in).
-pub(super) fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
-    let me = &shared.ms[index];
-    loop {
+/// Started Gs taken from the M's own queue in a row before the P's ring gets a turn (the
+/// ring holds fresh Gs; without a bound, two Gs handing a value back and forth would keep
+/// them waiting forever). Go's `runnext` has the same problem and bounds it with the time
+/// slice a readied G inherits.
+const PINNED_STREAK: u32 = 61;
+
+/// The sources `Finder` looks in, for the P held by M `m`: the parts of the P it needs,
+/// borrowed apart from the P's `Finder`, which is looking.
+struct Look<'a> {
+    shared: &'a Shared,
+    m: usize,
+    p: usize,
+    runq: &'a mut Local<CAPACITY>,
+    pinned_streak: &'a mut u32,
+    rng: &'a mut Rng,
+}
+
+impl Sources for Look<'_> {
+    type G = Token;
+
+    fn local(&mut self) -> Option<Token> {
+        let pinned = &self.shared.ms[self.m].pinned;
+        if *self.pinned_streak < PINNED_STREAK
+            && let Some(t) = Shared::pop_injector(pinned)
         {
-            let mut s = lock(&shared.sched);
-            if let Some(g) = s.runq.pop_front() {
-                return Some(g);
-            }
-            if s.shutdown {
-                return None;
-            }
-            s.idle.push(index); // step 1 of "Idle M without lost wake-up"
+            *self.pinned_streak += 1;
+            return Some(t);
         }
-        me.set_state(index, MState::Idle);
+        *self.pinned_streak = 0;
+        self.runq.pop().or_else(|| Shared::pop_injector(pinned))
+    }
+
+    /// Go: `globrunqget`: one G to run, and up to a fair share more into the local ring.
+    /// Then this M's yielded Gs, which Go would have put in the global queue.
+    fn global(&mut self) -> Option<Token> {
+        let Some(first) = Shared::pop_injector(&self.shared.global) else {
+            return Shared::pop_injector(&self.shared.ms[self.m].yielded);
+        };
+        let share = (self.shared.global.len() / self.shared.procs + 1).min(CAPACITY / 2);
+        for _ in 1..share {
+            let Some(t) = Shared::pop_injector(&self.shared.global) else {
+                break;
+            };
+            self.runq.push_back(t, |t| self.shared.global.push(t));
+        }
+        Some(first)
+    }
+
+    fn netpoll(&mut self) -> Option<Token> {
+        None // chapter 10
+    }
+
+    fn steal(&mut self, victim: usize, runnext_too: bool) -> Option<Token> {
+        if victim == self.p {
+            return None;
+        }
+        self.shared
+            .stealers
+            .get(victim)?
+            .steal_into(self.runq, runnext_too)
+    }
+
+    fn random(&mut self) -> u32 {
+        self.rng.next()
+    }
+}
+
+/// The next G for M `index` to run, parking until there is one; `None` at shutdown.
+/// Go: `findRunnable`.
+pub(super) fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
+    loop {
+        if shared.shutdown.load(Ordering::Acquire) {
+            return None;
+        }
+        let found = with_m(shared.id, |m| {
+            let p = m.p.as_mut()?;
+            // Go: only a spinning M steals, and at most half the busy Ps' worth spin.
+            if !m.spinning {
+                let idle = shared.npidle.load(Ordering::SeqCst);
+                m.spinning = shared.spinning.try_start(shared.procs, idle);
+                shared.ms[index]
+                    .spinning
+                    .store(m.spinning, Ordering::Relaxed);
+            }
+            let P {
+                id,
+                runq,
+                finder,
+                pinned_streak,
+                rng,
+                ..
+            } = &mut **p;
+            let mut look = Look {
+                shared,
+                m: index,
+                p: *id,
+                runq,
+                pinned_streak,
+                rng,
+            };
+            let token = finder.find(&mut look, m.spinning);
+            if token.is_some() && m.spinning {
+                m.spinning = false;
+                shared.ms[index].spinning.store(false, Ordering::Relaxed);
+                // Go: `resetspinning`: the last spinner found work, so more may be coming:
+                // start another spinner to look for it.
+                if shared.spinning.stop() {
+                    shared.wakep();
+                }
+            }
+            token
+        })
+        .expect("an M's context is set by m_main and free between Gs");
+        if let Some(token) = found {
+            return Some(shared.take(token));
+        }
+        if !stop_m(shared, index) {
+            return None;
+        }
+    }
+}
+
+/// M `index` found nothing: gives its P back, parks, and returns once it holds a P again
+/// (`true`), or at shutdown (`false`). Go: the end of `findRunnable`, `stopm`.
+fn stop_m(shared: &Shared, index: usize) -> bool {
+    let (p, was_spinning) = with_m(shared.id, |m| {
+        let spinning = std::mem::take(&mut m.spinning);
+        (m.p.take().expect("held while looking"), spinning)
+    })
+    .expect("an M's context is free between Gs");
+    shared.ms[index].spinning.store(false, Ordering::Relaxed);
+    {
+        let mut s = lock(&shared.sched);
+        if s.shutdown {
+            s.pidle.push(p);
+            return false;
+        }
+        shared.release_p(&mut s, p);
+        s.midle.push(index);
+    }
+    // Go's "spinning to non-spinning" protocol: a G queued while we were giving up was
+    // either seen by us here or its `wakep` saw our idle P. The fence pairs with the one in
+    // `ready_token`, after the push and before `wakep` reads `npidle`.
+    let last = was_spinning && shared.spinning.stop();
+    fence(Ordering::SeqCst);
+    let work = !shared.global.is_empty()
+        || !shared.ms[index].pinned.is_empty()
+        || !shared.ms[index].yielded.is_empty()
+        || (last && shared.stealers.iter().any(|s| !s.is_empty()));
+    if work && take_p_back(shared, index) {
+        return true;
+    }
+    let me = &shared.ms[index];
+    me.set_state(index, MState::Idle);
+    loop {
         me.idle.park();
-        me.set_state(index, MState::Scheduling);
+        let mut s = lock(&shared.sched);
+        if let Some((p, spinning)) = s.next_p[index].take() {
+            drop(s);
+            with_m(shared.id, |m| {
+                m.p = Some(p);
+                m.spinning = spinning;
+            });
+            me.spinning.store(spinning, Ordering::Relaxed);
+            me.set_state(index, MState::Scheduling);
+            return true;
+        }
+        if s.shutdown {
+            drop(s);
+            me.set_state(index, MState::Scheduling);
+            return false;
+        }
+        // A wake-up meant for an earlier wait (the Parker keeps one): park again.
+    }
+}
+
+/// Work appeared while M `index` was giving up: takes a P back if it is still listed as
+/// idle and a P is free (otherwise whoever took it off the list handed it one).
+fn take_p_back(shared: &Shared, index: usize) -> bool {
+    let mut s = lock(&shared.sched);
+    let got = match s.next_p[index].take() {
+        Some((p, spinning)) => Some((p, spinning)),
+        None => match s.midle.iter().position(|&m| m == index) {
+            Some(pos) => s.pidle.pop().map(|p| {
+                shared.npidle.fetch_sub(1, Ordering::SeqCst);
+                s.midle.swap_remove(pos);
+                (p, false)
+            }),
+            None => None,
+        },
+    };
+    drop(s);
+    match got {
+        Some((p, spinning)) => {
+            with_m(shared.id, |m| {
+                m.p = Some(p);
+                m.spinning = spinning;
+            });
+            true
+        }
+        None => false,
+    }
+}
+
+impl Shared {
+    /// Gives `p` up: to a parked M whose own queue has started Gs waiting (it can run them
+    /// nowhere else), or to the idle list. Go: `pidleput` (and `handoffp`'s choice).
+    pub(super) fn release_p(&self, s: &mut Sched, p: Box<P>) {
+        let waiting = s.midle.iter().position(|&m| !self.ms[m].pinned.is_empty());
+        match waiting {
+            Some(pos) => {
+                let m = s.midle.swap_remove(pos);
+                s.next_p[m] = Some((p, false));
+                self.ms[m].idle.unpark();
+            }
+            None => {
+                s.pidle.push(p);
+                self.npidle.fetch_add(1, Ordering::SeqCst);
+            }
+        }
     }
 }

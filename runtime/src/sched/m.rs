@@ -5,24 +5,37 @@
 //! Not here: where the next G comes from (`find.rs`), starting the Ms (`Runtime::start` in
 //! `mod.rs`), the M's "current G" thread-local (`g.rs`).
 
+use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use crossbeam_deque::Injector;
 
 use super::Shared;
 use super::find::find_runnable;
+use super::p::P;
 use crate::builder::BuildError;
 use crate::engine::SwitchOut;
 use crate::g::G;
 use crate::lock;
 use crate::parts::g::AfterPark;
 use crate::parts::parker::Parker;
+use crate::parts::runq::Token;
 use crate::task;
 
 /// What the runtime knows of one M. Written by that M, read by `dump` and `metrics`.
 pub(super) struct MSlot {
-    /// The M sleeps here when it has no work; `enqueue` and shutdown unpark it.
+    /// The M sleeps here when it has no work; `wakep`, `wake_home` and shutdown unpark it.
     pub(super) idle: Parker,
+    /// Started Gs of this M that are runnable: a G that has run here stays here (see
+    /// "Started Gs stay on their M" in `mod.rs`). Anyone pushes; only this M pops.
+    pub(super) pinned: Injector<Token>,
+    /// Started Gs of this M that yielded: looked at after the local and global queues, as
+    /// Go's `Gosched` puts a G on the global queue, so every other G gets a turn first.
+    pub(super) yielded: Injector<Token>,
+    /// Counted in `Shared::spinning` now (for dumps).
+    pub(super) spinning: AtomicBool,
     /// Kernel thread id, set once by `Runtime::start`.
     pub(super) tid: AtomicU32,
     /// An [`MState`], written only by the M itself (`MSlot::set_state`).
@@ -120,6 +133,9 @@ impl MSlot {
     pub(super) fn new() -> MSlot {
         MSlot {
             idle: Parker::new(),
+            pinned: Injector::new(),
+            yielded: Injector::new(),
+            spinning: AtomicBool::new(false),
             tid: AtomicU32::new(0),
             state: AtomicU8::new(MState::Starting as u8),
             running_g: AtomicU64::new(0),
@@ -165,21 +181,63 @@ pub(super) fn check_m_tids(tids: &[u32]) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// g0's loop on M `index`. Go: `schedule`, which never returns; ours returns at shutdown.
-pub(super) fn m_main(shared: Arc<Shared>, index: usize) {
+/// What an M holds, in its own thread-local: only code running on this M (g0, or a G it
+/// runs) reaches it, so the P inside is touched by its holder alone. Borrowed briefly and
+/// never across a switch to a G, so a G's own code can borrow it too (to spawn into the P).
+pub(crate) struct MCtx {
+    /// The runtime this M belongs to (a G may start another runtime inside itself).
+    rt: u64,
+    pub(crate) index: usize,
+    /// Go: `m.p`.
+    pub(crate) p: Option<Box<P>>,
+    /// Go: `m.spinning`.
+    pub(crate) spinning: bool,
+}
+
+thread_local! {
+    static M_CTX: RefCell<Option<MCtx>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on this thread's M context if the thread is an M of runtime `rt` and nobody
+/// else has it borrowed (g0 between Gs, or user code on g0); `None` otherwise.
+pub(crate) fn with_m<R>(rt: u64, f: impl FnOnce(&mut MCtx) -> R) -> Option<R> {
+    M_CTX
+        .try_with(|ctx| {
+            let mut ctx = ctx.try_borrow_mut().ok()?;
+            match ctx.as_mut() {
+                Some(m) if m.rt == rt => Some(f(m)),
+                _ => None,
+            }
+        })
+        .ok()
+        .flatten()
+}
+
+/// g0's loop on M `index`, which starts holding `p`. Go: `mstart` then `schedule`, which
+/// never returns; ours returns at shutdown.
+pub(super) fn m_main(shared: Arc<Shared>, index: usize, p: Box<P>) {
     let me = &shared.ms[index];
+    M_CTX.set(Some(MCtx {
+        rt: shared.id,
+        index,
+        p: Some(p),
+        spinning: false,
+    }));
     let looped = panic::catch_unwind(AssertUnwindSafe(|| {
         while let Some(g) = find_runnable(&shared, index) {
             execute(&shared, index, g);
         }
     }));
     me.set_state(index, MState::Exited);
+    // Drops the P (its ring holds only numbers) before the thread ends.
+    drop(M_CTX.take());
     if let Err(payload) = looped {
         // G panics never get here (each G catches its own), so this is a part or the
         // runtime failing on g0: stop the runtime and tell the thread in block_on.
         let message = task::payload_message(&*payload).unwrap_or("a non-string panic");
-        *lock(&shared.broken) = Some(format!("M{index} panicked on g0: {message}"));
-        lock(&shared.sched).shutdown = true;
+        let why = format!("M{index} panicked on g0: {message}");
+        lock(&shared.broken).get_or_insert(why);
+        shared.begin_shutdown();
         for m in &shared.ms {
             let _ = panic::catch_unwind(AssertUnwindSafe(|| m.idle.unpark()));
         }
@@ -194,25 +252,48 @@ pub(super) fn m_main(shared: Arc<Shared>, index: usize) {
 pub(super) fn execute(shared: &Shared, index: usize, g: Arc<G>) {
     let me = &shared.ms[index];
     g.state.run(); // part 06: refuses a G that is not runnable
+    // A started G runs only on its M unless the runtime migrates Gs; a fresh one makes
+    // this M its home. Only this M's own queue holds its started Gs, so another home here
+    // is a runtime bug, caught before the G's thread-locals could be raced.
+    if let Err(home) = g.settle_on(index)
+        && !shared.migrate
+    {
+        shared.fail(format!(
+            "gmp bug: G {} started on M{home} was handed to M{index}",
+            g.id()
+        ));
+    }
     me.running_g.store(g.id(), Relaxed);
     me.set_state(index, MState::Running);
-    // SAFETY: this M just moved the G to running, so it alone may resume it.
+    // Checked by the runtime itself, whatever part 06 answered: one M at a time.
+    if !g.enter_m() {
+        shared.fail(format!(
+            "G {} was handed to M{index} while another M runs it: part 06 (g) let `run` \
+             succeed twice",
+            g.id()
+        ));
+    }
+    // SAFETY: `enter_m` just made this M the only one running the G.
     let why = unsafe { g.resume() };
+    g.leave_m();
     me.set_state(index, MState::Scheduling);
     me.running_g.store(0, Relaxed);
     me.switches.fetch_add(1, Relaxed);
     match why {
         SwitchOut::Yield => {
             g.state.yielded();
-            shared.enqueue(g);
+            shared.requeue_yielded(g, index);
         }
         SwitchOut::Park => match g.state.parked() {
             AfterPark::Waiting => {} // whoever readies it queues it
-            AfterPark::Requeue => shared.enqueue(g),
+            AfterPark::Requeue => shared.ready(g),
         },
         SwitchOut::Exit => {
             g.state.exit();
-            shared.forget(&g);
+            with_m(shared.id, |m| {
+                shared.gtable.remove(&g, m.p.as_mut().map(|p| &mut p.slots))
+            })
+            .unwrap_or_else(|| shared.gtable.remove(&g, None));
         }
     }
 }

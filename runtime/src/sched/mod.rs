@@ -1,52 +1,67 @@
-//! The scheduler, stage 1: Gs with their own stacks, a global run queue, one M per P, and
-//! g0's loop on every M. Idle Ms sleep on a Parker.
+//! The scheduler, stage 2: Go's G-M-P. Each P has its own run queue (part 07) and each M
+//! looks for work in part 08's order, stealing from other Ps when its own are empty; an M
+//! with nothing to do gives its P back and parks until another M hands it one.
 //!
 //! Go's shape (`proc.go`): `schedule` -> `findRunnable` -> `execute`, here as
 //! [`m_main`](m::m_main) -> [`find_runnable`](find::find_runnable) ->
 //! [`execute`](m::execute). `execute` switches to the G; when the G switches back (it
 //! yielded, parked or finished), g0 finishes what the G started: it requeues a yielded G,
-//! completes a park with part 06's `parked`, frees a dead G's stack.
-//!
-//! Stage 1 has one run queue for all Ps, under one lock; local run queues arrive in
-//! chapter 7, stealing in chapter 8. With one P (`procs(1)`) this is chapter 6's picture.
+//! completes a park with part 06's `parked`, frees a dead G's slot and stack.
 //!
 //! Where things live, after Go's files:
 //!
 //! - here: the runtime's global state, grouped by what guards it, and the lock order;
-//!   starting and shutting down ([`Runtime`]); `go`, `enqueue` (Go: `newproc`, `runqput`);
-//! - `m.rs`: an M: its state machine, g0's loop (`m_main`) and `execute`;
-//! - `find.rs`: `find_runnable`, where an M looks for its next G or goes idle;
+//!   starting and shutting down ([`Runtime`]); `go` and `ready` (Go: `newproc`, `ready`,
+//!   `runqput`, `wakep`, `startm`);
+//! - `p.rs`: a P, an owned value handed between Ms (Go: `type p`);
+//! - `m.rs`: an M: its thread-local context (the P it holds), its state machine, g0's loop
+//!   (`m_main`) and `execute`;
+//! - `find.rs`: `find_runnable`, where an M looks for its next G or gives its P back and
+//!   parks (Go: `findRunnable`, `stopm`, `pidleput`);
+//! - `gtable.rs`: the table of live Gs and the tokens that stand for queued Gs (Go: `allgs`);
 //! - `stackalloc.rs`: a G's stack from part 05, charged to the map budget (Go: `stackalloc`);
 //! - `dump.rs`: the picture of a runtime that watchdogs print (Go: `schedtrace`).
 //!
 //! Not here: a G and its thread-local "current G" (`g.rs`), the engine (`engine.rs`).
 //!
-//! ## Idle M without lost wake-up
+//! ## Started Gs stay on their M
 //!
-//! Rejected: an M that finds the queue empty, unlocks, and then parks. An `enqueue` in
-//! between pushes a G, sees no idle M to wake, and the G waits until some M happens to look.
+//! A G's stack may hold a borrow of a `thread_local!`, an `Rc`, a std `MutexGuard`, or a
+//! panic being unwound: values tied to the OS thread that Rust's `Send` cannot see, because
+//! the G itself was `Send` when it was spawned. If such a G resumed on another M, it would
+//! use the first thread's thread-local from the second thread: a data race in safe code.
+//! So by default a G that has run on M `m` is queued only on `m`'s own queue (`MSlot::pinned`)
+//! and runs only there; stealing moves only Gs that have not started. Go moves any G (Go
+//! code has no thread-locals); `Builder::migrate_gs` is the `unsafe` opt-in to do the same.
+//! The price: a started G waits for its own M even when another M is idle.
 //!
-//! Chosen: "the queue is empty, so I am idle" is decided under the same lock that `enqueue`
-//! takes to push:
+//! ## Idle Ms and Ps without lost wake-ups
 //!
-//! 1. An M that finds the queue empty adds itself to `idle` *before* unlocking, then parks.
-//! 2. `enqueue` pushes the G and, under the lock, takes one M off `idle`, then unparks it.
-//! 3. If that unpark lands before the M's park, the Parker keeps the token (part 03), so the
-//!    park returns at once.
+//! Go's "spinning to non-spinning" protocol (`proc.go`, "Worker thread parking/unparking"):
 //!
-//! Shutdown follows the same rule: the flag is set under the lock, then every M is unparked.
+//! 1. Whoever queues a G pushes it, then (after a SeqCst fence) calls `wakep`, which starts
+//!    a spinning M if a P is idle and no M spins already.
+//! 2. An M that found nothing puts its P on the idle list (counting `npidle`), stops
+//!    spinning, and, after a SeqCst fence, looks again at the global queue, its own queue and
+//!    (if it was the last spinner) every P's ring, before parking.
+//! 3. So of a push and an M giving up, at least one sees the other: the pusher sees the idle
+//!    P and wakes an M, or the M sees the G and takes a P back.
+//! 4. An M is woken only with a P in hand (`Sched::next_p`), given under the `sched` lock
+//!    that also takes it off the idle list; a started G queued on a parked M gets its M a P
+//!    the same way (`wake_home`, or `release_p` when no P is idle).
 //!
 //! ## Shutdown
 //!
-//! When the main G returns, the runtime is dropped: the queue is emptied, every M finishes
-//! the G it is running and exits, and then the Gs still alive (waiting forever, say) are
-//! torn down on the dropping thread; their joiners get a [`Panic`](crate::Panic) saying so.
-//! Go instead exits the process with them still parked.
+//! When the main G returns, the runtime is dropped: every M finishes the G it is running
+//! and exits, and then the Gs still alive (waiting forever, say) are torn down on the
+//! dropping thread; their joiners get a [`Panic`](crate::Panic) saying so. Go instead exits
+//! the process with them still parked.
 
-use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed, fence};
 use std::sync::{Arc, Mutex, Weak};
+
+use crossbeam_deque::{Injector, Steal};
 
 use crate::builder::{BuildError, Builder};
 use crate::engine::Engine;
@@ -55,16 +70,22 @@ use crate::lock;
 use crate::maps;
 use crate::parts::osthread::{MBuilder, MHandle};
 use crate::parts::parker::Parker;
+use crate::parts::runq::{CAPACITY, Stealer, Token};
 use crate::parts::stack::{self, PoolConfig, StackPool};
+use crate::parts::steal::Spinning;
 use crate::task::{self, JoinHandle};
 
 mod dump;
 mod find;
+mod gtable;
 mod m;
+mod p;
 mod stackalloc;
 
 pub use dump::{dump, dump_all};
-use m::{MSlot, check_m_tids, m_main};
+use gtable::GTable;
+use m::{MSlot, check_m_tids, m_main, with_m};
+use p::P;
 use stackalloc::Refusal;
 
 /// A running runtime. Dropping it shuts it down (see "Shutdown" above).
@@ -77,26 +98,43 @@ pub struct Runtime {
 /// are grouped by what guards them.
 ///
 /// Lock order: `sched` is a leaf, nothing else is locked while it is held (the channel,
-/// join-slot and WaitGroup locks are released before their wakers call `enqueue`, which
-/// takes it). `stack_refusal` is held while `maps.rs` takes its `READER`, never the other
-/// way round. `broken`, `main_waiter` and `RUNTIMES` are each taken alone.
+/// join-slot and WaitGroup locks are released before their wakers call `ready`, which may
+/// take it). A G-table slot's lock (`gtable.rs`) is a leaf too. `stack_refusal` is held
+/// while `maps.rs` takes its `READER`, never the other way round. `broken`, `main_waiter`
+/// and `RUNTIMES` are each taken alone.
 pub(crate) struct Shared {
     // Set at start, then read without a lock.
     id: u64,
     engine: Engine,
     /// Slab stacks (1 mapping per chunk) rather than guarded ones (2 per stack).
     slab: bool,
-    /// One per M (= per P in stage 1). Each slot's atomics are written only by its M.
+    /// Started Gs may resume on another M (the `unsafe` opt-in `Builder::migrate_gs`);
+    /// otherwise a G stays on the M that first ran it (see "Started Gs stay on their M").
+    migrate: bool,
+    /// One per M. Each slot's atomics are written only by its M; its queue by anyone.
     ms: Vec<MSlot>,
+    /// Go: `gomaxprocs`.
+    procs: usize,
+    /// The thieves' end of every P's run queue, by P id. Go: `allp[i].runq`.
+    stealers: Vec<Stealer<CAPACITY>>,
+
+    // Lock-free.
+    /// Go: `sched.runq`, the global run queue (part 07's overflow goes here).
+    global: Injector<Token>,
+    /// Go: `sched.npidle`. Changed under `sched`, read without it by `wakep`.
+    npidle: AtomicUsize,
+    /// Go: `sched.nmspinning` and its rules (part 08).
+    spinning: Spinning,
+    /// Mirrors `Sched::shutdown`, for the hot paths.
+    shutdown: AtomicBool,
+    /// Every live G, and the runtime's side of every queue (`gtable.rs`).
+    gtable: GTable,
+    next_g: AtomicU64,
 
     // Guarded by the `sched` lock.
-    /// Guards the run queue, the idle list, the shutdown flag and the table of Gs together
-    /// (see "Idle M without lost wake-up"). Never held while a G runs, so poison means only
-    /// a bug already reported (`crate::lock`).
+    /// The idle Ps and Ms and the P hand-offs between them (see "Idle Ms and Ps"). Never
+    /// held while a G runs, so poison means only a bug already reported (`crate::lock`).
     sched: Mutex<Sched>,
-
-    // Atomic, no lock.
-    next_g: AtomicU64,
 
     // A G's stack (`stackalloc.rs`): atomics, and `stack_refusal` for the slow path.
     /// Every G's stack comes from here (part 05), through `alloc_stack`.
@@ -122,16 +160,17 @@ pub(crate) struct Shared {
     main_waiter: Mutex<Option<Arc<Parker>>>,
 }
 
-/// What the `sched` lock guards.
+/// What the `sched` lock guards. Go: the fields of `schedt` under `sched.lock`.
 struct Sched {
-    runq: VecDeque<Arc<G>>,
-    /// Ms parked (or about to park) on their `MSlot::idle` Parker.
-    idle: Vec<usize>,
+    /// Go: `sched.pidle`. Boxed: a P changes hands by pointer, as `Box<Core>` in tokio.
+    #[allow(clippy::vec_box)]
+    pidle: Vec<Box<P>>,
+    /// Ms parked (or about to park) on their idle Parker, with no P. Go: `sched.midle`.
+    midle: Vec<usize>,
+    /// A P handed to a parked M, by M index, and whether that M starts out spinning.
+    /// Go: `m.nextp` (and `startm`'s `spinning`).
+    next_p: Vec<Option<(Box<P>, bool)>>,
     shutdown: bool,
-    /// Every G that has not finished, so that dumps can list them and shutdown can tear
-    /// down the ones nobody will ever wake. Go: `allgs`. A G knows its index (`G::slot`).
-    allgs: Vec<Option<Arc<G>>>,
-    free_slots: Vec<usize>,
 }
 
 thread_local! {
@@ -150,12 +189,14 @@ impl Runtime {
         Builder::default()
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         procs: usize,
         m_stack: usize,
         cpus: &[usize],
         stacks: PoolConfig,
         slab: bool,
+        migrate: bool,
         engine: Engine,
     ) -> Result<Runtime, BuildError> {
         let stacks = StackPool::new(stacks).map_err(|e| BuildError::Stacks {
@@ -163,24 +204,33 @@ impl Runtime {
         })?;
         stack::install_overflow_handler();
         maps::prepare();
+        let id = NEXT_RUNTIME.fetch_add(1, Relaxed);
+        let (ps, stealers): (Vec<Box<P>>, Vec<_>) = (0..procs).map(|i| P::new(i, procs)).unzip();
         let shared = Arc::new(Shared {
-            id: NEXT_RUNTIME.fetch_add(1, Relaxed),
-            sched: Mutex::new(Sched {
-                runq: VecDeque::new(),
-                idle: Vec::new(),
-                shutdown: false,
-                allgs: Vec::new(),
-                free_slots: Vec::new(),
-            }),
+            id,
+            engine,
+            slab,
+            migrate,
             ms: (0..procs).map(|_| MSlot::new()).collect(),
+            procs,
+            stealers,
+            global: Injector::new(),
+            npidle: AtomicUsize::new(0),
+            spinning: Spinning::new(),
+            shutdown: AtomicBool::new(false),
+            gtable: GTable::new(),
             next_g: AtomicU64::new(1),
+            sched: Mutex::new(Sched {
+                pidle: Vec::new(),
+                midle: Vec::new(),
+                next_p: (0..procs).map(|_| None).collect(),
+                shutdown: false,
+            }),
             stacks,
             _pool_gone: maps::PoolGone,
-            slab,
             held_stacks: AtomicUsize::new(0),
             paid_stacks: AtomicUsize::new(0),
             stack_refusal: Mutex::new(None),
-            engine,
             broken: Mutex::new(None),
             main_waiter: Mutex::new(None),
         });
@@ -188,19 +238,19 @@ impl Runtime {
             shared: shared.clone(),
             ms: Vec::with_capacity(procs),
         };
-        for index in 0..procs {
+        for (index, p) in ps.into_iter().enumerate() {
             let mut m = MBuilder::new(format!("gmp-m{index}")).stack_size(m_stack);
             if !cpus.is_empty() {
                 m = m.cpus(&[cpus[index % cpus.len()]]);
             }
             let for_m = shared.clone();
             // On error, dropping `rt` shuts down the Ms already started.
-            let handle = m
-                .spawn(move || m_main(for_m, index))
-                .map_err(|e| BuildError::StartM {
-                    index,
-                    reason: e.to_string(),
-                })?;
+            let handle =
+                m.spawn(move || m_main(for_m, index, p))
+                    .map_err(|e| BuildError::StartM {
+                        index,
+                        reason: e.to_string(),
+                    })?;
             shared.ms[index].tid.store(handle.tid(), Relaxed);
             rt.ms.push(handle);
         }
@@ -233,7 +283,7 @@ impl Runtime {
 
     /// Number of Ps.
     pub fn procs(&self) -> usize {
-        self.shared.ms.len()
+        self.shared.procs
     }
 
     /// The engine its Gs run on.
@@ -241,7 +291,7 @@ impl Runtime {
         self.shared.engine
     }
 
-    /// A human-readable picture of the runtime: each M, the queue, the live Gs.
+    /// A human-readable picture of the runtime: each M, the queues, the live Gs.
     pub fn dump(&self) -> String {
         self.shared.dump()
     }
@@ -249,15 +299,7 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        let (queued, live) = {
-            let mut s = lock(&self.shared.sched);
-            s.shutdown = true;
-            s.free_slots.clear();
-            let queued: Vec<Arc<G>> = s.runq.drain(..).collect();
-            let live: Vec<Arc<G>> = s.allgs.drain(..).flatten().collect();
-            (queued, live)
-        };
-        drop(queued);
+        self.shared.begin_shutdown();
         if std::thread::panicking() {
             // Already unwinding, often because a part panicked (a learner's `todo!()`).
             // A second panic here would abort the process and hide the first message, and
@@ -266,7 +308,7 @@ impl Drop for Runtime {
             for m in &self.shared.ms {
                 let _ = panic::catch_unwind(AssertUnwindSafe(|| m.idle.unpark()));
             }
-            std::mem::forget(live);
+            std::mem::forget(self.shared.gtable.drain());
             return;
         }
         for m in &self.shared.ms {
@@ -279,6 +321,9 @@ impl Drop for Runtime {
                 eprintln!("gmp: M{i} died of a panic outside any G (see the message above)");
             }
         }
+        let live = self.shared.gtable.drain();
+        // Ps and their rings go; tokens are plain numbers, their counts were drained above.
+        lock(&self.shared.sched).pidle.clear();
         if lock(&self.shared.broken).is_some() {
             // A G may have been mid-switch when its M died: leave the Gs alone.
             std::mem::forget(live);
@@ -300,65 +345,165 @@ impl Shared {
         let id = self.next_g.fetch_add(1, Relaxed);
         let (body, cancel, handle) = task::new(id, f);
         let g = Arc::new(G::new(id, self.clone(), body, cancel, self.engine));
-        let wake = {
-            let mut s = lock(&self.sched);
-            if s.shutdown {
-                drop(s);
-                // SAFETY: the G was never queued, so no M can run it.
-                unsafe { g.tear_down() };
-                return handle;
-            }
-            let slot = match s.free_slots.pop() {
-                Some(slot) => slot,
-                None => {
-                    s.allgs.push(None);
-                    s.allgs.len() - 1
-                }
-            };
-            g.slot.set(slot);
-            s.allgs[slot] = Some(g.clone());
-            s.runq.push_back(g);
-            s.idle.pop()
+        let entered = if self.shutdown.load(Ordering::Acquire) {
+            Err("the runtime shut down before this G finished".to_string())
+        } else {
+            with_m(self.id, |m| {
+                self.gtable.insert(&g, m.p.as_mut().map(|p| &mut p.slots))
+            })
+            .unwrap_or_else(|| self.gtable.insert(&g, None))
         };
-        if let Some(index) = wake {
-            self.ms[index].idle.unpark();
+        if let Err(why) = entered {
+            // SAFETY: the G was never queued, so no M can run it.
+            unsafe { g.refuse(why) };
+            return handle;
         }
+        // Go: `newproc` puts the new G in runnext, so a parent's children run depth first.
+        self.ready_token(g, true);
         handle
     }
 
-    /// Puts a runnable G in the run queue and wakes an idle M for it. Go: `runqput` +
-    /// `wakep`.
-    pub(crate) fn enqueue(&self, g: Arc<G>) {
-        let wake = {
-            let mut s = lock(&self.sched);
-            if s.shutdown {
-                return; // shutdown tears it down with the other live Gs
-            }
-            s.runq.push_back(g);
-            s.idle.pop()
+    /// Puts a G that part 06 said to enqueue where it will run: its M's queue if it has
+    /// started (it stays on that M), else runnext of the caller's P, else the global queue;
+    /// then wakes an M for it. Go: `ready` (`runqput(pp, gp, next=true)` + `wakep`).
+    pub(crate) fn ready(&self, g: Arc<G>) {
+        self.ready_token(g, true);
+    }
+
+    fn ready_token(&self, g: Arc<G>, next: bool) {
+        let home = if self.migrate { None } else { g.home() };
+        let token = match self.gtable.put_queued(g) {
+            Ok(token) => token,
+            Err(why) => self.fail(why),
         };
-        if let Some(index) = wake {
-            self.ms[index].idle.unpark();
+        match home {
+            Some(m) => {
+                self.ms[m].pinned.push(token);
+                if with_m(self.id, |me| me.index) != Some(m) {
+                    self.wake_home(m);
+                }
+            }
+            None => {
+                let local = with_m(self.id, |me| match me.p.as_mut() {
+                    Some(p) => {
+                        let overflow = |t| self.global.push(t);
+                        if next {
+                            p.runq.push_next(token, overflow);
+                        } else {
+                            p.runq.push_back(token, overflow);
+                        }
+                        true
+                    }
+                    None => false,
+                });
+                if local != Some(true) {
+                    self.global.push(token);
+                }
+                // Pairs with the fence an M makes after putting its P on the idle list:
+                // either it sees this G, or we see its idle P (see "Idle Ms and Ps").
+                fence(Ordering::SeqCst);
+                self.wakep();
+            }
         }
     }
 
-    /// A G finished: drop it from the table of live Gs.
-    fn forget(&self, g: &G) {
+    /// A yielded G goes back: to its own M's queue, or (migrating) the global queue, as
+    /// Go's `Gosched` does, so every other runnable G gets a turn first.
+    fn requeue_yielded(&self, g: Arc<G>, m: usize) {
+        if self.migrate {
+            let token = self
+                .gtable
+                .put_queued(g)
+                .unwrap_or_else(|why| self.fail(why));
+            self.global.push(token);
+            fence(Ordering::SeqCst);
+            self.wakep();
+        } else {
+            let token = self
+                .gtable
+                .put_queued(g)
+                .unwrap_or_else(|why| self.fail(why));
+            self.ms[m].yielded.push(token);
+        }
+    }
+
+    /// If a P is idle and no M is spinning, starts one spinning M with that P, to look for
+    /// the work just made. Go: `wakep` and `startm(nil, spinning=true)`.
+    fn wakep(&self) {
+        if self.npidle.load(Ordering::SeqCst) == 0 || !self.spinning.claim_wake() {
+            return;
+        }
         let mut s = lock(&self.sched);
-        let slot = g.slot.get();
-        let ours = s
-            .allgs
-            .get(slot)
-            .and_then(Option::as_ref)
-            .is_some_and(|other| std::ptr::eq(&**other, g));
-        if ours {
-            s.allgs[slot] = None;
-            s.free_slots.push(slot);
+        if s.pidle.is_empty() || s.midle.is_empty() {
+            // Another M took the idle P (or no M is parked yet): it will find the work.
+            drop(s);
+            self.spinning.stop();
+            return;
+        }
+        let (p, m) = (s.pidle.pop().unwrap(), s.midle.pop().unwrap());
+        self.npidle.fetch_sub(1, Ordering::SeqCst);
+        s.next_p[m] = Some((p, true));
+        drop(s);
+        self.ms[m].idle.unpark();
+    }
+
+    /// A started G of M `m` was queued there: if `m` is parked, give it a P and wake it.
+    /// If no P is idle, the next M to give one up gives it to `m` (`release_p`).
+    fn wake_home(&self, m: usize) {
+        let mut s = lock(&self.sched);
+        let Some(pos) = s.midle.iter().position(|&x| x == m) else {
+            return; // not parked: it looks at its queue before it parks
+        };
+        let Some(p) = s.pidle.pop() else { return };
+        self.npidle.fetch_sub(1, Ordering::SeqCst);
+        s.midle.swap_remove(pos);
+        s.next_p[m] = Some((p, false));
+        drop(s);
+        self.ms[m].idle.unpark();
+    }
+
+    /// Stops everything: no new G is queued, every M parks no more and exits.
+    fn begin_shutdown(&self) {
+        let mut s = lock(&self.sched);
+        s.shutdown = true;
+        self.shutdown.store(true, Ordering::Release);
+    }
+
+    /// A broken part or a runtime bug that the runtime caught before it could do harm:
+    /// the runtime stops with `why`, and the thread in `block_on` reports it.
+    pub(crate) fn fail(&self, why: String) -> ! {
+        lock(&self.broken).get_or_insert_with(|| why.clone());
+        self.begin_shutdown();
+        for m in &self.ms {
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| m.idle.unpark()));
+        }
+        if let Some(waiter) = lock(&self.main_waiter).clone() {
+            waiter.unpark();
+        }
+        panic!("gmp: {why}");
+    }
+
+    /// Takes the G a queue handed out out of the table, or stops the runtime naming the
+    /// broken rule (a ring that hands out a token twice, part 07).
+    fn take(&self, token: Token) -> Arc<G> {
+        self.gtable
+            .take_queued(token)
+            .unwrap_or_else(|e| self.fail(format!("runq (part 07): {e}")))
+    }
+
+    /// One G off a queue of tokens that any thread may push to.
+    fn pop_injector(q: &Injector<Token>) -> Option<Token> {
+        loop {
+            match q.steal() {
+                Steal::Success(t) => return Some(t),
+                Steal::Empty => return None,
+                Steal::Retry => std::hint::spin_loop(),
+            }
         }
     }
 
     pub(crate) fn procs(&self) -> usize {
-        self.ms.len()
+        self.procs
     }
 }
 

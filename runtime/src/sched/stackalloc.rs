@@ -9,6 +9,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use super::Shared;
+use super::m::with_m;
+
+/// Finished Gs' stacks a P keeps for its next Gs.
+pub(crate) const P_STACK_CACHE: usize = 16;
 use crate::lock;
 use crate::maps;
 use crate::parts::stack::{self, SLAB_CHUNK};
@@ -58,12 +62,39 @@ impl Shared {
     /// process keeps `maps::kept_mappings` free (see `maps.rs`), whatever part 05 does.
     /// The caller gives it back with `stack_returned` once the stack is dropped.
     pub(crate) fn alloc_stack(&self, owner: u64) -> Result<stack::GStack, String> {
+        // The P's cache first: a finished G's stack, still held and paid for, pages warm.
+        let cached = with_m(self.id, |m| m.p.as_mut().and_then(|p| p.stacks.pop())).flatten();
+        if let Some(mut stack) = cached {
+            stack.set_owner(owner);
+            return Ok(stack);
+        }
         let held = self.held_stacks.fetch_add(1, Relaxed) + 1;
         let got = self.alloc_charged(owner, held);
         if got.is_err() {
             self.held_stacks.fetch_sub(1, Relaxed);
         }
         got
+    }
+
+    /// A G ran to its end on this thread: its stack (`None` if the engine kept it) goes to
+    /// the P's cache, or back to the pool when the cache is full. Go: `stackfree` into
+    /// `p.mcache.stackcache`.
+    pub(crate) fn stack_finished(&self, stack: Option<stack::GStack>) {
+        let Some(stack) = stack else {
+            self.stack_returned();
+            return;
+        };
+        let full = with_m(self.id, |m| match m.p.as_mut() {
+            Some(p) if p.stacks.len() < P_STACK_CACHE => {
+                p.stacks.push(stack);
+                None
+            }
+            _ => Some(stack),
+        });
+        // Not on an M of ours (or the cache is full): to the pool.
+        if full.is_none_or(|left| left.is_some()) {
+            self.stack_returned();
+        }
     }
 
     /// A stack from part 05 has been dropped (back in the pool).

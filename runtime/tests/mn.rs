@@ -1,0 +1,120 @@
+//! The M:N scheduler on whole programs: Gs on several Ms, started Gs kept on their M, the
+//! shapes of work that need stealing and depth-first order (fork-join, spawn chains).
+
+use std::cell::Cell;
+
+use gmp::Runtime;
+use testkit::{DEFAULT_LIMIT, watchdog_with};
+
+fn watched<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    watchdog_with(what, DEFAULT_LIMIT, gmp::dump_all, f)
+}
+
+fn tid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+thread_local! {
+    static COUNT: Cell<u64> = const { Cell::new(0) };
+}
+
+/// S1: a G that yields inside a `thread_local!`'s `with` still holds `&Cell` into its
+/// thread's storage. Stage 1 resumed Gs on any M, so that borrow was used from another
+/// thread: a data race in safe code (12.8M increments expected, 8.5M found). Now a started
+/// G resumes only on the M that first ran it.
+#[test]
+fn a_g_that_yields_inside_a_thread_local_borrow_resumes_on_the_same_thread() {
+    let (moved, borrowed_elsewhere) = watched("Gs yielding inside thread-local borrows", || {
+        let rt = Runtime::builder().procs(2).build().unwrap();
+        rt.block_on(|| {
+            let gs: Vec<_> = (0..64)
+                .map(|_| {
+                    gmp::go(|| {
+                        let (mut moved, mut elsewhere) = (0u32, 0u32);
+                        COUNT.with(|count| {
+                            for _ in 0..200 {
+                                let before = tid();
+                                count.set(count.get() + 1);
+                                gmp::yield_now();
+                                moved += u32::from(tid() != before);
+                                // The borrow must still be this thread's own cell.
+                                let here = COUNT.with(|c| c as *const Cell<u64>);
+                                elsewhere += u32::from(!std::ptr::eq(here, count));
+                            }
+                        });
+                        (moved, elsewhere)
+                    })
+                })
+                .collect();
+            gs.into_iter()
+                .map(|g| g.join().unwrap())
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+        })
+    });
+    assert_eq!(
+        (moved, borrowed_elsewhere),
+        (0, 0),
+        "started Gs resumed on another thread {moved} times, and used another thread's \
+         thread-local {borrowed_elsewhere} times: a started G must stay on its M unless the \
+         runtime was built with the unsafe migrate_gs()"
+    );
+}
+
+fn fib_seq(n: u64) -> u64 {
+    if n < 2 {
+        n
+    } else {
+        fib_seq(n - 1) + fib_seq(n - 2)
+    }
+}
+
+/// Nested go/join down to `cutoff`: the fork-join shape of the seeds' divide and conquer.
+fn fib(n: u64, cutoff: u64) -> u64 {
+    if n <= cutoff {
+        return fib_seq(n);
+    }
+    let a = gmp::go(move || fib(n - 1, cutoff));
+    let b = fib(n - 2, cutoff);
+    a.join().unwrap() + b
+}
+
+#[test]
+fn nested_fork_join_finishes_on_default_settings_at_one_and_two_ps() {
+    for procs in [1, 2] {
+        let got = watched("fib(27) with go/join down to fib(5)", move || {
+            Runtime::builder()
+                .procs(procs)
+                .build()
+                .unwrap()
+                .block_on(|| fib(27, 5))
+        });
+        assert_eq!(got, fib_seq(27), "at {procs} P(s)");
+    }
+}
+
+fn chain(left: u32, done: gmp::chan::Sender<u32>) {
+    if left == 0 {
+        done.send(0).unwrap();
+        return;
+    }
+    gmp::go(move || chain(left - 1, done));
+}
+
+#[test]
+fn a_chain_where_each_g_starts_the_next_runs_to_its_end() {
+    for procs in [1, 2] {
+        let ended = watched("a spawn chain of 100k Gs", move || {
+            Runtime::builder()
+                .procs(procs)
+                .build()
+                .unwrap()
+                .block_on(|| {
+                    let (tx, rx) = gmp::chan::rendezvous::<u32>();
+                    gmp::go(move || chain(100_000, tx));
+                    rx.recv()
+                })
+        });
+        assert_eq!(ended, Ok(0), "at {procs} P(s)");
+    }
+}
