@@ -77,7 +77,7 @@ fn parked(rt: &Runtime, n: usize) {
 fn yield2(rt: &Runtime, n: usize) {
     let before = Reading::now();
     let start = Instant::now();
-    let (peak, sum) = rt.block_on(move || {
+    let (spawned, sum) = rt.block_on(move || {
         let handles: Vec<_> = (0..n)
             .map(|i| {
                 gmp::go(move || {
@@ -87,9 +87,9 @@ fn yield2(rt: &Runtime, n: usize) {
                 })
             })
             .collect();
-        let peak = Reading::now();
+        let spawned = Reading::now();
         let sum: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
-        (peak, sum)
+        (spawned, sum)
     });
     assert_eq!(
         sum,
@@ -101,12 +101,17 @@ fn yield2(rt: &Runtime, n: usize) {
          figure)",
         start.elapsed()
     );
-    before.report(&peak, n);
+    println!("when every G was spawned:");
+    before.report(&spawned, n);
+    println!("after every G was joined:");
+    before.report(&Reading::now(), n);
 }
 
 /// RSS (through part 01), mappings and page tables of this process.
 struct Reading {
     rss: u64,
+    /// Peak RSS so far (VmHWM), in KiB.
+    hwm_kib: u64,
     maps: usize,
     pte_kib: u64,
 }
@@ -115,24 +120,31 @@ impl Reading {
     fn now() -> Reading {
         let rss = gmp::metrics().expect("/proc/self/status").rss_bytes;
         let maps = std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count());
-        let pte_kib = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmPTE:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-            .unwrap_or(0);
-        Reading { rss, maps, pte_kib }
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kib = |field: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Reading {
+            rss,
+            hwm_kib: kib("VmHWM:"),
+            maps,
+            pte_kib: kib("VmPTE:"),
+        }
     }
 
     fn report(&self, after: &Reading, n: usize) {
         let rss = after.rss.saturating_sub(self.rss);
+        let peak = (after.hwm_kib * 1024).saturating_sub(self.rss);
         println!(
-            "RSS added: {} KiB, {:.0} B per G; mappings {} -> {}; page tables (VmPTE, not in \
-             RSS) {} -> {} KiB",
+            "RSS added: {} KiB, {:.0} B per G (peak, VmHWM: {:.0} B per G); mappings {} -> {}; \
+             page tables (VmPTE, not in RSS) {} -> {} KiB",
             rss / 1024,
             rss as f64 / n as f64,
+            peak as f64 / n as f64,
             self.maps,
             after.maps,
             self.pte_kib,
