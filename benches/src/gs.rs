@@ -150,7 +150,8 @@ pub fn parked_gs(n: usize, stack: usize, slab: bool) -> Result<ParkedGs, BenchEr
         // SAFETY: these Gs only wait on a channel: a few hundred bytes of their stack.
         unsafe { builder.slab_stacks() }
     } else {
-        builder
+        // Explicit: the default is guarded slab where the kernel has guard regions.
+        builder.guarded_stacks()
     };
     let before = rss_bytes()?;
     let rt = builder

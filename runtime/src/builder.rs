@@ -1,11 +1,12 @@
-//! Configuring a runtime: P count, G stacks, M stack size, pinning. Every bad value is a
-//! [`BuildError`] that names the setting and how to fix it; nothing is checked later.
+//! Configuring a runtime: P count, G stacks and their layout, M stack size, pinning. Every
+//! bad value is a [`BuildError`] that names the setting and how to fix it; nothing is
+//! checked later.
 
 use std::fmt;
 
 use crate::engine::Engine;
 use crate::parts::osthread;
-use crate::parts::stack::{PoolConfig, SLAB_CHUNK};
+use crate::parts::stack::{self, PoolConfig, SLAB_CHUNK};
 use crate::sched::Runtime;
 
 /// The most Ps a runtime accepts. Go's limit is 2^31; ours keeps a typo (`GMP_PROCS=20000`)
@@ -20,6 +21,22 @@ pub const DEFAULT_M_STACK: usize = 2 << 20;
 /// 2 KiB start (`stackMin` in `stack.go`); only the pages a G touches cost memory.
 pub const DEFAULT_G_STACK: usize = 64 << 10;
 
+/// How a runtime lays out its G stacks (chapter 5, part 05's modes); see
+/// [`Runtime::stack_layout`] and the `Builder` methods that choose one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackLayout {
+    /// One mapping per stack with a `PROT_NONE` guard page: 2 mappings each, so about
+    /// 30,000 Gs fit under the default `vm.max_map_count`. Any kernel.
+    Guarded,
+    /// Chunks of 1,024 stacks in one mapping, each above a kernel guard region
+    /// (`MADV_GUARD_INSTALL`, Linux 6.13): overflows caught as in `Guarded`, a million Gs
+    /// fit. The default where the kernel has it.
+    GuardedSlab,
+    /// Chunks of 1,024 stacks in one mapping without guards (`unsafe`, a canary checked
+    /// at each switch).
+    Slab,
+}
+
 /// The stack size of each M, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StackSize(pub usize);
@@ -31,7 +48,8 @@ pub struct Builder {
     m_stack: StackSize,
     pin_ms: bool,
     g_stack: usize,
-    slab: bool,
+    /// `None`: guarded slab where the kernel has guard regions, else guarded.
+    layout: Option<StackLayout>,
     migrate: bool,
     engine: Option<Engine>,
 }
@@ -59,7 +77,8 @@ pub enum BuildError {
         /// The value as given.
         value: String,
     },
-    /// The G stack settings were refused by part 05 (a stack below its minimum, say).
+    /// The G stack settings were refused by part 05 (a stack below its minimum, or guarded
+    /// slab stacks on a kernel before Linux 6.13).
     Stacks {
         /// Part 05's explanation.
         reason: String,
@@ -92,9 +111,10 @@ impl fmt::Display for BuildError {
                 "bad G engine {value:?} (from GMP_ENGINE or Builder::engine): use \"corosensei\" \
                  or \"asm\" (asm needs x86_64); unset GMP_ENGINE for the default"
             ),
-            BuildError::Stacks { reason } => {
-                write!(f, "bad G stack setting (Builder::stack_size): {reason}")
-            }
+            BuildError::Stacks { reason } => write!(
+                f,
+                "bad G stack setting (Builder::stack_size or the stack layout): {reason}"
+            ),
             BuildError::StartM { index, reason } => {
                 write!(f, "could not start M {index}: {reason}")
             }
@@ -111,7 +131,7 @@ impl Default for Builder {
             m_stack: StackSize(DEFAULT_M_STACK),
             pin_ms: false,
             g_stack: DEFAULT_G_STACK,
-            slab: false,
+            layout: None,
             migrate: false,
             engine: None,
         }
@@ -139,16 +159,35 @@ impl Builder {
         self
     }
 
+    /// One mapping and one guard page per G stack ([`StackLayout::Guarded`]), whatever the
+    /// kernel: about 30,000 Gs fit under the default `vm.max_map_count`. The default only
+    /// on kernels before Linux 6.13.
+    pub fn guarded_stacks(mut self) -> Builder {
+        self.layout = Some(StackLayout::Guarded);
+        self
+    }
+
+    /// Chunks of 1,024 G stacks in one mapping, each above a kernel guard region
+    /// ([`StackLayout::GuardedSlab`]): an overflow is caught when it happens, and a million
+    /// Gs fit under `vm.max_map_count`. The default where the kernel has guard regions;
+    /// asked for explicitly on an older kernel, [`build`](Builder::build) fails naming the
+    /// kernel version it needs (Linux 6.13).
+    pub fn guarded_slab_stacks(mut self) -> Builder {
+        self.layout = Some(StackLayout::GuardedSlab);
+        self
+    }
+
     /// Carves G stacks out of large shared mappings without guard pages (part 05's slab
-    /// mode), so that a million Gs fit under `vm.max_map_count`. An overflow is found at
-    /// the G's next switch (and aborts with `G <id> overflowed its <N> KiB stack`).
+    /// mode), so that a million Gs fit under `vm.max_map_count` on any kernel. An overflow
+    /// is found at the G's next switch (and aborts with `G <id> overflowed its <N> KiB
+    /// stack`). On Linux 6.13 or later the default guarded slab does the same safely.
     ///
     /// # Safety
     ///
     /// No G may overflow its stack: until the check at its next switch finds it, the
     /// overflow writes into the stack of another G.
     pub unsafe fn slab_stacks(mut self) -> Builder {
-        self.slab = true;
+        self.layout = Some(StackLayout::Slab);
         self
     }
 
@@ -198,14 +237,24 @@ impl Builder {
         } else {
             Vec::new()
         };
-        let stacks = if self.slab {
-            // SAFETY: the caller of `slab_stacks` promised that no G overflows.
-            // The pool's free list also holds a chunk's never-used stacks, and it counts
-            // them against the hot limit: without the extra chunk, every free past the
-            // first chunk's fill would madvise (about 5 µs a spawn+join instead of 0.25).
-            unsafe { PoolConfig::slab(self.g_stack) }.hot_limit(SLAB_CHUNK + 64)
-        } else {
-            PoolConfig::guarded(self.g_stack)
+        let layout = match self.layout {
+            Some(layout) => layout,
+            // Probed once per process (part 05): EINVAL before Linux 6.13.
+            None if stack::guard_regions().is_ok() => StackLayout::GuardedSlab,
+            None => StackLayout::Guarded,
+        };
+        // A chunked pool's free list also holds a chunk's never-used stacks, and it counts
+        // them against the hot limit: without the extra chunk, every free past the first
+        // chunk's fill would madvise (about 5 µs a spawn+join instead of 0.25).
+        let stacks = match layout {
+            StackLayout::Guarded => PoolConfig::guarded(self.g_stack),
+            StackLayout::GuardedSlab => {
+                PoolConfig::guarded_slab(self.g_stack).hot_limit(SLAB_CHUNK + 64)
+            }
+            StackLayout::Slab => {
+                // SAFETY: the caller of `slab_stacks` promised that no G overflows.
+                unsafe { PoolConfig::slab(self.g_stack) }.hot_limit(SLAB_CHUNK + 64)
+            }
         };
         let engine = match self.engine {
             Some(engine) => engine,
@@ -223,12 +272,14 @@ impl Builder {
                 value: "asm".to_string(),
             });
         }
+        // The map budget charges a chunked pool one mapping per chunk (sched/stackalloc.rs).
+        let chunked = layout != StackLayout::Guarded;
         Runtime::start(
             procs,
             self.m_stack.0,
             &cpus,
             stacks,
-            self.slab,
+            chunked,
             self.migrate,
             engine,
         )

@@ -1,6 +1,7 @@
 //! The map budget: the stack pool never spends the last memory mappings of the process.
 //!
-//! A guarded stack is two mappings (VMAs), and the kernel caps a process at
+//! A guarded stack is two mappings (VMAs), a chunk of slab or guarded-slab stacks one (its
+//! guard regions live inside it), and the kernel caps a process at
 //! `vm.max_map_count` (65,530 by default). Part 05's pool maps until the kernel says no; by
 //! then malloc, a new thread or the error message itself may need a mapping too, and the
 //! process dies in the allocator ("memory allocation of 302 bytes failed"). So the pool may
@@ -15,8 +16,8 @@
 //! Counting is cheap on average. Reading `/proc/self/maps` costs about 0.5 µs a line (some
 //! 30 ms at the limit), so it is read only when a credit runs out: a count grants part of
 //! the room it found (limit − kept − mappings now) as a credit of mappings shared by every
-//! runtime in the process, and each new stack takes its worst case (2 guarded, 1 a slab
-//! chunk) from it. A count grants at most half the room and half the margin, and its credit
+//! runtime in the process, and each new stack takes its worst case (2 guarded, 1 a slab or
+//! guarded-slab chunk) from it. A count grants at most half the room and half the margin, and its credit
 //! lapses after [`CREDIT_LAPSE`]: the rest of the process may have grown since, and what it
 //! took must not be mapped again by the pool on an old figure.
 //!

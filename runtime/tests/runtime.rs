@@ -336,8 +336,9 @@ fn gs_past_the_map_limit_fail_with_the_limit_and_the_process_lives_on() {
                 // Guarded stacks take 2 mappings each: this many cannot all fit.
                 room.max_map_count / 2 + 1_000
             };
-            // The default builder: guarded stacks, one P per CPU.
-            let rt = Runtime::builder().build().unwrap();
+            // Guarded stacks (2 mappings each; the default only before Linux 6.13), one P
+            // per CPU.
+            let rt = Runtime::builder().guarded_stacks().build().unwrap();
             let (parked, first_error) = rt.block_on(move || {
                 let started = Arc::new(AtomicUsize::new(0));
                 let (tx, rx) = gmp::chan::rendezvous::<()>();
@@ -508,7 +509,12 @@ fn credit_from_a_count_does_not_outlast_the_growth_of_the_process() {
                 );
                 return;
             }
-            let rt = Runtime::builder().procs(1).build().unwrap();
+            // Guarded: a chunked pool would fit its thousands of stacks in the 100 left.
+            let rt = Runtime::builder()
+                .procs(1)
+                .guarded_stacks()
+                .build()
+                .unwrap();
             let (most, refusal) = rt.block_on(move || {
                 // A count happens now, with the process small...
                 gmp::go(|| ()).join().unwrap();

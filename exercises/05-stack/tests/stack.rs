@@ -17,6 +17,7 @@ const STEP1: &str = "ch05-stack.html#step-1";
 const STEP2: &str = "ch05-stack.html#step-2";
 const STEP3: &str = "ch05-stack.html#step-3";
 const STEP4: &str = "ch05-stack.html#step-4";
+const STEP5: &str = "ch05-stack.html#step-5";
 /// The runtime takes every G's stack from your pool.
 const RUNTIME: &str = STEP2;
 
@@ -69,6 +70,92 @@ fn resident_pages(lo: usize, hi: usize) -> usize {
         std::io::Error::last_os_error()
     );
     vec.iter().filter(|&&b| b & 1 == 1).count()
+}
+
+/// Asks the kernel directly, as the test's own probe: does `madvise(MADV_GUARD_INSTALL)`
+/// work here (Linux 6.13)?
+fn kernel_has_guard_regions() -> bool {
+    // SAFETY: a fresh anonymous mapping aliases nothing; unmapped below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            2 * PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(
+        p,
+        libc::MAP_FAILED,
+        "the test's probe could not map two pages"
+    );
+    // SAFETY: the first page of the mapping made above, which nothing uses.
+    let rc = unsafe { libc::madvise(p, PAGE, stack::MADV_GUARD_INSTALL) };
+    // SAFETY: the mapping made above.
+    unsafe { libc::munmap(p, 2 * PAGE) };
+    rc == 0
+}
+
+/// Is the page at `addr` a guard region? Reading it through the kernel
+/// (`process_vm_readv` on this process) fails with EFAULT on a guard and needs no fault.
+fn is_guard(addr: usize) -> bool {
+    let mut byte = 0u8;
+    let local = libc::iovec {
+        iov_base: (&raw mut byte).cast(),
+        iov_len: 1,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: 1,
+    };
+    // SAFETY: the kernel writes one byte into `byte`; `remote` is only read, and checked
+    // by the kernel (an unreadable address is an error, not a fault).
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    n == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EFAULT)
+}
+
+/// Lines of `/proc/self/maps`, through a buffer on the stack.
+fn mappings_now() -> usize {
+    use std::io::Read;
+    let mut file = fs::File::open("/proc/self/maps").expect("the test needs /proc");
+    let mut buf = [0u8; 4096];
+    let mut lines = 0;
+    loop {
+        match file.read(&mut buf).expect("reading /proc/self/maps") {
+            0 => return lines,
+            n => lines += buf[..n].iter().filter(|&&b| b == b'\n').count(),
+        }
+    }
+}
+
+/// A pool of guarded-slab stacks, or (on a kernel before 6.13) a check that the pool says
+/// why not, naming the kernel version; `None` then.
+fn guarded_slab_pool(stack: usize, hot_limit: usize) -> Option<StackPool> {
+    match StackPool::new(PoolConfig::guarded_slab(stack).hot_limit(hot_limit)) {
+        Ok(pool) => {
+            assert!(
+                kernel_has_guard_regions(),
+                "this kernel has no guard regions, so a guarded-slab pool must be refused \
+                 (book: {STEP5})"
+            );
+            Some(pool)
+        }
+        Err(e) => {
+            assert!(
+                !kernel_has_guard_regions(),
+                "this kernel has guard regions, yet the guarded-slab pool was refused: {e} \
+                 (book: {STEP5})"
+            );
+            let msg = e.to_string();
+            assert!(
+                matches!(e, StackError::NoGuardRegions { .. }) && msg.contains("6.13"),
+                "expected NoGuardRegions naming Linux 6.13, got: {msg} (book: {STEP5})"
+            );
+            None
+        }
+    }
 }
 
 fn touch(stack: &GStack) {
@@ -463,6 +550,184 @@ fn step4_gs_run_on_pool_stacks_through_corosensei() {
     );
 }
 
+#[test]
+fn step5_the_guard_region_probe_tells_the_truth() {
+    let _outcome = testkit::record!();
+    let kernel = kernel_has_guard_regions();
+    match stack::guard_regions() {
+        Ok(()) => assert!(
+            kernel,
+            "guard_regions() says yes, but madvise(MADV_GUARD_INSTALL) fails here (book: {STEP5})"
+        ),
+        Err(e) => {
+            assert!(
+                !kernel,
+                "guard_regions() says no ({e}), but madvise(MADV_GUARD_INSTALL) works here \
+                 (book: {STEP5})"
+            );
+            let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+            assert!(
+                e.to_string().contains("6.13") && e.to_string().contains(release.trim()),
+                "expected the refusal to name Linux 6.13 and this kernel ({}), got: {e} \
+                 (book: {STEP5})",
+                release.trim()
+            );
+        }
+    }
+    assert_eq!(
+        stack::guard_regions().is_ok(),
+        kernel,
+        "a second call must give the same answer (book: {STEP5})"
+    );
+}
+
+#[test]
+fn step5_guarded_slab_stacks_have_a_guard_each_inside_one_mapping() {
+    let _outcome = testkit::record!();
+    let Some(pool) = guarded_slab_pool(16 << 10, 64) else {
+        return; // the refusal was checked
+    };
+    let stacks: Vec<GStack> = (0..2000)
+        .map(|g| pool.alloc(g).expect("expected a stack from the pool"))
+        .collect();
+    for s in &stacks {
+        assert_eq!(
+            (s.mode(), s.top() - s.bottom()),
+            (StackMode::GuardedSlab, 16 << 10),
+            "expected GuardedSlab stacks of the configured 16 KiB (book: {STEP5})"
+        );
+        assert!(
+            is_guard(s.bottom() - PAGE) && !is_guard(s.bottom()) && !is_guard(s.top() - 1),
+            "expected a guard region on the page below {s:?} and none on the stack itself \
+             (book: {STEP5})"
+        );
+        assert_eq!(
+            perms_at(s.bottom() - 1),
+            "rw-p",
+            "the guard is a guard region inside the read-write mapping, not a PROT_NONE \
+             mapping of its own (book: {STEP5})"
+        );
+    }
+    let ranges = mapping_ranges();
+    let mut holders: Vec<(usize, usize)> = stacks
+        .iter()
+        .map(|s| {
+            *ranges
+                .iter()
+                .find(|r| (r.0..r.1).contains(&s.bottom()))
+                .expect("a held stack is mapped")
+        })
+        .collect();
+    holders.sort_unstable();
+    holders.dedup();
+    assert!(
+        holders.len() <= 2,
+        "expected 2000 guarded-slab stacks in at most 2 mappings, got {} (book: {STEP5})",
+        holders.len()
+    );
+}
+
+#[test]
+fn step5_the_maps_count_grows_by_one_per_chunk() {
+    let _outcome = testkit::record!();
+    // In its own process: no other test maps memory while the lines are counted.
+    isolated(
+        "step5_the_maps_count_grows_by_one_per_chunk",
+        LIMIT,
+        "",
+        || {
+            let Some(pool) = guarded_slab_pool(MIN_STACK, 64) else {
+                return;
+            };
+            let chunks = 20;
+            let mut held = Vec::with_capacity(chunks * SLAB_CHUNK);
+            let before = mappings_now();
+            for g in 0..chunks * SLAB_CHUNK {
+                held.push(
+                    pool.alloc(g as u64)
+                        .expect("expected a stack from the pool"),
+                );
+            }
+            let after = mappings_now();
+            assert!(
+                after <= before + chunks,
+                "{} guarded-slab stacks in {chunks} chunks added {} mappings (from {before} to \
+             {after}); expected at most one per chunk, {chunks} (book: {STEP5})",
+                held.len(),
+                after - before
+            );
+            assert_eq!(pool.stats().mapped, chunks * SLAB_CHUNK);
+        },
+    );
+}
+
+#[test]
+fn step5_a_guard_outlives_the_pages_given_back() {
+    let _outcome = testkit::record!();
+    // Hot limit 0: every freed stack is madvised (MADV_DONTNEED) before its reuse.
+    let Some(pool) = guarded_slab_pool(16 << 10, 0) else {
+        return;
+    };
+    let s = pool.alloc(1).expect("expected a stack from the pool");
+    touch(&s);
+    let (bottom, top) = (s.bottom(), s.top());
+    drop(s);
+    assert_eq!(
+        resident_pages(bottom, top),
+        0,
+        "a stack past the hot limit gives its pages back (book: {STEP2})"
+    );
+    let again = pool.alloc(2).expect("expected a stack from the pool");
+    assert_eq!(
+        again.bottom(),
+        bottom,
+        "the freed stack is reused (book: {STEP2})"
+    );
+    assert!(
+        is_guard(again.bottom() - PAGE),
+        "the guard below a reused stack must still be there (book: {STEP5})"
+    );
+}
+
+#[test]
+fn step5_a_guarded_slab_overflow_is_named_when_it_happens() {
+    let _outcome = testkit::record!();
+    let run = run_in_child(
+        "step5_a_guarded_slab_overflow_is_named_when_it_happens",
+        LIMIT,
+        || {
+            stack::install_overflow_handler();
+            let Some(pool) = guarded_slab_pool(64 << 10, 64) else {
+                println!("no guard regions on this kernel: refused as expected");
+                return;
+            };
+            let below = pool.alloc(6).expect("expected a stack from the pool");
+            let s = pool.alloc(7).expect("expected a stack from the pool");
+            assert!(
+                s.bottom() > below.bottom(),
+                "the test needs a neighbour below (book: {STEP5})"
+            );
+            let _running = s.enter();
+            let mut co = Coroutine::with_stack(s, |_: &Yielder<(), ()>, ()| recurse(0, u64::MAX));
+            let _ = co.resume(());
+        },
+    );
+    if run.output.contains("refused as expected") {
+        assert!(run.success, "{run:?}");
+        return;
+    }
+    assert!(
+        run.output
+            .contains("G 7 overflowed its 64 KiB stack (guard page hit)"),
+        "a guard region must be reported like a guard page, by G and size: {run:?} \
+         (book: {STEP5})"
+    );
+    assert!(
+        !run.success,
+        "expected an overflow to end the process (book: {STEP5})"
+    );
+}
+
 // ---- Whole runtime: every G's stack comes from your pool (feature mine-05). ----
 
 /// Parks `n` Gs at once on one channel (each holds a stack from the pool), then releases
@@ -500,7 +765,11 @@ fn whole_runtime_ten_thousand_parked_gs_on_guarded_stacks() {
         LIMIT,
         gmp::dump_all,
         move || {
-            let rt = gmp::Runtime::builder().procs(1).build().unwrap();
+            let rt = gmp::Runtime::builder()
+                .procs(1)
+                .guarded_stacks()
+                .build()
+                .unwrap();
             park_many_gs(rt, n)
         },
     );
@@ -542,7 +811,11 @@ fn whole_runtime_a_g_that_overflows_a_guarded_stack_is_named() {
         "whole_runtime_a_g_that_overflows_a_guarded_stack_is_named",
         LIMIT,
         || {
-            let rt = gmp::Runtime::builder().procs(1).build().unwrap();
+            let rt = gmp::Runtime::builder()
+                .procs(1)
+                .guarded_stacks()
+                .build()
+                .unwrap();
             rt.block_on(|| gmp::go(|| recurse(0, u64::MAX)).join().map(|_| ()).unwrap());
         },
     );
@@ -554,6 +827,120 @@ fn whole_runtime_a_g_that_overflows_a_guarded_stack_is_named() {
     assert!(
         !run.success,
         "expected an overflow to end the process (book: {STEP4})"
+    );
+}
+
+#[test]
+fn whole_runtime_the_default_is_guarded_slab_where_the_kernel_has_guard_regions() {
+    let _outcome = testkit::record!();
+    let rt = gmp::Runtime::builder().procs(1).build().unwrap();
+    let want = if kernel_has_guard_regions() {
+        gmp::builder::StackLayout::GuardedSlab
+    } else {
+        gmp::builder::StackLayout::Guarded
+    };
+    assert_eq!(
+        rt.stack_layout(),
+        want,
+        "the default builder takes guarded slab stacks exactly when the kernel has guard \
+         regions (book: {STEP5})"
+    );
+    drop(rt);
+    let asked = gmp::Runtime::builder()
+        .procs(1)
+        .guarded_slab_stacks()
+        .build();
+    match asked {
+        Ok(rt) => assert_eq!(rt.stack_layout(), gmp::builder::StackLayout::GuardedSlab),
+        Err(e) => assert!(
+            want == gmp::builder::StackLayout::Guarded && e.to_string().contains("Linux 6.13"),
+            "guarded slab stacks asked for on an old kernel: the error names Linux 6.13, \
+             got: {e} (book: {STEP5})"
+        ),
+    }
+}
+
+#[test]
+fn whole_runtime_a_g_that_overflows_a_guarded_slab_stack_is_named() {
+    let _outcome = testkit::record!();
+    let run = run_in_child(
+        "whole_runtime_a_g_that_overflows_a_guarded_slab_stack_is_named",
+        LIMIT,
+        || {
+            let Ok(rt) = gmp::Runtime::builder()
+                .procs(1)
+                .guarded_slab_stacks()
+                .build()
+            else {
+                println!("no guard regions on this kernel: refused as expected");
+                return;
+            };
+            rt.block_on(|| {
+                // A parked neighbour in the chunk, just below the G that overflows.
+                let (tx, rx) = gmp::chan::rendezvous::<()>();
+                let neighbour = gmp::go(move || rx.recv().is_err());
+                gmp::yield_now();
+                gmp::go(|| recurse(0, u64::MAX)).join().map(|_| ()).unwrap();
+                drop(tx);
+                neighbour.join().unwrap();
+            });
+        },
+    );
+    if run.output.contains("refused as expected") {
+        assert!(!kernel_has_guard_regions() && run.success, "{run:?}");
+        return;
+    }
+    assert!(
+        run.output
+            .contains("overflowed its 64 KiB stack (guard page hit)"),
+        "a G running off a guarded-slab stack must be reported by G and size, as on a \
+         guarded one: {run:?} (book: {RUNTIME})"
+    );
+    assert!(
+        !run.success,
+        "expected an overflow to end the process (book: {STEP5})"
+    );
+}
+
+#[test]
+fn whole_runtime_a_hundred_thousand_gs_yield_twice_on_the_default_builder() {
+    let _outcome = testkit::record!();
+    let n: u64 = 100_000;
+    let sum = testkit::watchdog_with(
+        "100 000 Gs that each yield twice, then are joined, on the default builder",
+        LIMIT,
+        gmp::dump_all,
+        move || {
+            let builder = gmp::Runtime::builder().procs(1);
+            let rt = if kernel_has_guard_regions() {
+                builder.build().unwrap()
+            } else {
+                // Before Linux 6.13 the default (guarded) cannot hold this many: the
+                // fallback for many Gs is the unsafe slab.
+                // SAFETY: these Gs only yield: a few hundred bytes of their stacks.
+                unsafe { builder.slab_stacks() }.build().unwrap()
+            };
+            rt.block_on(move || {
+                let handles: Vec<_> = (0..n)
+                    .map(|i| {
+                        gmp::go(move || {
+                            gmp::yield_now();
+                            gmp::yield_now();
+                            i
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a G failed"))
+                    .sum::<u64>()
+            })
+        },
+    );
+    assert_eq!(
+        sum,
+        n * (n - 1) / 2,
+        "every G must return its index once (book: {RUNTIME})"
     );
 }
 

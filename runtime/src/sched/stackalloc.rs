@@ -8,14 +8,27 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use super::Shared;
 use super::m::with_m;
+use super::{Runtime, Shared};
+use crate::builder::StackLayout;
+use crate::lock;
+use crate::maps;
+use crate::parts::stack::{self, GUARD_REGIONS_SINCE, SLAB_CHUNK, StackMode};
+
+impl Runtime {
+    /// How this runtime's G stacks are laid out: what the builder chose, or by default
+    /// guarded slab stacks where the kernel has guard regions (Linux 6.13), else guarded.
+    pub fn stack_layout(&self) -> StackLayout {
+        match self.shared.stacks.mode() {
+            StackMode::Guarded => StackLayout::Guarded,
+            StackMode::GuardedSlab => StackLayout::GuardedSlab,
+            StackMode::Slab => StackLayout::Slab,
+        }
+    }
+}
 
 /// Finished Gs' stacks a P keeps for its next Gs.
 pub(crate) const P_STACK_CACHE: usize = 16;
-use crate::lock;
-use crate::maps;
-use crate::parts::stack::{self, SLAB_CHUNK};
 
 /// Why the pool said no, until when that answer stands without asking again.
 pub(super) struct Refusal {
@@ -109,7 +122,10 @@ impl Shared {
         let stack = self.stacks.alloc(owner).map_err(|e| {
             let mut why = e.to_string();
             if why.contains("vm.max_map_count") {
-                why.push_str(" (in gmp: unsafe { Runtime::builder().slab_stacks() })");
+                why.push_str(&format!(
+                    " (in gmp: Runtime::builder().guarded_slab_stacks() on Linux \
+                     {GUARD_REGIONS_SINCE} or later, else unsafe {{ ....slab_stacks() }})"
+                ));
             }
             maps::spend_all();
             *lock(&self.stack_refusal) = Some(Refusal::new(why.clone(), Duration::ZERO));
@@ -139,7 +155,8 @@ impl Shared {
     }
 
     /// Mappings that `stacks` stacks take at most: a guarded stack is 2 (stack and guard),
-    /// a slab chunk of `SLAB_CHUNK` stacks 1.
+    /// a chunk of `SLAB_CHUNK` slab or guarded-slab stacks 1 (its guard regions live inside
+    /// the one mapping: `madvise(MADV_GUARD_INSTALL)` splits no VMA).
     fn mappings_for(&self, stacks: usize) -> usize {
         if self.slab {
             stacks.div_ceil(SLAB_CHUNK)
@@ -176,17 +193,30 @@ impl Shared {
     /// ways out.
     fn map_limit_message(&self, reading: &maps::Reading) -> String {
         let stacks = self.paid_stacks.load(Relaxed);
-        let (mode, each, way_out) = if self.slab {
-            ("slab", format!("{SLAB_CHUNK} per mapping"), String::new())
-        } else {
-            (
+        let (mode, each, way_out) = match self.stacks.mode() {
+            StackMode::Guarded => (
                 "guarded",
                 "2 mappings each".to_string(),
-                format!(
-                    "use slab stacks (unsafe {{ Runtime::builder().slab_stacks() }}: \
-                     {SLAB_CHUNK} stacks per mapping, no guard pages), "
-                ),
-            )
+                if stack::guard_regions().is_ok() {
+                    format!(
+                        "use guarded slab stacks (Runtime::builder().guarded_slab_stacks(): \
+                         {SLAB_CHUNK} stacks per mapping, each above a guard region), "
+                    )
+                } else {
+                    format!(
+                        "on Linux {GUARD_REGIONS_SINCE} or later use guarded slab stacks \
+                         (Runtime::builder().guarded_slab_stacks(): {SLAB_CHUNK} per mapping, \
+                         each guarded); here only slab stacks (unsafe {{ \
+                         Runtime::builder().slab_stacks() }}: no guard pages), "
+                    )
+                },
+            ),
+            StackMode::GuardedSlab => (
+                "guarded slab",
+                format!("{SLAB_CHUNK} per mapping"),
+                String::new(),
+            ),
+            StackMode::Slab => ("slab", format!("{SLAB_CHUNK} per mapping"), String::new()),
         };
         format!(
             "out of memory mappings: {stacks} {mode} stacks fit in this runtime ({each}); the \

@@ -1,7 +1,8 @@
 //! Part 05, `stack`: where every G's stack comes from, and what happens when one runs out.
 //!
-//! What lives here: [`StackPool`], which hands out [`GStack`]s and takes them back; two
-//! modes ([`StackMode::Guarded`], [`StackMode::Slab`]); the overflow report
+//! What lives here: [`StackPool`], which hands out [`GStack`]s and takes them back; three
+//! modes ([`StackMode::Guarded`], [`StackMode::GuardedSlab`], [`StackMode::Slab`]); the
+//! kernel probe for guard regions ([`guard_regions`]); the overflow report
 //! ([`install_overflow_handler`], [`GStack::check_canary`]).
 //!
 //! Go: `stackalloc` / `stackfree` (`stack.go`) with per-P caches, `newstack` /
@@ -9,13 +10,18 @@
 //! the stack would dangle (Go's compiler knows every pointer into a stack and rewrites them;
 //! rustc does not), so a G gets a fixed-size stack and an overflow must be *caught*.
 //!
-//! ## Two modes
+//! ## Three modes
 //!
 //! - **Guarded**: each stack is its own `mmap` with a `PROT_NONE` page below it. Running off
 //!   the end touches the guard page; the SIGSEGV handler sees the address is in a G's guard
 //!   and reports "G <id> overflowed its <N> KiB stack". Cost: the guard splits the mapping,
 //!   so each stack is 2 VMAs, and `vm.max_map_count` (65,530 by default) caps the process
 //!   near 32k stacks.
+//! - **Guarded slab**: many stacks carved out of one mapping, each with a guard page below it
+//!   that the kernel keeps *inside* the mapping (`madvise(MADV_GUARD_INSTALL)`, Linux 6.13):
+//!   the guard faults like a `PROT_NONE` page but does not split the VMA, so a chunk of
+//!   [`SLAB_CHUNK`] stacks is 1 VMA and a million stacks fit, with overflows caught as in
+//!   guarded mode. On an older kernel [`StackPool::new`] refuses it, naming the kernel.
 //! - **Slab**: many stacks carved out of one large mapping, no guard pages, 1 VMA per chunk:
 //!   a million stacks fit. An overflow is no longer caught when it happens; the lowest bytes
 //!   of each stack (the *canary zone*) must still read zero, and the scheduler checks that on
@@ -53,14 +59,22 @@ pub const PAGE: usize = 4096;
 pub const MIN_STACK: usize = corosensei::stack::MIN_STACK_SIZE;
 /// Bytes at the low end of a slab stack that must stay zero (the canary zone).
 pub const CANARY_BYTES: usize = 256;
-/// Stacks carved from one mapping in slab mode.
+/// Stacks carved from one mapping in slab and guarded-slab mode.
 pub const SLAB_CHUNK: usize = 1024;
+/// `madvise` advice that turns a range into a guard region (Linux 6.13); libc 0.2.191 does
+/// not name it yet. Older kernels answer `EINVAL`.
+pub const MADV_GUARD_INSTALL: libc::c_int = 102;
+/// The first Linux release with guard regions, for error messages.
+pub const GUARD_REGIONS_SINCE: &str = "6.13";
 
 /// How stacks are laid out. See "Two modes" above.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StackMode {
     /// One mapping per stack, with a guard page: overflows are caught when they happen.
     Guarded,
+    /// Many stacks per mapping, each with a kernel guard region below it (Linux 6.13):
+    /// overflows are caught when they happen, and a chunk is one mapping.
+    GuardedSlab,
     /// Many stacks per mapping, no guard: overflows are found at the next switch.
     Slab,
 }
@@ -79,6 +93,17 @@ impl PoolConfig {
         PoolConfig {
             stack_size,
             mode: StackMode::Guarded,
+            hot_limit: 64,
+        }
+    }
+
+    /// Slab stacks of `stack_size` usable bytes, each above a guard region inside the
+    /// chunk's one mapping. Needs Linux 6.13 ([`guard_regions`]); [`StackPool::new`] says so
+    /// on an older kernel.
+    pub fn guarded_slab(stack_size: usize) -> PoolConfig {
+        PoolConfig {
+            stack_size,
+            mode: StackMode::GuardedSlab,
             hot_limit: 64,
         }
     }
@@ -119,6 +144,13 @@ pub enum StackError {
         /// The limit (`/proc/sys/vm/max_map_count`).
         max_map_count: usize,
     },
+    /// Guarded-slab mode on a kernel without guard regions (before Linux 6.13).
+    NoGuardRegions {
+        /// The running kernel's release (`uname -r`), or "unknown".
+        kernel: String,
+        /// What the probe's `madvise` answered.
+        source: io::Error,
+    },
     /// The kernel refused the memory itself.
     OutOfMemory {
         /// Bytes of the mapping that failed.
@@ -141,9 +173,17 @@ impl fmt::Display for StackError {
             } => write!(
                 f,
                 "out of memory mappings: the process has {mappings} of vm.max_map_count = \
-                 {max_map_count}, and each guarded stack takes 2; use slab mode \
-                 (StackMode::Slab: many stacks per mapping) or raise the limit with \
+                 {max_map_count}, and each guarded stack takes 2; use guarded-slab mode \
+                 (StackMode::GuardedSlab, Linux {GUARD_REGIONS_SINCE}: many stacks per \
+                 mapping), slab mode (StackMode::Slab) or raise the limit with \
                  `sysctl -w vm.max_map_count=262144`"
+            ),
+            StackError::NoGuardRegions { kernel, source } => write!(
+                f,
+                "guarded-slab stacks need guard regions (madvise MADV_GUARD_INSTALL), which \
+                 Linux {GUARD_REGIONS_SINCE} added; this kernel ({kernel}) answered: {source}; \
+                 use guarded stacks (PoolConfig::guarded) or run on Linux {GUARD_REGIONS_SINCE} \
+                 or later"
             ),
             StackError::OutOfMemory { bytes, source } => write!(
                 f,
@@ -215,6 +255,9 @@ impl StackPool {
                 requested: config.stack_size,
             });
         }
+        if config.mode == StackMode::GuardedSlab {
+            guard_regions()?;
+        }
         let size = config.stack_size.next_multiple_of(PAGE);
         Ok(StackPool {
             inner: Arc::new(Pool {
@@ -265,6 +308,11 @@ impl StackPool {
         self.inner.size
     }
 
+    /// The mode the pool was configured with.
+    pub fn mode(&self) -> StackMode {
+        self.inner.mode
+    }
+
     /// Maps one guarded stack, or a chunk of slab stacks (all but one go to the free list).
     fn map_more(&self) -> Result<Region, StackError> {
         let pool = &self.inner;
@@ -313,8 +361,89 @@ impl StackPool {
                 }
                 Ok(Region { bottom: base })
             }
+            StackMode::GuardedSlab => {
+                // Each slot is a guard page and a stack above it, all in one mapping.
+                let slot = PAGE + pool.size;
+                let len = slot * SLAB_CHUNK;
+                let base = map(len, libc::PROT_READ | libc::PROT_WRITE)?;
+                for i in 0..SLAB_CHUNK {
+                    if let Err(source) = install_guard(base + i * slot) {
+                        // SAFETY: the mapping made above; no stack of it was handed out.
+                        unsafe { libc::munmap(base as *mut libc::c_void, len) };
+                        return Err(map_error(len, source));
+                    }
+                }
+                pool.mapped.fetch_add(SLAB_CHUNK, Relaxed);
+                pool.mappings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((base, len));
+                let mut free = pool.free.lock().unwrap_or_else(|e| e.into_inner());
+                for i in (1..SLAB_CHUNK).rev() {
+                    free.push(Region {
+                        bottom: base + i * slot + PAGE,
+                    });
+                }
+                Ok(Region {
+                    bottom: base + PAGE,
+                })
+            }
         }
     }
+}
+
+/// Makes the page at `addr` a guard region: any access faults, the mapping stays one VMA,
+/// and the guard outlives `MADV_DONTNEED` (only `MADV_GUARD_REMOVE` or `munmap` lift it).
+fn install_guard(addr: usize) -> io::Result<()> {
+    loop {
+        // SAFETY: `addr` is a page of a mapping this pool owns and has not handed out; the
+        // advice discards that page's contents, which nothing uses.
+        let rc = unsafe { libc::madvise(addr as *mut libc::c_void, PAGE, MADV_GUARD_INSTALL) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        // The kernel may ask to retry when it races a page fault or a signal.
+        if !matches!(err.raw_os_error(), Some(libc::EINTR | libc::EAGAIN)) {
+            return Err(err);
+        }
+    }
+}
+
+/// Whether this kernel has guard regions (Linux 6.13): probed once, on a scratch mapping.
+/// `Err` says what the kernel answered and names its release.
+pub fn guard_regions() -> Result<(), StackError> {
+    static PROBE: OnceLock<Result<(), (String, i32)>> = OnceLock::new();
+    let probed = PROBE.get_or_init(|| {
+        let err = match map(2 * PAGE, libc::PROT_READ | libc::PROT_WRITE) {
+            Ok(scratch) => {
+                let got = install_guard(scratch);
+                // SAFETY: the scratch mapping made above, which nothing else knows.
+                unsafe { libc::munmap(scratch as *mut libc::c_void, 2 * PAGE) };
+                match got {
+                    Ok(()) => return Ok(()),
+                    Err(e) => e,
+                }
+            }
+            Err(StackError::OutOfMemory { source, .. }) => source,
+            Err(other) => io::Error::other(other.to_string()),
+        };
+        Err((kernel_release(), err.raw_os_error().unwrap_or(0)))
+    });
+    match probed {
+        Ok(()) => Ok(()),
+        Err((kernel, errno)) => Err(StackError::NoGuardRegions {
+            kernel: kernel.clone(),
+            source: io::Error::from_raw_os_error(*errno),
+        }),
+    }
+}
+
+/// `uname -r`, as the kernel reports it; "unknown" if it cannot be read.
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
 }
 
 /// `mmap` of `len` bytes of private, anonymous, not-reserved memory.
@@ -416,7 +545,7 @@ impl GStack {
         self.pool.mode
     }
 
-    /// Slab mode: is the canary zone still all zero? Guarded mode: always `Ok`.
+    /// Slab mode: is the canary zone still all zero? The guarded modes: always `Ok`.
     pub fn check_canary(&self) -> Result<(), Overflow> {
         self.info().check_canary()
     }
@@ -466,7 +595,8 @@ impl Drop for GStack {
 }
 
 // SAFETY: base() is the 16-aligned top and limit() the bottom of `size` usable bytes, in
-// guarded mode with a PROT_NONE page below. In slab mode there is no guard page: corosensei's
+// guarded mode with a PROT_NONE page below, in guarded-slab mode with a guard region below
+// (installed before the chunk's first stack is handed out). In slab mode there is no guard page: corosensei's
 // contract is kept only because choosing slab mode was `unsafe` (PoolConfig::slab) and the
 // caller promised no G overflows.
 unsafe impl Stack for GStack {
@@ -502,10 +632,10 @@ impl StackInfo {
         Running { previous }
     }
 
-    /// Slab mode: is the canary zone still all zero? Guarded mode: always `Ok`.
+    /// Slab mode: is the canary zone still all zero? The guarded modes: always `Ok`.
     /// The scheduler calls this on every switch away from the G.
     pub fn check_canary(&self) -> Result<(), Overflow> {
-        if self.mode == StackMode::Guarded {
+        if self.mode != StackMode::Slab {
             return Ok(());
         }
         // SAFETY: the canary zone is inside the stack, whose GStack is alive (see the type's
