@@ -278,3 +278,76 @@ fn a_destructor_that_waits_in_each_blocking_call_at_shutdown_returns_from_each()
         },
     );
 }
+
+// ---- A G that gets no stack: its function is dropped as that G, not on g0. ----
+
+#[test]
+fn a_g_that_gets_no_stack_drops_its_function_as_that_g_not_on_g0() {
+    let run = testkit::run_in_child(
+        "a_g_that_gets_no_stack_drops_its_function_as_that_g_not_on_g0",
+        CHILD_LIMIT,
+        || {
+            /// Captured by the main G's function: waits on a channel nobody receives from,
+            /// then panics, as the function is dropped unrun.
+            struct SendThenPanic(Sender<u32>);
+            impl Drop for SendThenPanic {
+                fn drop(&mut self) {
+                    let sent = self.0.send(3);
+                    let g = gmp::current().id();
+                    println!("dropped as G {g}, send said {sent:?}");
+                    panic!("the captured value's destructor exploded");
+                }
+            }
+            let (tx, rx): (Sender<u32>, Receiver<u32>) = gmp::chan::rendezvous();
+            let guard = SendThenPanic(tx);
+            // With no fd free, the stack pool cannot count the process's mappings, so the
+            // main G's stack is refused (as `a_count_that_fails_maps_nothing_and_says_why`).
+            let mut files = Vec::new();
+            while let Ok(f) = std::fs::File::open("/dev/null") {
+                files.push(f);
+                if files.len() > 100_000 {
+                    println!("skipped: the open-file limit is too high to reach");
+                    return;
+                }
+            }
+            let rt = Runtime::builder().procs(1).build();
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                rt.unwrap().block_on(move || {
+                    let _keep = guard;
+                })
+            }));
+            drop(files);
+            drop(rx);
+            let said = match &ran {
+                Ok(()) => "the main G ran".to_string(),
+                Err(p) => p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .unwrap_or_else(|| "a non-string panic".to_string()),
+            };
+            println!("block_on: {said}");
+        },
+    );
+    assert_eq!(run.signal, None, "the child was killed: {run:?}");
+    assert!(run.success, "the child must exit normally: {run:?}");
+    if run.output.contains("skipped:") {
+        return;
+    }
+    for needle in [
+        "dropped as G 1, send said Err(SendError(..))",
+        "the captured value's destructor exploded",
+        "block_on: G 1 could not start",
+    ] {
+        assert!(
+            run.output.contains(needle),
+            "the function of a G refused a stack must be dropped as that G (G 1), where a \
+             send cannot wait and a panic is contained: expected {needle:?} in: {}",
+            run.output
+        );
+    }
+    assert!(
+        !run.output.contains("panicked on g0"),
+        "a destructor ran on g0: {}",
+        run.output
+    );
+}
