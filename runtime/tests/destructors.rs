@@ -110,6 +110,48 @@ fn a_result_is_dropped_by_whoever_drops_the_handle_after_the_g_finished() {
     assert_eq!((before, after), (0, 1));
 }
 
+#[test]
+fn a_detached_gs_result_still_waiting_in_its_destructor_at_shutdown_is_unwound() {
+    testkit::isolated(
+        "a_detached_gs_result_still_waiting_in_its_destructor_at_shutdown_is_unwound",
+        CHILD_LIMIT,
+        "a detached G's result destructor blocked an M or the dropping thread",
+        || {
+            /// The result: its destructor waits for a value that never comes.
+            struct RecvOnDrop(Receiver<u32>, Arc<AtomicUsize>);
+            impl Drop for RecvOnDrop {
+                fn drop(&mut self) {
+                    self.1.store(1, Ordering::SeqCst);
+                    let _ = self.0.recv();
+                    self.1.store(2, Ordering::SeqCst);
+                }
+            }
+            let state = Arc::new(AtomicUsize::new(0));
+            let s = state.clone();
+            let rt = Runtime::builder()
+                .procs(1)
+                .engine(Engine::Corosensei)
+                .build()
+                .unwrap();
+            let tx = rt.block_on(move || {
+                let (tx, rx) = gmp::chan::rendezvous();
+                let waiting = s.clone();
+                drop(gmp::go(move || RecvOnDrop(rx, s)));
+                yield_until(&waiting);
+                tx // kept open past shutdown: the recv never returns by itself
+            });
+            // The G is parked inside the destructor; shutdown unwinds it from there.
+            drop(rt);
+            drop(tx);
+            assert_eq!(
+                state.load(Ordering::SeqCst),
+                1,
+                "the destructor was unwound at its recv, not resumed past it"
+            );
+        },
+    );
+}
+
 // ---- S4: destructors on the stack of a G torn down at shutdown. ----
 
 /// What the destructors below saw, for the child's assertions after `drop(rt)`.
