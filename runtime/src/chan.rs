@@ -127,7 +127,8 @@ impl<T> Chan<T> {
     }
 
     /// Puts `slot` on a queue, waits until the other side completes it, and takes it off
-    /// the queue if the wait is unwound (a G torn down at shutdown).
+    /// the queue if the wait is unwound or cannot wait (a G torn down at shutdown): the
+    /// caller then finds its slot as a closed channel leaves it.
     fn wait(&self, slot: &Slot<T>, receiving: bool, mut state: MutexGuard<'_, State<T>>) {
         let ptr: *const Slot<T> = slot;
         if receiving {
@@ -155,7 +156,12 @@ impl<T> Chan<T> {
             WaitReason::ChanSend
         };
         while !slot.done.load(Acquire) {
-            slot.waiter.wait(reason);
+            if slot.waiter.wait(reason).is_err() {
+                // A destructor of a G torn down at shutdown: no M will ever run it to finish
+                // this wait. The guard takes the slot off the queue under the lock, so
+                // either the other side completed it first or it never will.
+                return;
+            }
         }
         // Completed: the other side already took the slot off the queue.
         std::mem::forget(guard);
@@ -167,7 +173,9 @@ impl<T: Send> Sender<T> {
     ///
     /// # Errors
     ///
-    /// If every receiver is dropped, before or while waiting: the value comes back.
+    /// If every receiver is dropped, before or while waiting: the value comes back. Also
+    /// if it would wait in a G being torn down at shutdown (a destructor on its stack),
+    /// where no receiver can ever come: it never waits there.
     pub fn send(&self, value: T) -> Result<(), SendError<T>> {
         let mut state = lock(&self.chan.state);
         if let Some(receiver) = state.receivers.pop_front() {
@@ -202,7 +210,8 @@ impl<T: Send> Receiver<T> {
     ///
     /// # Errors
     ///
-    /// If every sender is dropped and none is waiting.
+    /// If every sender is dropped and none is waiting. Also if it would wait in a G being
+    /// torn down at shutdown, as for [`Sender::send`].
     pub fn recv(&self) -> Result<T, RecvError> {
         let mut state = lock(&self.chan.state);
         if let Some(sender) = state.senders.pop_front() {

@@ -348,7 +348,8 @@ mod asm {
                 // still point into them (a channel's waiter slot; any value pinned there,
                 // whose memory Pin promises is not reused before its drop), so the stack is
                 // never reused. The GStack keeps its pool, so this leaks the whole pool;
-                // freeing the rest needs part 05 to give up one region for good.
+                // freeing the rest needs part 05 to give up one region for good, a change
+                // to chapter 5's API not made (book: appendix, "Why Gs left at shutdown").
                 std::mem::forget(self.stack.take());
             }
         }

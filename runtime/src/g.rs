@@ -7,11 +7,31 @@
 //! Also here: [`Waiter`], the one way every blocking primitive (join, channels, WaitGroup)
 //! waits: a parked G when called on a G, a parked thread elsewhere.
 //!
+//! ## Tearing a G down
+//!
+//! A G that will never run again (left at shutdown, or unable to get a stack) still owns
+//! user values: its unstarted function, or the frames on its stack, which corosensei
+//! unwinds. Their destructors are the G's own code, so they run as that G
+//! ([`G::tear_down`]): the runtime's "current G" is the G being torn down, and never g0 or a
+//! thread outside every G, where a panic would stop an M and a wait would hang it. What they
+//! may do:
+//!
+//! - `go` at shutdown hands back a [`JoinHandle`](crate::JoinHandle) whose join says the
+//!   runtime shut down (no G runs: the new G is torn down at once, the same way);
+//! - a blocking call never waits, since no M will ever run this G again to wake it: a
+//!   channel reports closed, `join` a [`Panic`](crate::Panic) saying so, `WaitGroup::wait`,
+//!   `park` and `yield_now` return at once;
+//! - a panic in an unstarted function's destructor is contained, and told by the panic
+//!   hook like any G's panic. (One while a stack unwinds aborts the process, as a panic in
+//!   any Rust destructor during unwinding does.)
+//!
 //! Not here: choosing which G runs (`sched/`), results and joins (`task.rs`).
 
+use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::ops::Range;
+use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -124,14 +144,21 @@ impl G {
             let Some(body) = run.body.take() else {
                 return SwitchOut::Exit;
             };
-            let made = self.rt.alloc_stack(self.id()).and_then(|stack| {
-                run.stack = Some(stack.info());
-                let _ = self.bounds.set(stack.bottom()..stack.top());
-                // SAFETY: `suspender` lives in this G beside the engine, which the G
-                // (behind an Arc) keeps in place until the engine is dropped.
-                unsafe { Context::new(stack, &self.suspender, body) }
-                    .inspect_err(|_| self.rt.stack_returned())
-            });
+            let made = match self.rt.alloc_stack(self.id()) {
+                Ok(stack) => {
+                    run.stack = Some(stack.info());
+                    let _ = self.bounds.set(stack.bottom()..stack.top());
+                    // SAFETY: `suspender` lives in this G beside the engine, which the G
+                    // (behind an Arc) keeps in place until the engine is dropped.
+                    unsafe { Context::new(stack, &self.suspender, body) }
+                        .inspect_err(|_| self.rt.stack_returned())
+                }
+                Err(why) => {
+                    // The function's captures are user values: dropped as this G, not on g0.
+                    as_torn_down(self, || drop_contained(Some(body)));
+                    Err(why)
+                }
+            };
             match made {
                 Ok(engine) => run.engine = Some(engine),
                 Err(why) => {
@@ -165,24 +192,24 @@ impl G {
         why
     }
 
-    /// At shutdown, after every M stopped: drops what the G still holds. corosensei unwinds
-    /// a suspended G's stack; the asm engine leaks it. A G that never finished tells its
-    /// joiner so.
+    /// At shutdown (after every M stopped, or from `go` once shutdown began): drops what
+    /// the G still holds, as the G (see "Tearing a G down"). corosensei unwinds a suspended
+    /// G's stack; the asm engine leaks it. A G that never finished tells its joiner so.
     ///
     /// # Safety
     ///
     /// No M runs this G, and none ever will again.
-    pub(crate) unsafe fn tear_down(&self) {
+    pub(crate) unsafe fn tear_down(self: &Arc<Self>) {
         // SAFETY: the caller's promise.
         let run = unsafe { &mut *self.run.get() };
-        run.body = None;
-        TEARING_DOWN.set(true);
-        // Every M has stopped, so no stack is allocated again: a stack the asm engine leaks
-        // need not stay counted as held.
-        if run.engine.take().is_some() {
-            self.rt.stack_returned();
-        }
-        TEARING_DOWN.set(false);
+        as_torn_down(self, || {
+            drop_contained(run.body.take());
+            // No stack is allocated after shutdown, so a stack the asm engine leaks need
+            // not stay counted as held.
+            if run.engine.take().is_some() {
+                self.rt.stack_returned();
+            }
+        });
         if let Some(cancel) = run.cancel.take() {
             cancel("the runtime shut down before this G finished".to_string());
         }
@@ -194,10 +221,11 @@ impl G {
     /// # Safety
     ///
     /// The G was never queued, so no M runs it or ever will.
-    pub(crate) unsafe fn refuse(&self, why: String) {
+    pub(crate) unsafe fn refuse(self: &Arc<Self>, why: String) {
         // SAFETY: the caller's promise.
         let run = unsafe { &mut *self.run.get() };
-        run.body = None;
+        // The function's captures are user values: dropped as this G (see `tear_down`).
+        as_torn_down(self, || drop_contained(run.body.take()));
         if let Some(cancel) = run.cancel.take() {
             cancel(why);
         }
@@ -213,8 +241,43 @@ impl G {
 thread_local! {
     /// The G this M runs right now, or null on g0 and on threads that are not Ms.
     static CURRENT_G: Cell<*const G> = const { Cell::new(ptr::null()) };
-    /// Set while a G's stack is unwound at shutdown: its catch_unwind must let go.
+    /// Set while this thread tears a G down (`as_torn_down`): the G's catch_unwind must let
+    /// a forced unwind go, and its blocking calls must not wait.
     static TEARING_DOWN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, which drops user values of `g` outside any run of it, as `g`'s own code: `g` is
+/// the current G (so `go` and `current` work) and [`tearing_down`] is true (so blocking calls
+/// return, see "Tearing a G down"). Restores both after, also when `f` unwinds; nests.
+fn as_torn_down<R>(g: &Arc<G>, f: impl FnOnce() -> R) -> R {
+    struct Restore(*const G, bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT_G.set(self.0);
+            TEARING_DOWN.set(self.1);
+        }
+    }
+    // From the Arc itself, so `arc_of` may take another count through it.
+    let _restore = Restore(
+        CURRENT_G.replace(Arc::as_ptr(g)),
+        TEARING_DOWN.replace(true),
+    );
+    f()
+}
+
+/// Drops a torn-down G's unstarted function without letting a panic in a destructor of its
+/// captures past: the panic hook has told it, as for any G's panic nobody joins.
+fn drop_contained(body: Option<Body>) {
+    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || drop(body))) {
+        drop_payload(payload);
+    }
+}
+
+/// Drops a caught panic's payload, which may itself panic on drop: then leaks that one.
+pub(crate) fn drop_payload(payload: Box<dyn Any + Send>) {
+    if let Err(again) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
+    }
 }
 
 /// The running G, if the caller is one. Never inlined: a G may resume on another M, and an
@@ -222,13 +285,14 @@ thread_local! {
 #[inline(never)]
 pub(crate) fn current_g() -> Option<&'static G> {
     let g = CURRENT_G.get();
-    // SAFETY: CURRENT_G is set only while that G runs on this thread, and a running G is
-    // kept alive by the M running it; the 'static is confined to this module's callers,
-    // which never keep it past the G's own code.
+    // SAFETY: CURRENT_G is set only while that G runs on this thread (kept alive by the M
+    // running it) or is torn down on it (kept alive by `as_torn_down`'s caller's Arc); the
+    // 'static is confined to this module's callers, which never keep it past the G's code.
     unsafe { g.as_ref() }
 }
 
-/// Is the current thread unwinding a G at shutdown? (`task.rs` asks.)
+/// Is this thread tearing a G down (see "Tearing a G down")? A G's catch_unwind that sees a
+/// panic then lets it go: it is the forced unwind of the G's stack (`task.rs` asks).
 #[inline(never)]
 pub(crate) fn tearing_down() -> bool {
     TEARING_DOWN.get()
@@ -237,8 +301,9 @@ pub(crate) fn tearing_down() -> bool {
 /// Another `Arc` of the running G.
 fn arc_of(g: &'static G) -> Arc<G> {
     let raw: *const G = g;
-    // SAFETY: CURRENT_G is only ever set from `Arc::as_ptr` of a live `Arc<G>` (G::resume)
-    // that the M keeps while the G runs, so `raw` is an Arc pointer with a count >= 1.
+    // SAFETY: CURRENT_G is only ever set from `Arc::as_ptr` of a live `Arc<G>` that the M
+    // keeps while the G runs (G::resume) or the caller keeps while it is torn down
+    // (`as_torn_down`), so `raw` is an Arc pointer with a count >= 1.
     unsafe {
         Arc::increment_strong_count(raw);
         Arc::from_raw(raw)
@@ -311,26 +376,42 @@ pub fn stack_bounds() -> Option<Range<usize>> {
 /// without a wake-up meant for this wait (a wake-up left from before); wait in a loop on
 /// your own condition. Go: `gopark`.
 ///
+/// In a destructor that runs as the runtime tears its G down (at shutdown), it returns at
+/// once: no M will run that G again.
+///
 /// # Panics
 ///
 /// Outside a G.
 pub fn park() {
-    park_current(running_g("park"), WaitReason::Park);
+    let _ = park_current(running_g("park"), WaitReason::Park);
 }
 
 /// Gives the P to the next runnable G; this G runs again later. Go: `runtime.Gosched`.
+/// Returns at once in a G being torn down (see [`park`]).
 ///
 /// # Panics
 ///
 /// Outside a G.
 pub fn yield_now() {
-    running_g("yield_now").switch_out(SwitchOut::Yield);
+    let g = running_g("yield_now");
+    if !tearing_down() {
+        g.switch_out(SwitchOut::Yield);
+    }
 }
 
-fn park_current(g: &G, reason: WaitReason) {
+/// A wait that can never end: the waiting G is being torn down, no M will run it again.
+#[derive(Debug)]
+pub(crate) struct TornDown;
+
+fn park_current(g: &G, reason: WaitReason) -> Result<(), TornDown> {
+    // Checked before part 06 sees a park: a torn-down G is not running.
+    if tearing_down() {
+        return Err(TornDown);
+    }
     if g.state.park(reason) {
         g.switch_out(SwitchOut::Park);
     }
+    Ok(())
 }
 
 /// Whoever waits in a blocking primitive: a G (parks, freeing its M) or a plain thread
@@ -352,10 +433,18 @@ impl Waiter {
 
     /// Called by the waiter itself: sleeps until `wake` (or returns at once if a wake came
     /// first). May return early; callers loop on their condition.
-    pub(crate) fn wait(&self, reason: WaitReason) {
+    ///
+    /// # Errors
+    ///
+    /// The waiter is a G being torn down: nothing will ever wake it, so the caller must
+    /// report its wait as failed (closed channel, shutdown) instead of looping.
+    pub(crate) fn wait(&self, reason: WaitReason) -> Result<(), TornDown> {
         match self {
             Waiter::G(g) => park_current(g, reason),
-            Waiter::Thread(p) => p.park(),
+            Waiter::Thread(p) => {
+                p.park();
+                Ok(())
+            }
         }
     }
 

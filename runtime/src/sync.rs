@@ -83,7 +83,8 @@ impl WaitGroup {
         waiters.iter().for_each(Waiter::wake);
     }
 
-    /// Waits until the count is zero.
+    /// Waits until the count is zero. In a G being torn down at shutdown (a destructor on
+    /// its stack) it returns at once: no M will run that G again, so it could never wake.
     pub fn wait(&self) {
         let me = Waiter::current();
         loop {
@@ -94,7 +95,9 @@ impl WaitGroup {
                 }
                 inner.waiters.push(me.clone());
             }
-            me.wait(WaitReason::WaitGroup);
+            if me.wait(WaitReason::WaitGroup).is_err() {
+                return;
+            }
         }
     }
 }

@@ -2,6 +2,13 @@
 //!
 //! The slot is where a G's value (or its panic) lands. A joiner that is a G parks (part 06,
 //! wait reason "join"); a joiner that is a plain thread sleeps on its Parker (part 03).
+//! Who drops the result: the joiner takes it; a handle dropped after the G finished drops it
+//! where it is dropped; a G whose handle is already gone when it finishes drops its own
+//! result, still on its own stack, before it exits. So a result's destructor is user code
+//! that runs in user code's place, never on g0, where a panic would stop the M and a
+//! blocking call would hang it (DESIGN.md "Soundness"). A panic there is contained like any
+//! G's: the panic hook tells it, and the M goes on.
+//!
 //! Not here: running the G (`sched/m.rs`, `g.rs`).
 
 use std::any::Any;
@@ -59,9 +66,13 @@ impl fmt::Display for Panic {
 }
 
 struct Slot<T> {
+    /// Only while the handle lives: whoever fills a slot whose handle is gone keeps the
+    /// result, so the runtime's last `Arc` of the slot (dropped on g0) never holds one.
     result: Option<Result<T, Panic>>,
     /// Set by the first fill; later fills (a cancel after the G finished) do nothing.
     filled: bool,
+    /// The handle was dropped: nobody can join.
+    detached: bool,
     /// The joiner while it waits; whoever fills the slot wakes it.
     waiter: Option<Waiter>,
 }
@@ -73,19 +84,39 @@ struct Shared<T> {
 }
 
 impl<T> Shared<T> {
-    fn fill(&self, result: Result<T, Panic>) {
+    /// Hands `result` to the joiner. Gives it back if nobody can take it (the handle is gone,
+    /// or the slot was filled already): the caller drops it, in its own context.
+    #[must_use = "a result nobody can join is the caller's to drop"]
+    fn fill(&self, result: Result<T, Panic>) -> Option<Result<T, Panic>> {
         let waiter = {
             let mut slot = lock(&self.slot);
             if slot.filled {
-                return;
+                return Some(result);
             }
             slot.filled = true;
+            if slot.detached {
+                return Some(result);
+            }
             slot.result = Some(result);
             slot.waiter.take()
         };
         if let Some(waiter) = waiter {
             waiter.wake();
         }
+        None
+    }
+}
+
+/// The G's own result (or panic) that nobody can join, dropped by the G itself before it
+/// exits, so its destructor may park; a panic in it is told by the panic hook and contained
+/// like the G's own.
+fn drop_unjoined<T>(result: Result<T, Panic>) {
+    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || drop(result))) {
+        if g::tearing_down() {
+            // Shutdown is unwinding this G's stack, parked inside that destructor: go on.
+            panic::resume_unwind(payload);
+        }
+        g::drop_payload(payload);
     }
 }
 
@@ -149,8 +180,31 @@ impl<T> JoinHandle<T> {
             if let Some(why) = stop() {
                 return Err(why);
             }
-            me.wait(WaitReason::Join);
+            if me.wait(WaitReason::Join).is_err() {
+                return Ok(Err(Panic {
+                    task: self.task,
+                    payload: Box::new(format!(
+                        "G {} could not be joined: the joiner is a G that will never run \
+                         again (the runtime shut down, or it got no stack) and is being torn \
+                         down, so nothing could end the wait",
+                        self.task
+                    )),
+                }));
+            }
         }
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        let unjoined = {
+            let mut slot = lock(&self.shared.slot);
+            slot.detached = true;
+            slot.result.take()
+        };
+        // The G finished and nobody joined: its result is dropped here, by the code that
+        // dropped the handle, as any value it owned.
+        drop(unjoined);
     }
 }
 
@@ -165,6 +219,7 @@ where
         slot: Mutex::new(Slot {
             result: None,
             filled: false,
+            detached: false,
             waiter: None,
         }),
     });
@@ -178,13 +233,17 @@ where
             Err(payload) if g::tearing_down() => panic::resume_unwind(payload),
             other => other.map_err(|payload| Panic { task: id, payload }),
         };
-        for_body.fill(outcome);
+        if let Some(unjoined) = for_body.fill(outcome) {
+            drop_unjoined(unjoined);
+        }
     });
     let cancel: Cancel = Box::new(move |why| {
-        for_cancel.fill(Err(Panic {
+        // Given back only if nobody can join: a Panic whose payload is our String, no user
+        // code to run on drop.
+        let _unjoined = for_cancel.fill(Err(Panic {
             task: id,
             payload: Box::new(why),
-        }))
+        }));
     });
     (body, cancel, JoinHandle { task: id, shared })
 }

@@ -52,10 +52,17 @@
 //!
 //! ## Shutdown
 //!
-//! When the main G returns, the runtime is dropped: every M finishes the G it is running
-//! and exits, and then the Gs still alive (waiting forever, say) are torn down on the
-//! dropping thread; their joiners get a [`Panic`](crate::Panic) saying so. Go instead exits
-//! the process with them still parked.
+//! When the main G returns, the runtime is dropped: every M finishes
+//! the G it is running and exits, and then the Gs still alive (waiting forever, say) are
+//! torn down on the dropping thread; their joiners get a [`Panic`](crate::Panic) saying so.
+//! Go instead exits the process with them still parked.
+//!
+//! The destructors that run then (a G's unstarted function, the frames corosensei unwinds)
+//! run *as that G* (`G::tear_down`, "Tearing a G down" in `g.rs`), never as bare code on the
+//! dropping thread: `go` returns a handle whose join reports the shutdown (the new G is torn
+//! down at once, in `spawn`), and a blocking call returns instead of waiting for an M that
+//! will never run again. So a destructor can neither abort the process (`go` or `park`
+//! panicking outside a G, during an unwind) nor hang `drop(rt)`.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed, fence};
