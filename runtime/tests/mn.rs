@@ -118,3 +118,45 @@ fn a_chain_where_each_g_starts_the_next_runs_to_its_end() {
         assert_eq!(ended, Ok(0), "at {procs} P(s)");
     }
 }
+
+/// Records the thread its destructor runs on.
+struct DropsOn(std::sync::mpsc::Sender<(i32, i32)>, i32);
+
+impl Drop for DropsOn {
+    fn drop(&mut self) {
+        let _ = self.0.send((self.1, tid()));
+    }
+}
+
+/// S1 at shutdown: a G left waiting forever is unwound when the runtime is dropped. Its
+/// frames may borrow its M's thread-locals, which die with the M's thread: the unwind must
+/// happen on that thread, before it ends, not later on the thread dropping the runtime.
+#[test]
+fn a_started_g_left_waiting_at_shutdown_is_unwound_on_its_own_thread() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    watched("a runtime dropped with Gs parked forever", move || {
+        let rt = Runtime::builder().procs(2).build().unwrap();
+        rt.block_on(move || {
+            let (_keep, never) = gmp::chan::rendezvous::<u8>();
+            for _ in 0..8 {
+                let (tx, never) = (tx.clone(), never.clone());
+                gmp::go(move || {
+                    let _guard = DropsOn(tx, tid());
+                    let _ = never.recv(); // waits forever
+                });
+            }
+            gmp::yield_now();
+            std::mem::forget(_keep); // the channel never closes
+        });
+        drop(rt);
+    });
+    let ran: Vec<(i32, i32)> = rx.try_iter().collect();
+    assert!(!ran.is_empty(), "no parked G was unwound at shutdown");
+    for (started, dropped) in ran {
+        assert_eq!(
+            started, dropped,
+            "a G started on thread {started} was unwound on thread {dropped}: its \
+             thread-local borrows would outlive their thread"
+        );
+    }
+}

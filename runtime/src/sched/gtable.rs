@@ -252,6 +252,28 @@ impl GTable {
         out
     }
 
+    /// Takes the live Gs that `pick` chooses out of the table, with their queued counts
+    /// (shutdown: each M takes the Gs that live on it).
+    pub(crate) fn drain_where(&self, pick: impl Fn(&G) -> bool) -> Vec<Arc<G>> {
+        let used = (self.next.load(Ordering::Relaxed) as usize).min(MAX_LIVE_GS);
+        let mut out = Vec::new();
+        for i in 0..used as u32 {
+            let Some(slot) = self.slot(i) else { continue };
+            let mut live = lock(&slot.live);
+            if !live.as_deref().is_some_and(&pick) {
+                continue;
+            }
+            out.extend(live.take());
+            drop(live);
+            let raw = slot.queued.swap(ptr::null_mut(), Ordering::AcqRel);
+            if !raw.is_null() {
+                // SAFETY: as in `take_queued`: the swap made us the only owner of the count.
+                drop(unsafe { Arc::from_raw(raw) });
+            }
+        }
+        out
+    }
+
     /// Is `g` in a queue now? (dumps)
     pub(crate) fn is_queued(&self, g: &G) -> bool {
         self.slot(g.slot.load(Ordering::Relaxed))

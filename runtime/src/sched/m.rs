@@ -228,6 +228,9 @@ pub(super) fn m_main(shared: Arc<Shared>, index: usize, p: Box<P>) {
             execute(&shared, index, g);
         }
     }));
+    if looped.is_ok() && !shared.migrate && lock(&shared.broken).is_none() {
+        tear_down_mine(&shared, index);
+    }
     me.set_state(index, MState::Exited);
     // Drops the P (its ring holds only numbers) before the thread ends.
     drop(M_CTX.take());
@@ -244,6 +247,19 @@ pub(super) fn m_main(shared: Arc<Shared>, index: usize, p: Box<P>) {
         if let Some(waiter) = lock(&shared.main_waiter).clone() {
             waiter.unpark();
         }
+    }
+}
+
+/// At shutdown, on M `index`'s own thread: tears down the Gs that started here and never
+/// finished. Their stacks may hold borrows of this thread's thread-locals, which die with the
+/// thread, so unwinding them anywhere else, or later, would touch freed memory. Gs that never
+/// started hold only their `Send` function: the dropping thread tears those down. (With
+/// `migrate_gs`, any M may still run any G: all wait for the dropping thread.)
+fn tear_down_mine(shared: &Shared, index: usize) {
+    for g in shared.gtable.drain_where(|g| g.home() == Some(index)) {
+        // SAFETY: a started G runs only on its home M (`execute` checks), and this M has
+        // left its loop for good, so no M runs this G or ever will.
+        unsafe { g.tear_down() };
     }
 }
 
