@@ -152,7 +152,10 @@ impl Spinning {
     /// `wakep`'s claim: `true` if no M was spinning; the count is then 1 and the caller
     /// owns that spinner: it starts or wakes an M that begins spinning (and later `stop`s).
     /// `false`: a spinner exists and will find the new G, so no wake-up is needed.
-    /// Go: `sched.nmspinning.CompareAndSwap(0, 1)` in `wakep`.
+    /// If the claimer then finds no idle P, it gives the claim back with [`stop`](Spinning::stop)
+    /// and ignores its result: every P is busy, and their Ms will reach the queued G.
+    /// Go: `sched.nmspinning.CompareAndSwap(0, 1)` in `wakep`, undone when `pidlegetSpinning`
+    /// finds no P.
     pub fn claim_wake(&self) -> bool {
         self.count.compare_exchange(0, 1, SeqCst, SeqCst).is_ok()
     }
