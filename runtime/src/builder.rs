@@ -7,6 +7,7 @@ use std::fmt;
 use crate::engine::Engine;
 use crate::parts::osthread;
 use crate::parts::stack::{self, PoolConfig, SLAB_CHUNK};
+use crate::parts::steal;
 use crate::sched::Runtime;
 
 /// The most Ps a runtime accepts. Go's limit is 2^31; ours keeps a typo (`GMP_PROCS=20000`)
@@ -139,8 +140,8 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// Number of Ps (and, in stage 1, Ms). Default: `GMP_PROCS`, else the CPUs this process
-    /// may use (`std::thread::available_parallelism`, which honours cgroup quotas).
+    /// Number of Ps. Default: `GMP_PROCS`, else [`default_procs`]: the CPUs this process may
+    /// run on, lowered to the tightest cgroup CPU quota of its cgroup and its parents.
     pub fn procs(mut self, procs: usize) -> Builder {
         self.procs = Some(procs);
         self
@@ -226,7 +227,7 @@ impl Builder {
             Some(n) => check_procs("Builder::procs", &n.to_string())?,
             None => match std::env::var("GMP_PROCS") {
                 Ok(value) => check_procs("GMP_PROCS", &value)?,
-                Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                Err(_) => default_procs(),
             },
         };
         let cpus = if self.pin_ms {
@@ -284,6 +285,22 @@ impl Builder {
             engine,
         )
     }
+}
+
+/// The P count a runtime gets when neither [`Builder::procs`] nor `GMP_PROCS` sets one (Go:
+/// the default `GOMAXPROCS`): the CPUs in this thread's affinity mask, lowered to the
+/// tightest cgroup v1/v2 CPU quota of this process's cgroup and its parents, rounded up
+/// (part 08, chapter 8 "GOMAXPROCS in containers"). A cgroup file that cannot be read
+/// counts as no limit, as in Go.
+pub fn default_procs() -> usize {
+    let cpus = osthread::allowed_cpus().map_or_else(
+        |_| std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |cpus| cpus.len(),
+    );
+    let limit = steal::cgroup_cpu_limit(std::path::Path::new("/"))
+        .ok()
+        .flatten();
+    steal::default_procs(cpus, limit.as_ref()).clamp(1, MAX_PROCS)
 }
 
 fn check_procs(from: &'static str, value: &str) -> Result<usize, BuildError> {

@@ -4,10 +4,10 @@
 //!
 //! - **G**: a function running on its own stack (part 05) with its own saved registers (the
 //!   engine: corosensei, or part 04's switch), so it can stop in the middle (park, yield)
-//!   and go on later, maybe on another M. Its state machine is part 06.
+//!   and go on later, on the same M (see below). Its state machine is part 06.
 //! - **M**: a kernel thread that runs Gs ("machine"), started by part 02 `osthread`.
-//! - **P**: the right to run Gs. There are exactly `procs` Ps; an M needs one to run a G.
-//!   (Stage 1: one M per P, so M and P are not yet separate; chapter 8 splits them.)
+//! - **P**: the right to run Gs, with its own run queue (part 07). There are exactly
+//!   `procs` Ps; an M needs one to run a G, and an idle M gives its P back.
 //! - **g0**: each M's own stack, where the scheduler runs between Gs.
 //!
 //! ```
@@ -26,16 +26,20 @@
 //! | `osthread` | 2 | starting the Ms, named `gmp-m<N>` |
 //! | `parker` | 3 | idle Ms sleep until [`go`] has work for them; threads outside wait |
 //! | `context` | 4 | the asm engine: [`Engine::Asm`], `GMP_ENGINE=asm` (x86_64) |
-//! | `stack` | 5 | every G's stack, guarded or slab ([`Builder::slab_stacks`]); overflow reports |
+//! | `stack` | 5 | every G's stack: guarded slab by default ([`StackLayout`]); overflow reports |
 //! | `g` | 6 | each G's state, [`park`] / [`GHandle::unpark`], run-twice and lost-wake-up checks |
+//! | `runq` | 7 | each P's run queue: a 256-slot ring with runnext, overflow to the global queue |
+//! | `steal` | 8 | where an M looks for work, stealing, spinning Ms, [`default_procs`] from cgroups |
 //!
 //! Each part comes from `solutions/` unless its `mine-NN` feature is on; [`PARTS`] says
-//! which. This is stage 1 of the runtime (chapter 6): Gs with stacks, g0's loop, one global
-//! run queue, a rendezvous channel ([`chan`]) and a WaitGroup ([`sync`]). Local run queues,
-//! stealing, timers, the netpoller and full channels arrive chapter by chapter.
+//! which. This is stage 2 of the runtime (chapters 7 and 8): Go's G-M-P with a run queue per
+//! P and work stealing, a rendezvous channel ([`chan`]) and a WaitGroup ([`sync`]). Blocking
+//! calls, timers, the netpoller and full channels arrive chapter by chapter.
 //!
-//! A G may resume on another M than the one it parked on: do not keep a reference to a
-//! thread-local across [`park`], [`yield_now`] or any blocking call of this crate.
+//! A G that has started stays on the M (the OS thread) that first ran it, so a borrow of a
+//! thread-local held across [`park`] or [`yield_now`] stays valid; only Gs that have not
+//! started move between Ms. [`Builder::migrate_gs`] is the `unsafe` opt-in to Go's way,
+//! where any G may resume on any M.
 
 pub mod builder;
 pub mod chan;
@@ -48,7 +52,7 @@ mod sched;
 pub mod sync;
 mod task;
 
-pub use builder::{BuildError, Builder, StackSize};
+pub use builder::{BuildError, Builder, StackLayout, StackSize, default_procs};
 pub use engine::Engine;
 pub use g::{GHandle, current, park, stack_bounds, yield_now};
 pub use maps::{MapHeadroom, kept_mappings, map_headroom};
