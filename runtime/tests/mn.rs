@@ -160,3 +160,41 @@ fn a_started_g_left_waiting_at_shutdown_is_unwound_on_its_own_thread() {
         );
     }
 }
+
+fn ten_thousand_parked_gs_at_two_ps() {
+    let before = gmp::metrics().unwrap().os_threads;
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let during = rt.block_on(|| {
+        let (tx, rx) = gmp::chan::rendezvous::<u8>();
+        let gs: Vec<_> = (0..10_000)
+            .map(|_| {
+                let rx = rx.clone();
+                gmp::go(move || rx.recv().is_err())
+            })
+            .collect();
+        for _ in 0..8 {
+            gmp::yield_now();
+        }
+        let during = gmp::metrics().unwrap().os_threads;
+        drop((tx, rx));
+        assert!(gs.into_iter().all(|g| g.join().unwrap()));
+        during
+    });
+    println!("threads: {before} before the runtime, {during} with 10k Gs parked at 2 Ps");
+    assert!(
+        during - before <= 2 + 4,
+        "10,000 parked Gs at 2 Ps took {} OS threads besides the process's {before}: waiting \
+         Gs must not hold threads (at most P + 4)",
+        during - before
+    );
+}
+
+#[test]
+fn ten_thousand_parked_gs_hold_no_threads_of_their_own() {
+    testkit::isolated(
+        "ten_thousand_parked_gs_hold_no_threads_of_their_own",
+        DEFAULT_LIMIT,
+        "the runtime crashed with 10k parked Gs",
+        ten_thousand_parked_gs_at_two_ps,
+    );
+}

@@ -562,3 +562,54 @@ where
     };
     rt.block_on(f)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// S2: the runtime's `&mut` access to a running G must not rest on part 06 alone. A
+    /// part 06 that answers `Ready::Enqueue` twice for one park would have the runtime queue
+    /// the G twice and two Ms resume one coroutine; the runtime refuses the second by name.
+    #[test]
+    fn a_g_readied_twice_for_one_park_is_a_named_error_not_a_second_run() {
+        let out = testkit::watchdog("a G readied twice", testkit::DEFAULT_LIMIT, || {
+            let rt = Runtime::builder().procs(1).build().unwrap();
+            let shared = rt.shared.clone();
+            let ran = panic::catch_unwind(AssertUnwindSafe(|| {
+                rt.block_on(move || {
+                    let waiting = gmp_go_handle();
+                    // What the runtime does when part 06 says "enqueue", twice.
+                    shared.ready(waiting.g.clone());
+                    shared.ready(waiting.g.clone());
+                })
+            }));
+            drop(rt);
+            ran.map_err(|p| task::payload_message(&*p).unwrap_or_default().to_string())
+        });
+        let why = out.expect_err("the second ready must stop the runtime");
+        assert!(
+            why.contains("was put in a run queue while already in one") && why.contains("part 06"),
+            "{why}"
+        );
+    }
+
+    /// A parked G's handle, from inside a runtime.
+    fn gmp_go_handle() -> crate::GHandle {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _g = crate::go(move || {
+            tx.send(crate::current()).unwrap();
+            crate::park();
+        });
+        crate::yield_now(); // the new G runs, sends its handle and parks
+        rx.recv().unwrap()
+    }
+
+    #[test]
+    fn one_m_at_a_time_enters_a_g() {
+        crate::run(|| {
+            let g = crate::current().g;
+            // The running G is entered by its M: a second M is refused.
+            assert!(!g.enter_m(), "a running G let a second M in");
+        });
+    }
+}
