@@ -500,6 +500,10 @@ impl Shared {
 
     /// One G off a queue of tokens that any thread may push to.
     fn pop_injector(q: &Injector<Token>) -> Option<Token> {
+        // Two loads: most looks find these queues empty, and `steal` costs more.
+        if q.is_empty() {
+            return None;
+        }
         loop {
             match q.steal() {
                 Steal::Success(t) => return Some(t),
