@@ -91,14 +91,13 @@ mod stackalloc;
 
 pub use dump::{dump, dump_all};
 use gtable::GTable;
-use m::{MSlot, check_m_tids, m_main, with_m};
+use m::{MAX_MS, MList, check_m_tids, m_main, with_m};
 use p::P;
 use stackalloc::Refusal;
 
 /// A running runtime. Dropping it shuts it down (see "Shutdown" above).
 pub struct Runtime {
     shared: Arc<Shared>,
-    ms: Vec<MHandle<()>>,
 }
 
 /// A runtime's state, shared by its Ms, its Gs (`G::rt`) and the `Runtime` handle. Fields
@@ -118,8 +117,14 @@ pub(crate) struct Shared {
     /// Started Gs may resume on another M (the `unsafe` opt-in `Builder::migrate_gs`);
     /// otherwise a G stays on the M that first ran it (see "Started Gs stay on their M").
     migrate: bool,
-    /// One per M. Each slot's atomics are written only by its M; its queue by anyone.
-    ms: Vec<MSlot>,
+    /// Itself, for starting Ms from code that has only `&Shared` (`newm`).
+    me: Weak<Shared>,
+    /// Every M started, by index. Each slot's atomics are written only by its M; its
+    /// queues by anyone.
+    ms: MList,
+    /// M stack size and the CPUs to pin Ms to (none: not pinned), for Ms started later.
+    m_stack: usize,
+    cpus: Vec<usize>,
     /// Go: `gomaxprocs`.
     procs: usize,
     /// The thieves' end of every P's run queue, by P id. Go: `allp[i].runq`.
@@ -165,6 +170,10 @@ pub(crate) struct Shared {
     broken: Mutex<Option<String>>,
     /// The thread waiting in `block_on`, woken when the runtime breaks.
     main_waiter: Mutex<Option<Arc<Parker>>>,
+    /// Every M's thread, joined at shutdown. Taken alone.
+    m_handles: Mutex<Vec<MHandle<()>>>,
+    /// Why the last `newm` failed, for dumps (a thread limit, say).
+    newm_failed: Mutex<Option<String>>,
 }
 
 /// What the `sched` lock guards. Go: the fields of `schedt` under `sched.lock`.
@@ -213,12 +222,15 @@ impl Runtime {
         maps::prepare();
         let id = NEXT_RUNTIME.fetch_add(1, Relaxed);
         let (ps, stealers): (Vec<Box<P>>, Vec<_>) = (0..procs).map(|i| P::new(i, procs)).unzip();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me| Shared {
             id,
             engine,
             slab,
             migrate,
-            ms: (0..procs).map(|_| MSlot::new()).collect(),
+            me: me.clone(),
+            ms: MList::new(),
+            m_stack,
+            cpus: cpus.to_vec(),
             procs,
             stealers,
             global: Injector::new(),
@@ -230,7 +242,7 @@ impl Runtime {
             sched: Mutex::new(Sched {
                 pidle: Vec::new(),
                 midle: Vec::new(),
-                next_p: (0..procs).map(|_| None).collect(),
+                next_p: Vec::new(),
                 shutdown: false,
             }),
             stacks,
@@ -240,26 +252,19 @@ impl Runtime {
             stack_refusal: Mutex::new(None),
             broken: Mutex::new(None),
             main_waiter: Mutex::new(None),
+            m_handles: Mutex::new(Vec::new()),
+            newm_failed: Mutex::new(None),
         });
-        let mut rt = Runtime {
+        // On error, dropping `rt` shuts down the Ms already started.
+        let rt = Runtime {
             shared: shared.clone(),
-            ms: Vec::with_capacity(procs),
         };
-        for (index, p) in ps.into_iter().enumerate() {
-            let mut m = MBuilder::new(format!("gmp-m{index}")).stack_size(m_stack);
-            if !cpus.is_empty() {
-                m = m.cpus(&[cpus[index % cpus.len()]]);
-            }
-            let for_m = shared.clone();
-            // On error, dropping `rt` shuts down the Ms already started.
-            let handle =
-                m.spawn(move || m_main(for_m, index, p))
-                    .map_err(|e| BuildError::StartM {
-                        index,
-                        reason: e.to_string(),
-                    })?;
-            shared.ms[index].tid.store(handle.tid(), Relaxed);
-            rt.ms.push(handle);
+        for p in ps {
+            let index = p.id;
+            let mut s = lock(&shared.sched);
+            shared
+                .newm(&mut s, Some(p), false)
+                .map_err(|reason| BuildError::StartM { index, reason })?;
         }
         check_m_tids(&shared.m_tids())?;
         let mut all = lock(&RUNTIMES);
@@ -312,16 +317,18 @@ impl Drop for Runtime {
             // A second panic here would abort the process and hide the first message, and
             // joining Ms whose Parker is broken could wait forever: wake them as best we
             // can, let them go, and leave the Gs be.
-            for m in &self.shared.ms {
+            for m in self.shared.ms.iter() {
                 let _ = panic::catch_unwind(AssertUnwindSafe(|| m.idle.unpark()));
             }
             std::mem::forget(self.shared.gtable.drain());
             return;
         }
-        for m in &self.shared.ms {
+        for m in self.shared.ms.iter() {
             m.idle.unpark();
         }
-        for (i, m) in self.ms.drain(..).enumerate() {
+        // No M starts after shutdown began (`newm` checks under the same lock).
+        let handles = std::mem::take(&mut *lock(&self.shared.m_handles));
+        for (i, m) in handles.into_iter().enumerate() {
             // G panics are contained, so an M only dies of a panic in a part or the runtime
             // itself; that panic's message was printed when it happened.
             if m.join().is_err() {
@@ -441,17 +448,82 @@ impl Shared {
             return;
         }
         let mut s = lock(&self.sched);
-        if s.pidle.is_empty() || s.midle.is_empty() {
-            // Another M took the idle P (or no M is parked yet): it will find the work.
+        let Some(p) = s.pidle.pop() else {
+            // Another M took the idle P: it will find the work.
             drop(s);
             self.spinning.stop();
             return;
-        }
-        let (p, m) = (s.pidle.pop().unwrap(), s.midle.pop().unwrap());
+        };
         self.npidle.fetch_sub(1, Ordering::SeqCst);
-        s.next_p[m] = Some((p, true));
-        drop(s);
-        self.ms[m].idle.unpark();
+        // Any parked M but one a G has locked to itself (it may run only that G's kind).
+        let idle = s
+            .midle
+            .iter()
+            .rposition(|&m| !self.ms[m].locked.load(Relaxed));
+        match idle {
+            Some(pos) => {
+                let m = s.midle.swap_remove(pos);
+                s.next_p[m] = Some((p, true));
+                drop(s);
+                self.ms[m].idle.unpark();
+            }
+            // Every M is busy or locked: start one. Go: `startm` -> `newm`.
+            None => {
+                if let Err(why) = self.newm(&mut s, Some(p), true) {
+                    drop(s);
+                    self.spinning.stop();
+                    *lock(&self.newm_failed) = Some(why);
+                }
+            }
+        }
+    }
+
+    /// Starts an M holding `p` (Go: `newm`); under the `sched` lock, so shutdown (which
+    /// sets its flag under it) never misses one. If it cannot start, `p` goes back idle.
+    fn newm(&self, s: &mut Sched, p: Option<Box<P>>, spinning: bool) -> Result<(), String> {
+        if s.shutdown {
+            if let Some(p) = p {
+                s.pidle.push(p);
+            }
+            return Ok(());
+        }
+        let give_back = |s: &mut Sched, p: Option<Box<P>>| {
+            if let Some(p) = p {
+                s.pidle.push(p);
+                self.npidle.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        let Some(index) = self.ms.push() else {
+            give_back(s, p);
+            return Err(format!(
+                "cannot start M{MAX_MS}: a runtime starts at most {MAX_MS} Ms (Go's limit too); \
+                 too many Gs have locked their M (lock_os_thread)"
+            ));
+        };
+        s.next_p.push(None);
+        let mut m = MBuilder::new(format!("gmp-m{index}")).stack_size(self.m_stack);
+        if !self.cpus.is_empty() {
+            m = m.cpus(&[self.cpus[index % self.cpus.len()]]);
+        }
+        let Some(shared) = self.me.upgrade() else {
+            give_back(s, p);
+            return Ok(()); // the runtime is being dropped
+        };
+        // The P moves into the thread; if the start fails, the P is lost with the closure,
+        // so hand it over through `next_p` instead and let the M take it.
+        s.next_p[index] = p.map(|p| (p, spinning));
+        match m.spawn(move || m_main(shared, index)) {
+            Ok(handle) => {
+                self.ms[index].tid.store(handle.tid(), Relaxed);
+                lock(&self.m_handles).push(handle);
+                Ok(())
+            }
+            Err(e) => {
+                let p = s.next_p[index].take().map(|(p, _)| p);
+                give_back(s, p);
+                Err(format!("cannot start M{index}: {e}"))
+            }
+        }
     }
 
     /// A started G of M `m` was queued there: if `m` is parked, give it a P and wake it.
@@ -481,7 +553,7 @@ impl Shared {
     pub(crate) fn fail(&self, why: String) -> ! {
         lock(&self.broken).get_or_insert_with(|| why.clone());
         self.begin_shutdown();
-        for m in &self.ms {
+        for m in self.ms.iter() {
             let _ = panic::catch_unwind(AssertUnwindSafe(|| m.idle.unpark()));
         }
         if let Some(waiter) = lock(&self.main_waiter).clone() {
@@ -540,6 +612,56 @@ where
             "gmp::go called outside a runtime: start one with gmp::run(|| ...) and call go \
              from inside it"
         ),
+    }
+}
+
+/// Wires the calling G to the M (OS thread) it runs on: until the same number of
+/// [`unlock_os_thread`] calls, or the G's end, that M runs no G that has not already started
+/// on it, and when this G waits, the M gives its P to another M and sleeps until this G (or
+/// one of those) is runnable. Use it around code that changes the thread itself (its
+/// signal mask, `setns`, `unshare`, a C library's thread-local state). Go:
+/// `runtime.LockOSThread`.
+///
+/// Every started G already stays on its M (see "Started Gs stay on their M"); what the
+/// lock adds is the M's exclusion of new Gs. Unlike Go's, other Gs that started on this M
+/// before the lock may still run on it while the locked G waits: gmp cannot move them to
+/// another thread (it would race their thread-locals), and making them wait could deadlock
+/// a locked G that waits for one of them.
+///
+/// # Panics
+///
+/// Outside a G.
+pub fn lock_os_thread() {
+    let g = g::running("lock_os_thread");
+    if g.os_locks.fetch_add(1, Relaxed) == 0 {
+        let m = with_m(g.rt.id, |m| {
+            m.locked_to = Some(g.id());
+            m.index
+        })
+        .expect("a running G's M context is free while the G runs");
+        g.rt.ms[m].locked.store(true, Relaxed);
+    }
+}
+
+/// Undoes one [`lock_os_thread`] of the calling G; at zero, its M takes any G again. A call
+/// without a lock does nothing, as in Go. Go: `runtime.UnlockOSThread`.
+///
+/// # Panics
+///
+/// Outside a G.
+pub fn unlock_os_thread() {
+    let g = g::running("unlock_os_thread");
+    let held = g
+        .os_locks
+        .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+        .ok();
+    if held == Some(1) {
+        let m = with_m(g.rt.id, |m| {
+            m.locked_to = None;
+            m.index
+        })
+        .expect("a running G's M context is free while the G runs");
+        g.rt.ms[m].locked.store(false, Relaxed);
     }
 }
 
