@@ -227,3 +227,44 @@ fn a_locked_g_keeps_its_thread_to_itself_and_its_new_gs_run_elsewhere() {
     // After the unlock the M takes new Gs again (and at 1 P, one M may run them all).
     assert!(after > 0);
 }
+
+/// fib with go/join, recording the threads that ran its leaves.
+fn fib_tids(
+    n: u64,
+    tids: &std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<i32>>>,
+) -> u64 {
+    if n <= 6 {
+        tids.lock().unwrap().insert(tid());
+        return fib_seq(n);
+    }
+    let t = tids.clone();
+    let a = gmp::go(move || fib_tids(n - 1, &t));
+    let b = fib_tids(n - 2, tids);
+    a.join().unwrap() + b
+}
+
+#[test]
+fn set_procs_grows_and_shrinks_the_ps_while_gs_run() {
+    let (threads_at_two, after_shrink) = watched("set_procs 1 -> 2 -> 1 with Gs running", || {
+        Runtime::builder().procs(1).build().unwrap().block_on(|| {
+            assert_eq!(
+                gmp::set_procs(2).unwrap(),
+                1,
+                "set_procs returns the count before"
+            );
+            let tids = std::sync::Arc::new(std::sync::Mutex::new(Default::default()));
+            assert_eq!(fib_tids(22, &tids), fib_seq(22));
+            let threads = tids.lock().unwrap().len();
+            assert_eq!(gmp::set_procs(1).unwrap(), 2);
+            let again = fib(20, 6);
+            assert!(gmp::set_procs(0).is_err(), "0 Ps must be refused");
+            (threads, again)
+        })
+    });
+    assert!(
+        threads_at_two >= 2,
+        "after set_procs(2), fork-join work ran on {threads_at_two} thread(s): the new P found \
+         no M"
+    );
+    assert_eq!(after_shrink, fib_seq(20));
+}

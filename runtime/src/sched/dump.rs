@@ -22,12 +22,14 @@ impl Shared {
             let idle_ps: Vec<usize> = s.pidle.iter().map(|p| p.id).collect();
             (s.midle.clone(), idle_ps, s.shutdown)
         };
-        let rings: Vec<usize> = self.stealers.iter().map(|s| s.len()).collect();
+        let rings: Vec<usize> = (0..self.procs())
+            .map(|p| self.stealer(p).map_or(0, |s| s.len()))
+            .collect();
         let mut out = format!(
             "runtime {}: {} P(s), engine {}{}, global queue {}, P run queues {:?}, \
              {} live G(s), idle Ps {:?}, idle Ms {:?}, spinning Ms {}{}\n",
             self.id,
-            self.procs,
+            self.procs(),
             self.engine.name(),
             if self.migrate { ", Gs migrate" } else { "" },
             self.global.len(),

@@ -55,7 +55,7 @@ impl Sources for Look<'_> {
         let Some(first) = Shared::pop_injector(&self.shared.global) else {
             return Shared::pop_injector(&self.shared.ms[self.m].yielded);
         };
-        let share = (self.shared.global.len() / self.shared.procs + 1).min(CAPACITY / 2);
+        let share = (self.shared.global.len() / self.shared.procs() + 1).min(CAPACITY / 2);
         for _ in 1..share {
             let Some(t) = Shared::pop_injector(&self.shared.global) else {
                 break;
@@ -74,8 +74,7 @@ impl Sources for Look<'_> {
             return None;
         }
         self.shared
-            .stealers
-            .get(victim)?
+            .stealer(victim)?
             .steal_into(self.runq, runnext_too)
     }
 
@@ -97,11 +96,21 @@ pub(super) fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
                 // Locked by a G (`lock_os_thread`): only Gs that live here, and no spinning.
                 return own_queues(shared, index);
             }
+            let procs = shared.procs();
             let p = m.p.as_mut()?;
+            if p.id >= procs {
+                // `set_procs` lowered the count below this P: give it up.
+                let p = m.p.take().expect("checked above");
+                shared.retire(&mut lock(&shared.sched), p);
+                return None;
+            }
+            if p.finder.procs() != procs {
+                p.finder.resize(procs);
+            }
             // Go: only a spinning M steals, and at most half the busy Ps' worth spin.
             if !m.spinning {
                 let idle = shared.npidle.load(Ordering::SeqCst);
-                m.spinning = shared.spinning.try_start(shared.procs, idle);
+                m.spinning = shared.spinning.try_start(shared.procs(), idle);
                 shared.ms[index]
                     .spinning
                     .store(m.spinning, Ordering::Relaxed);
@@ -182,7 +191,9 @@ fn stop_m(shared: &Shared, index: usize) -> bool {
     let work = !me.pinned.is_empty()
         || !me.yielded.is_empty()
         || (!locked && !shared.global.is_empty())
-        || (!locked && last && shared.stealers.iter().any(|s| !s.is_empty()));
+        || (!locked
+            && last
+            && (0..shared.procs()).any(|p| shared.stealer(p).is_some_and(|s| !s.is_empty())));
     if work && take_p_back(shared, index) {
         return true;
     }

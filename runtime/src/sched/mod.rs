@@ -66,11 +66,11 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed, fence};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use crossbeam_deque::{Injector, Steal};
 
-use crate::builder::{BuildError, Builder};
+use crate::builder::{BuildError, Builder, MAX_PROCS};
 use crate::engine::Engine;
 use crate::g::{self, G};
 use crate::lock;
@@ -125,10 +125,11 @@ pub(crate) struct Shared {
     /// M stack size and the CPUs to pin Ms to (none: not pinned), for Ms started later.
     m_stack: usize,
     cpus: Vec<usize>,
-    /// Go: `gomaxprocs`.
-    procs: usize,
-    /// The thieves' end of every P's run queue, by P id. Go: `allp[i].runq`.
-    stealers: Vec<Stealer<CAPACITY>>,
+    /// Go: `gomaxprocs`. Changed by `set_procs` under the `sched` lock.
+    procs: AtomicUsize,
+    /// The thieves' end of every P's run queue, by P id, for every P ever made (a P retired
+    /// by `set_procs` keeps its slot and is reused). Go: `allp[i].runq`.
+    stealers: Box<[OnceLock<Stealer<CAPACITY>>]>,
 
     // Lock-free.
     /// Go: `sched.runq`, the global run queue (part 07's overflow goes here).
@@ -181,6 +182,9 @@ struct Sched {
     /// Go: `sched.pidle`. Boxed: a P changes hands by pointer, as `Box<Core>` in tokio.
     #[allow(clippy::vec_box)]
     pidle: Vec<Box<P>>,
+    /// Ps above the P count since `set_procs` lowered it, empty, for when it rises again.
+    #[allow(clippy::vec_box)]
+    retired: Vec<Box<P>>,
     /// Ms parked (or about to park) on their idle Parker, with no P. Go: `sched.midle`.
     midle: Vec<usize>,
     /// A P handed to a parked M, by M index, and whether that M starts out spinning.
@@ -231,8 +235,15 @@ impl Runtime {
             ms: MList::new(),
             m_stack,
             cpus: cpus.to_vec(),
-            procs,
-            stealers,
+            procs: AtomicUsize::new(procs),
+            stealers: (0..MAX_PROCS)
+                .map(|i| {
+                    stealers
+                        .get(i)
+                        .cloned()
+                        .map_or_else(OnceLock::new, OnceLock::from)
+                })
+                .collect(),
             global: Injector::new(),
             npidle: AtomicUsize::new(0),
             spinning: Spinning::new(),
@@ -241,6 +252,7 @@ impl Runtime {
             next_g: AtomicU64::new(1),
             sched: Mutex::new(Sched {
                 pidle: Vec::new(),
+                retired: Vec::new(),
                 midle: Vec::new(),
                 next_p: Vec::new(),
                 shutdown: false,
@@ -295,7 +307,17 @@ impl Runtime {
 
     /// Number of Ps.
     pub fn procs(&self) -> usize {
-        self.shared.procs
+        self.shared.procs()
+    }
+
+    /// Changes the number of Ps while the runtime runs; returns the number before. Go:
+    /// `runtime.GOMAXPROCS(n)` (`procresize`).
+    ///
+    /// # Errors
+    ///
+    /// If `n` is 0 or above [`MAX_PROCS`](crate::builder::MAX_PROCS).
+    pub fn set_procs(&self, n: usize) -> Result<usize, BuildError> {
+        self.shared.set_procs(n)
     }
 
     /// The engine its Gs run on.
@@ -586,7 +608,64 @@ impl Shared {
     }
 
     pub(crate) fn procs(&self) -> usize {
-        self.procs
+        self.procs.load(Relaxed)
+    }
+
+    /// The thieves' end of P `id`'s queue, if that P was ever made.
+    fn stealer(&self, id: usize) -> Option<&Stealer<CAPACITY>> {
+        self.stealers.get(id)?.get()
+    }
+
+    /// Go: `procresize`. Growing adds Ps to the idle list (new, or retired ones back) and
+    /// wakes Ms for them; shrinking lowers the count at once, retires the idle Ps above it
+    /// now and each held one at its M's next look for work (`find_runnable`), moving what
+    /// their queues hold to the global queue. Go stops the world for this; gmp does not, so
+    /// an M in a long G keeps its P above the count until that G switches out.
+    fn set_procs(&self, n: usize) -> Result<usize, BuildError> {
+        if !(1..=MAX_PROCS).contains(&n) {
+            return Err(BuildError::BadProcs {
+                from: "set_procs",
+                value: n.to_string(),
+            });
+        }
+        let mut s = lock(&self.sched);
+        let old = self.procs();
+        self.procs.store(n, Relaxed);
+        if n > old {
+            for id in old..n {
+                let p = match s.retired.iter().position(|p| p.id == id) {
+                    Some(pos) => s.retired.swap_remove(pos),
+                    None => {
+                        let (p, stealer) = P::new(id, n);
+                        let _ = self.stealers[id].set(stealer);
+                        p
+                    }
+                };
+                s.pidle.push(p);
+                self.npidle.fetch_add(1, Ordering::SeqCst);
+            }
+        } else {
+            let (keep, above): (Vec<_>, Vec<_>) = s.pidle.drain(..).partition(|p| p.id < n);
+            s.pidle = keep;
+            for p in above {
+                self.npidle.fetch_sub(1, Ordering::SeqCst);
+                self.retire(&mut s, p);
+            }
+        }
+        drop(s);
+        // New Ps, or work moved to the global queue: let Ms look.
+        for _ in 0..n.saturating_sub(old).max(1) {
+            self.wakep();
+        }
+        Ok(old)
+    }
+
+    /// Empties P `p` (now above the P count) into the global queue and keeps it for later.
+    fn retire(&self, s: &mut Sched, mut p: Box<P>) {
+        while let Some(token) = p.runq.pop() {
+            self.global.push(token);
+        }
+        s.retired.push(p);
     }
 }
 
@@ -663,6 +742,20 @@ pub fn unlock_os_thread() {
         .expect("a running G's M context is free while the G runs");
         g.rt.ms[m].locked.store(false, Relaxed);
     }
+}
+
+/// Changes the P count of the runtime the calling G runs in; returns the count before.
+/// Go: `runtime.GOMAXPROCS(n)`. See [`Runtime::set_procs`].
+///
+/// # Errors
+///
+/// If `n` is 0 or above [`MAX_PROCS`](crate::builder::MAX_PROCS).
+///
+/// # Panics
+///
+/// Outside a G.
+pub fn set_procs(n: usize) -> Result<usize, BuildError> {
+    g::running("set_procs").rt.set_procs(n)
 }
 
 /// The runtime the calling G runs in.
