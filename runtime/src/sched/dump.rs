@@ -56,8 +56,8 @@ impl Shared {
             }
             let _ = writeln!(
                 out,
-                ", {} started G(s) queued here, {} switches to Gs",
-                m.pinned.len() + m.yielded.len(),
+                ", {} started G(s) readied here from other threads, {} switches to Gs",
+                m.pinned.len(),
                 m.switches.load(Relaxed)
             );
         }

@@ -6,10 +6,11 @@
 //! of each source are here ([`Look`]). Not here: the other side of the idle protocol,
 //! `wakep`, `wake_home` and `release_p` (`mod.rs`); what an M does with the G (`m.rs`).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 
-use super::m::{MState, with_m};
+use super::m::{MCtx, MState, with_m};
 use super::p::{P, Rng};
 use super::{Sched, Shared};
 use crate::g::G;
@@ -32,6 +33,8 @@ struct Look<'a> {
     runq: &'a mut Local<CAPACITY>,
     pinned_streak: &'a mut u32,
     rng: &'a mut Rng,
+    runnable: &'a mut VecDeque<Token>,
+    yielded: &'a mut VecDeque<Token>,
 }
 
 impl Sources for Look<'_> {
@@ -39,21 +42,28 @@ impl Sources for Look<'_> {
 
     fn local(&mut self) -> Option<Token> {
         let pinned = &self.shared.ms[self.m].pinned;
-        if *self.pinned_streak < PINNED_STREAK
-            && let Some(t) = Shared::pop_injector(pinned)
-        {
-            *self.pinned_streak += 1;
-            return Some(t);
+        if *self.pinned_streak < PINNED_STREAK {
+            let started = self
+                .runnable
+                .pop_front()
+                .or_else(|| Shared::pop_injector(pinned));
+            if started.is_some() {
+                *self.pinned_streak += 1;
+                return started;
+            }
         }
         *self.pinned_streak = 0;
-        self.runq.pop().or_else(|| Shared::pop_injector(pinned))
+        self.runq
+            .pop()
+            .or_else(|| self.runnable.pop_front())
+            .or_else(|| Shared::pop_injector(pinned))
     }
 
     /// Go: `globrunqget`: one G to run, and up to a fair share more into the local ring.
     /// Then this M's yielded Gs, which Go would have put in the global queue.
     fn global(&mut self) -> Option<Token> {
         let Some(first) = Shared::pop_injector(&self.shared.global) else {
-            return Shared::pop_injector(&self.shared.ms[self.m].yielded);
+            return self.yielded.pop_front();
         };
         let share = (self.shared.global.len() / self.shared.procs() + 1).min(CAPACITY / 2);
         for _ in 1..share {
@@ -94,7 +104,7 @@ pub(super) fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
             m.p.as_ref()?;
             if m.locked_to.is_some() {
                 // Locked by a G (`lock_os_thread`): only Gs that live here, and no spinning.
-                return own_queues(shared, index);
+                return own_queues(shared, m);
             }
             let procs = shared.procs();
             let p = m.p.as_mut()?;
@@ -106,14 +116,6 @@ pub(super) fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
             }
             if p.finder.procs() != procs {
                 p.finder.resize(procs);
-            }
-            // Go: only a spinning M steals, and at most half the busy Ps' worth spin.
-            if !m.spinning {
-                let idle = shared.npidle.load(Ordering::SeqCst);
-                m.spinning = shared.spinning.try_start(shared.procs(), idle);
-                shared.ms[index]
-                    .spinning
-                    .store(m.spinning, Ordering::Relaxed);
             }
             let P {
                 id,
@@ -130,8 +132,20 @@ pub(super) fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
                 runq,
                 pinned_streak,
                 rng,
+                runnable: &mut m.runnable,
+                yielded: &mut m.yielded,
             };
-            let token = finder.find(&mut look, m.spinning);
+            // Go: an M steals only when its own queues and the global one are empty, and
+            // only as a spinning M, of which at most half the busy Ps' worth may exist.
+            let mut token = finder.find(&mut look, m.spinning);
+            if token.is_none() && !m.spinning {
+                let idle = shared.npidle.load(Ordering::SeqCst);
+                m.spinning = shared.spinning.try_start(procs, idle);
+                if m.spinning {
+                    shared.ms[index].spinning.store(true, Ordering::Relaxed);
+                    token = finder.find(&mut look, true);
+                }
+            }
             if token.is_some() && m.spinning {
                 m.spinning = false;
                 shared.ms[index].spinning.store(false, Ordering::Relaxed);
@@ -154,9 +168,11 @@ pub(super) fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
 }
 
 /// A locked M's look: the started Gs that live on it, readied first, yielded last.
-fn own_queues(shared: &Shared, index: usize) -> Option<Token> {
-    let me = &shared.ms[index];
-    Shared::pop_injector(&me.pinned).or_else(|| Shared::pop_injector(&me.yielded))
+fn own_queues(shared: &Shared, m: &mut MCtx) -> Option<Token> {
+    m.runnable
+        .pop_front()
+        .or_else(|| Shared::pop_injector(&shared.ms[m.index].pinned))
+        .or_else(|| m.yielded.pop_front())
 }
 
 /// M `index` found nothing: gives its P back, parks, and returns once it holds a P again
@@ -188,8 +204,8 @@ fn stop_m(shared: &Shared, index: usize) -> bool {
     fence(Ordering::SeqCst);
     let me = &shared.ms[index];
     let locked = me.locked.load(Ordering::Relaxed);
+    // This M's private queues are empty here: it looked at them, and only it fills them.
     let work = !me.pinned.is_empty()
-        || !me.yielded.is_empty()
         || (!locked && !shared.global.is_empty())
         || (!locked
             && last

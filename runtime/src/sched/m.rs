@@ -6,6 +6,7 @@
 //! `mod.rs`), the M's "current G" thread-local (`g.rs`).
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{
     AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed,
@@ -33,9 +34,6 @@ pub(super) struct MSlot {
     /// Started Gs of this M that are runnable: a G that has run here stays here (see
     /// "Started Gs stay on their M" in `mod.rs`). Anyone pushes; only this M pops.
     pub(super) pinned: Injector<Token>,
-    /// Started Gs of this M that yielded: looked at after the local and global queues, as
-    /// Go's `Gosched` puts a G on the global queue, so every other G gets a turn first.
-    pub(super) yielded: Injector<Token>,
     /// Counted in `Shared::spinning` now (for dumps).
     pub(super) spinning: AtomicBool,
     /// A G called `lock_os_thread` here: this M runs only Gs that started on it, and
@@ -184,7 +182,6 @@ impl MSlot {
         MSlot {
             idle: Parker::new(),
             pinned: Injector::new(),
-            yielded: Injector::new(),
             spinning: AtomicBool::new(false),
             locked: AtomicBool::new(false),
             tid: AtomicU32::new(0),
@@ -245,6 +242,13 @@ pub(crate) struct MCtx {
     pub(crate) spinning: bool,
     /// The G that locked this M with `lock_os_thread`. Go: `m.lockedg`.
     pub(crate) locked_to: Option<u64>,
+    /// Started Gs of this M readied by code on this M (a send to a G parked here, say):
+    /// plain, since nobody else touches them. Readies from other threads use
+    /// `MSlot::pinned`.
+    pub(crate) runnable: VecDeque<Token>,
+    /// Started Gs of this M that yielded: looked at after the local and global queues, as
+    /// Go's `Gosched` puts a G on the global queue, so every other G gets a turn first.
+    pub(crate) yielded: VecDeque<Token>,
 }
 
 thread_local! {
@@ -281,6 +285,8 @@ pub(super) fn m_main(shared: Arc<Shared>, index: usize) {
         p,
         spinning,
         locked_to: None,
+        runnable: VecDeque::new(),
+        yielded: VecDeque::new(),
     }));
     let looped = panic::catch_unwind(AssertUnwindSafe(|| {
         while let Some(g) = find_runnable(&shared, index) {
@@ -357,7 +363,7 @@ pub(super) fn execute(shared: &Shared, index: usize, g: Arc<G>) {
     match why {
         SwitchOut::Yield => {
             g.state.yielded();
-            shared.requeue_yielded(g, index);
+            shared.requeue_yielded(g);
         }
         SwitchOut::Park => match g.state.parked() {
             AfterPark::Waiting => {} // whoever readies it queues it

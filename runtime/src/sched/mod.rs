@@ -414,8 +414,14 @@ impl Shared {
         };
         match home {
             Some(m) => {
-                self.ms[m].pinned.push(token);
-                if with_m(self.id, |me| me.index) != Some(m) {
+                // Readied on its own M: that M's private queue, no atomics. From elsewhere:
+                // the M's shared queue, and wake it if it sleeps.
+                let here = with_m(self.id, |me| {
+                    (me.index == m).then(|| me.runnable.push_back(token))
+                })
+                .flatten();
+                if here.is_none() {
+                    self.ms[m].pinned.push(token);
                     self.wake_home(m);
                 }
             }
@@ -445,7 +451,7 @@ impl Shared {
 
     /// A yielded G goes back: to its own M's queue, or (migrating) the global queue, as
     /// Go's `Gosched` does, so every other runnable G gets a turn first.
-    fn requeue_yielded(&self, g: Arc<G>, m: usize) {
+    fn requeue_yielded(&self, g: Arc<G>) {
         if self.migrate {
             let token = self
                 .gtable
@@ -459,7 +465,9 @@ impl Shared {
                 .gtable
                 .put_queued(g)
                 .unwrap_or_else(|why| self.fail(why));
-            self.ms[m].yielded.push(token);
+            // On g0 of the G's own M (`execute`), so the G's home queue is this M's own.
+            with_m(self.id, |me| me.yielded.push_back(token))
+                .expect("g0 requeues a yielded G between Gs, with its context free");
         }
     }
 
