@@ -170,11 +170,19 @@ pub fn parked_gs(n: usize, stack: usize, slab: bool) -> Result<ParkedGs, BenchEr
                 })
             })
             .collect();
-        // One P, one FIFO queue: when the main G runs again, every G above has run up to
-        // its recv and parked (or failed to get a stack).
-        gmp::yield_now();
+        // Yield until every G above has run up to its recv and parked (or failed to get a
+        // stack, and so stopped counting): the main G may get a turn before the last of
+        // them (the scheduler looks past the local queue every 61st turn), so wait until a
+        // few turns in a row see no new one.
+        let mut quiet = 0;
+        let mut parked = 0;
+        while parked < n && quiet < 3 {
+            gmp::yield_now();
+            let now = started.load(Relaxed);
+            quiet = if now == parked { quiet + 1 } else { 0 };
+            parked = now;
+        }
         let create = start.elapsed();
-        let parked = started.load(Relaxed);
         let after = rss_bytes()?;
         drop(tx);
         drop(rx);

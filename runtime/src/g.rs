@@ -52,6 +52,8 @@ pub(crate) struct G {
     home: AtomicU32,
     /// An M is running it now. Runtime-owned: checked whatever part 06 answers (S2).
     on_m: AtomicBool,
+    /// Its `lock_os_thread` calls not yet undone. Go: `g.lockedExt`. Its own code only.
+    pub(crate) os_locks: AtomicU32,
     /// Only the M that moved this G to running (part 06's `run`) touches these.
     run: UnsafeCell<Running>,
     /// The G side of the engine; used only by the G's own code.
@@ -85,6 +87,7 @@ impl G {
             slot: AtomicU32::new(u32::MAX),
             home: AtomicU32::new(u32::MAX),
             on_m: AtomicBool::new(false),
+            os_locks: AtomicU32::new(0),
             run: UnsafeCell::new(Running {
                 body: Some(body),
                 engine: None,
@@ -308,6 +311,11 @@ fn arc_of(g: &'static G) -> Arc<G> {
         Arc::increment_strong_count(raw);
         Arc::from_raw(raw)
     }
+}
+
+/// The running G, for a public function `what` that must be called on one.
+pub(crate) fn running(what: &str) -> &'static G {
+    running_g(what)
 }
 
 fn running_g(what: &str) -> &'static G {

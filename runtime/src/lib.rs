@@ -59,7 +59,7 @@ pub use maps::{MapHeadroom, kept_mappings, map_headroom};
 pub use metrics::{Metrics, MetricsError, metrics};
 pub use parts::g::ReadyError;
 pub use parts::{PARTS, Source};
-pub use sched::{Runtime, dump, dump_all, go, run};
+pub use sched::{Runtime, dump, dump_all, go, lock_os_thread, run, set_procs, unlock_os_thread};
 pub use task::{JoinHandle, Panic};
 
 /// Locks `m`, ignoring poison. Every runtime lock is taken only by the runtime's own code,

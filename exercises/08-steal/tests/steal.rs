@@ -1315,5 +1315,103 @@ fn step4_a_real_cgroup_v1_with_a_tighter_parent() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Whole-runtime tests on your part: COMING (the lead adds them once the M:N scheduler calls
-// part 08: find_runnable, wakep and the default P count on the learner's code).
+// Whole-runtime tests: the gmp runtime's Ms look for work with YOUR part (feature mine-08).
+
+const RUNTIME_STEAL: Step = Step {
+    name: "the gmp runtime at 2 Ps running Gs through your Finder and Spinning",
+    invariant: "lost wake-up: Gs queued while every M parked (an M that gave up without the \
+                last spinner's recheck), or an M that never looks at some queue (see the dump)",
+    book: STEP3,
+};
+
+fn fib_seq(n: u64) -> u64 {
+    if n < 2 {
+        n
+    } else {
+        fib_seq(n - 1) + fib_seq(n - 2)
+    }
+}
+
+/// Nested go/join down to fib(8); records which threads ran the leaves.
+fn fib_on_gs(
+    n: u64,
+    tids: &Arc<std::sync::Mutex<BTreeSet<i32>>>,
+    progress: &testkit::Progress,
+) -> u64 {
+    if n <= 8 {
+        // SAFETY: gettid has no preconditions.
+        tids.lock().unwrap().insert(unsafe { libc_gettid() });
+        progress.tick();
+        return fib_seq(n);
+    }
+    let (t, p) = (tids.clone(), progress.clone());
+    let a = gmp::go(move || fib_on_gs(n - 1, &t, &p));
+    let b = fib_on_gs(n - 2, tids, progress);
+    a.join().unwrap() + b
+}
+
+unsafe extern "C" {
+    #[link_name = "gettid"]
+    fn libc_gettid() -> i32;
+}
+
+#[test]
+fn whole_runtime_fork_join_at_two_ps_is_shared_by_both_ms() {
+    let _outcome = testkit::record!();
+    let tids = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let seen = tids.clone();
+    let got = watch(
+        "fib(24) with go/join down to fib(8) at 2 Ps",
+        DEFAULT_LIMIT,
+        RUNTIME_STEAL,
+        move |progress| {
+            let progress = progress.clone();
+            let rt = gmp::Runtime::builder().procs(2).build().unwrap();
+            rt.block_on(move || fib_on_gs(24, &seen, &progress))
+        },
+    );
+    assert_eq!(got, fib_seq(24), "fib(24) came out wrong (book: {STEP3})");
+    let threads = tids.lock().unwrap().len();
+    assert!(
+        threads >= 2,
+        "all 17,710 leaves ran on one M: the second M never took work from the first P's \
+         queue. A spinning M must steal (Finder::find with may_steal) (book: {STEP3})"
+    );
+}
+
+#[test]
+fn whole_runtime_a_burst_of_yielding_gs_all_finish_at_two_ps() {
+    let _outcome = testkit::record!();
+    let n = 20_000u64;
+    let sum = watch(
+        "20,000 Gs that yield twice, joined, at 2 Ps",
+        DEFAULT_LIMIT,
+        RUNTIME_STEAL,
+        move |progress| {
+            let progress = progress.clone();
+            let rt = gmp::Runtime::builder().procs(2).build().unwrap();
+            rt.block_on(move || {
+                let gs: Vec<_> = (0..n)
+                    .map(|i| {
+                        gmp::go(move || {
+                            gmp::yield_now();
+                            gmp::yield_now();
+                            i
+                        })
+                    })
+                    .collect();
+                gs.into_iter()
+                    .map(|g| {
+                        progress.tick();
+                        g.join().unwrap()
+                    })
+                    .sum::<u64>()
+            })
+        },
+    );
+    assert_eq!(
+        sum,
+        n * (n - 1) / 2,
+        "a G's result was lost (book: {STEP3})"
+    );
+}

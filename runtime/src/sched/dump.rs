@@ -17,20 +17,19 @@ impl Shared {
     pub(super) fn dump(&self) -> String {
         const SHOWN: usize = 32;
         let live = self.gtable.live();
-        let (idle_ms, idle_ps, handed, shutdown) = {
+        let (idle_ms, idle_ps, shutdown) = {
             let s = lock(&self.sched);
-            let handed: Vec<usize> = (0..self.ms.len())
-                .filter(|&m| s.next_p[m].is_some())
-                .collect();
             let idle_ps: Vec<usize> = s.pidle.iter().map(|p| p.id).collect();
-            (s.midle.clone(), idle_ps, handed, s.shutdown)
+            (s.midle.clone(), idle_ps, s.shutdown)
         };
-        let rings: Vec<usize> = self.stealers.iter().map(|s| s.len()).collect();
+        let rings: Vec<usize> = (0..self.procs())
+            .map(|p| self.stealer(p).map_or(0, |s| s.len()))
+            .collect();
         let mut out = format!(
             "runtime {}: {} P(s), engine {}{}, global queue {}, P run queues {:?}, \
              {} live G(s), idle Ps {:?}, idle Ms {:?}, spinning Ms {}{}\n",
             self.id,
-            self.procs,
+            self.procs(),
             self.engine.name(),
             if self.migrate { ", Gs migrate" } else { "" },
             self.global.len(),
@@ -63,13 +62,11 @@ impl Shared {
             );
         }
         // Facts that, if they last until a watchdog fires, point at a lost wake-up: an M
-        // taken off the idle list (by `wakep` or `wake_home`) is handed a P under the same
-        // lock, so a parked M that is neither listed idle nor holds a hand-off was woken by
-        // nobody (part 03's unpark lost it).
+        // is taken off the idle list (by `wakep`, `wake_home` or `release_p`) only to be
+        // handed a P and unparked, so a parked M that is no longer listed idle should be
+        // running within microseconds; if it is not, part 03's unpark lost the wake-up.
         let unwoken: Vec<usize> = (0..self.ms.len())
-            .filter(|i| {
-                self.ms[*i].state() == MState::Idle && !idle_ms.contains(i) && !handed.contains(i)
-            })
+            .filter(|i| self.ms[*i].state() == MState::Idle && !idle_ms.contains(i))
             .collect();
         let queued = self.global.len() + rings.iter().sum::<usize>();
         if queued > 0 && !unwoken.is_empty() && !shutdown {
@@ -133,20 +130,19 @@ mod tests {
             while !(lock(&shared.sched).midle == [0] && shared.ms[0].state() == MState::Idle) {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            // Lose its wake-up: take it off the idle list, as a waker does, and never wake it.
-            lock(&shared.sched).midle.clear();
-            let h = shared.spawn(|| 7);
-            let dump = shared.dump();
-            // Found: wake it after all, as `wakep` would have.
+            // Lose its wake-up: hand it its P as `wakep` does, and never unpark it.
             {
                 let mut s = lock(&shared.sched);
+                s.midle.clear();
                 let p = s.pidle.pop().unwrap();
                 shared
                     .npidle
                     .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 s.next_p[0] = Some((p, false));
             }
-            shared.ms[0].idle.unpark();
+            let h = shared.spawn(|| 7);
+            let dump = shared.dump();
+            shared.ms[0].idle.unpark(); // found: wake it after all
             assert_eq!(h.join().unwrap(), 7);
             dump
         });

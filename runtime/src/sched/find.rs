@@ -55,7 +55,7 @@ impl Sources for Look<'_> {
         let Some(first) = Shared::pop_injector(&self.shared.global) else {
             return Shared::pop_injector(&self.shared.ms[self.m].yielded);
         };
-        let share = (self.shared.global.len() / self.shared.procs + 1).min(CAPACITY / 2);
+        let share = (self.shared.global.len() / self.shared.procs() + 1).min(CAPACITY / 2);
         for _ in 1..share {
             let Some(t) = Shared::pop_injector(&self.shared.global) else {
                 break;
@@ -74,8 +74,7 @@ impl Sources for Look<'_> {
             return None;
         }
         self.shared
-            .stealers
-            .get(victim)?
+            .stealer(victim)?
             .steal_into(self.runq, runnext_too)
     }
 
@@ -92,11 +91,26 @@ pub(super) fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
             return None;
         }
         let found = with_m(shared.id, |m| {
+            m.p.as_ref()?;
+            if m.locked_to.is_some() {
+                // Locked by a G (`lock_os_thread`): only Gs that live here, and no spinning.
+                return own_queues(shared, index);
+            }
+            let procs = shared.procs();
             let p = m.p.as_mut()?;
+            if p.id >= procs {
+                // `set_procs` lowered the count below this P: give it up.
+                let p = m.p.take().expect("checked above");
+                shared.retire(&mut lock(&shared.sched), p);
+                return None;
+            }
+            if p.finder.procs() != procs {
+                p.finder.resize(procs);
+            }
             // Go: only a spinning M steals, and at most half the busy Ps' worth spin.
             if !m.spinning {
                 let idle = shared.npidle.load(Ordering::SeqCst);
-                m.spinning = shared.spinning.try_start(shared.procs, idle);
+                m.spinning = shared.spinning.try_start(shared.procs(), idle);
                 shared.ms[index]
                     .spinning
                     .store(m.spinning, Ordering::Relaxed);
@@ -139,22 +153,32 @@ pub(super) fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
     }
 }
 
+/// A locked M's look: the started Gs that live on it, readied first, yielded last.
+fn own_queues(shared: &Shared, index: usize) -> Option<Token> {
+    let me = &shared.ms[index];
+    Shared::pop_injector(&me.pinned).or_else(|| Shared::pop_injector(&me.yielded))
+}
+
 /// M `index` found nothing: gives its P back, parks, and returns once it holds a P again
 /// (`true`), or at shutdown (`false`). Go: the end of `findRunnable`, `stopm`.
 fn stop_m(shared: &Shared, index: usize) -> bool {
-    let (p, was_spinning) = with_m(shared.id, |m| {
-        let spinning = std::mem::take(&mut m.spinning);
-        (m.p.take().expect("held while looking"), spinning)
-    })
-    .expect("an M's context is free between Gs");
+    let (p, was_spinning) = with_m(shared.id, |m| (m.p.take(), std::mem::take(&mut m.spinning)))
+        .expect("an M's context is free between Gs");
     shared.ms[index].spinning.store(false, Ordering::Relaxed);
     {
         let mut s = lock(&shared.sched);
         if s.shutdown {
-            s.pidle.push(p);
+            s.pidle.extend(p);
             return false;
         }
-        shared.release_p(&mut s, p);
+        match p {
+            // A locked M leaves work in its P: another M must run it. Go: `handoffp`.
+            Some(p) if !p.runq.is_empty() || !shared.global.is_empty() => {
+                shared.handoff_p(&mut s, p);
+            }
+            Some(p) => shared.release_p(&mut s, p),
+            None => {}
+        }
         s.midle.push(index);
     }
     // Go's "spinning to non-spinning" protocol: a G queued while we were giving up was
@@ -162,14 +186,17 @@ fn stop_m(shared: &Shared, index: usize) -> bool {
     // `ready_token`, after the push and before `wakep` reads `npidle`.
     let last = was_spinning && shared.spinning.stop();
     fence(Ordering::SeqCst);
-    let work = !shared.global.is_empty()
-        || !shared.ms[index].pinned.is_empty()
-        || !shared.ms[index].yielded.is_empty()
-        || (last && shared.stealers.iter().any(|s| !s.is_empty()));
+    let me = &shared.ms[index];
+    let locked = me.locked.load(Ordering::Relaxed);
+    let work = !me.pinned.is_empty()
+        || !me.yielded.is_empty()
+        || (!locked && !shared.global.is_empty())
+        || (!locked
+            && last
+            && (0..shared.procs()).any(|p| shared.stealer(p).is_some_and(|s| !s.is_empty())));
     if work && take_p_back(shared, index) {
         return true;
     }
-    let me = &shared.ms[index];
     me.set_state(index, MState::Idle);
     loop {
         me.idle.park();
@@ -222,6 +249,27 @@ fn take_p_back(shared: &Shared, index: usize) -> bool {
 }
 
 impl Shared {
+    /// Gives `p`, which has work, to a parked M that may run it, or to a new M. Go:
+    /// `handoffp` -> `startm(pp, false)`.
+    fn handoff_p(&self, s: &mut Sched, p: Box<P>) {
+        let idle = s
+            .midle
+            .iter()
+            .rposition(|&m| !self.ms[m].locked.load(Ordering::Relaxed));
+        match idle {
+            Some(pos) => {
+                let m = s.midle.swap_remove(pos);
+                s.next_p[m] = Some((p, false));
+                self.ms[m].idle.unpark();
+            }
+            None => {
+                if let Err(why) = self.newm(s, Some(p), false) {
+                    *lock(&self.newm_failed) = Some(why);
+                }
+            }
+        }
+    }
+
     /// Gives `p` up: to a parked M whose own queue has started Gs waiting (it can run them
     /// nowhere else), or to the idle list. Go: `pidleput` (and `handoffp`'s choice).
     pub(super) fn release_p(&self, s: &mut Sched, p: Box<P>) {

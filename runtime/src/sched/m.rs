@@ -7,8 +7,10 @@
 
 use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed,
+};
+use std::sync::{Arc, OnceLock};
 
 use crossbeam_deque::Injector;
 
@@ -36,6 +38,9 @@ pub(super) struct MSlot {
     pub(super) yielded: Injector<Token>,
     /// Counted in `Shared::spinning` now (for dumps).
     pub(super) spinning: AtomicBool,
+    /// A G called `lock_os_thread` here: this M runs only Gs that started on it, and
+    /// `wakep` never picks it to look for new work.
+    pub(super) locked: AtomicBool,
     /// Kernel thread id, set once by `Runtime::start`.
     pub(super) tid: AtomicU32,
     /// An [`MState`], written only by the M itself (`MSlot::set_state`).
@@ -43,6 +48,51 @@ pub(super) struct MSlot {
     /// The G it runs, or 0.
     pub(super) running_g: AtomicU64,
     pub(super) switches: AtomicU64,
+}
+
+/// The most Ms a runtime starts (Go: `sched.maxmcount`, 10,000 by default).
+pub(crate) const MAX_MS: usize = 10_000;
+
+/// Every M a runtime has started, by index: slots are made once and never move, so any
+/// thread reads them without a lock. New Ms are added under the `sched` lock (`Shared::newm`).
+pub(super) struct MList {
+    slots: Box<[OnceLock<Box<MSlot>>]>,
+    len: AtomicUsize,
+}
+
+impl MList {
+    pub(super) fn new() -> MList {
+        MList {
+            slots: (0..MAX_MS).map(|_| OnceLock::new()).collect(),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &MSlot> {
+        (0..self.len()).map(|i| &self[i])
+    }
+
+    /// Makes the next M's slot; `None` at [`MAX_MS`]. Called under the `sched` lock.
+    pub(super) fn push(&self) -> Option<usize> {
+        let index = self.len.load(Ordering::Relaxed);
+        self.slots.get(index)?.set(Box::new(MSlot::new())).ok()?;
+        self.len.store(index + 1, Ordering::Release);
+        Some(index)
+    }
+}
+
+impl std::ops::Index<usize> for MList {
+    type Output = MSlot;
+
+    fn index(&self, index: usize) -> &MSlot {
+        self.slots[index]
+            .get()
+            .expect("gmp bug: an M index names an M that was never made")
+    }
 }
 
 /// What an M is doing, for `dump` and its lost-wake-up note. Only the M itself moves it,
@@ -136,6 +186,7 @@ impl MSlot {
             pinned: Injector::new(),
             yielded: Injector::new(),
             spinning: AtomicBool::new(false),
+            locked: AtomicBool::new(false),
             tid: AtomicU32::new(0),
             state: AtomicU8::new(MState::Starting as u8),
             running_g: AtomicU64::new(0),
@@ -192,6 +243,8 @@ pub(crate) struct MCtx {
     pub(crate) p: Option<Box<P>>,
     /// Go: `m.spinning`.
     pub(crate) spinning: bool,
+    /// The G that locked this M with `lock_os_thread`. Go: `m.lockedg`.
+    pub(crate) locked_to: Option<u64>,
 }
 
 thread_local! {
@@ -213,15 +266,21 @@ pub(crate) fn with_m<R>(rt: u64, f: impl FnOnce(&mut MCtx) -> R) -> Option<R> {
         .flatten()
 }
 
-/// g0's loop on M `index`, which starts holding `p`. Go: `mstart` then `schedule`, which
-/// never returns; ours returns at shutdown.
-pub(super) fn m_main(shared: Arc<Shared>, index: usize, p: Box<P>) {
+/// g0's loop on M `index`, which starts with the P handed to it in `next_p` (if any).
+/// Go: `mstart` then `schedule`, which never returns; ours returns at shutdown.
+pub(super) fn m_main(shared: Arc<Shared>, index: usize) {
     let me = &shared.ms[index];
+    let (p, spinning) = match lock(&shared.sched).next_p[index].take() {
+        Some((p, spinning)) => (Some(p), spinning),
+        None => (None, false),
+    };
+    me.spinning.store(spinning, Relaxed);
     M_CTX.set(Some(MCtx {
         rt: shared.id,
         index,
-        p: Some(p),
-        spinning: false,
+        p,
+        spinning,
+        locked_to: None,
     }));
     let looped = panic::catch_unwind(AssertUnwindSafe(|| {
         while let Some(g) = find_runnable(&shared, index) {
@@ -241,7 +300,7 @@ pub(super) fn m_main(shared: Arc<Shared>, index: usize, p: Box<P>) {
         let why = format!("M{index} panicked on g0: {message}");
         lock(&shared.broken).get_or_insert(why);
         shared.begin_shutdown();
-        for m in &shared.ms {
+        for m in shared.ms.iter() {
             let _ = panic::catch_unwind(AssertUnwindSafe(|| m.idle.unpark()));
         }
         if let Some(waiter) = lock(&shared.main_waiter).clone() {
@@ -306,6 +365,13 @@ pub(super) fn execute(shared: &Shared, index: usize, g: Arc<G>) {
         },
         SwitchOut::Exit => {
             g.state.exit();
+            // A lock ends with its G (Go ends the thread instead).
+            if with_m(shared.id, |m| m.locked_to.take_if(|&mut id| id == g.id()))
+                .flatten()
+                .is_some()
+            {
+                me.locked.store(false, Relaxed);
+            }
             with_m(shared.id, |m| {
                 shared.gtable.remove(&g, m.p.as_mut().map(|p| &mut p.slots))
             })

@@ -66,11 +66,11 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed, fence};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use crossbeam_deque::{Injector, Steal};
 
-use crate::builder::{BuildError, Builder};
+use crate::builder::{BuildError, Builder, MAX_PROCS};
 use crate::engine::Engine;
 use crate::g::{self, G};
 use crate::lock;
@@ -91,14 +91,13 @@ mod stackalloc;
 
 pub use dump::{dump, dump_all};
 use gtable::GTable;
-use m::{MSlot, check_m_tids, m_main, with_m};
+use m::{MAX_MS, MList, check_m_tids, m_main, with_m};
 use p::P;
 use stackalloc::Refusal;
 
 /// A running runtime. Dropping it shuts it down (see "Shutdown" above).
 pub struct Runtime {
     shared: Arc<Shared>,
-    ms: Vec<MHandle<()>>,
 }
 
 /// A runtime's state, shared by its Ms, its Gs (`G::rt`) and the `Runtime` handle. Fields
@@ -118,12 +117,19 @@ pub(crate) struct Shared {
     /// Started Gs may resume on another M (the `unsafe` opt-in `Builder::migrate_gs`);
     /// otherwise a G stays on the M that first ran it (see "Started Gs stay on their M").
     migrate: bool,
-    /// One per M. Each slot's atomics are written only by its M; its queue by anyone.
-    ms: Vec<MSlot>,
-    /// Go: `gomaxprocs`.
-    procs: usize,
-    /// The thieves' end of every P's run queue, by P id. Go: `allp[i].runq`.
-    stealers: Vec<Stealer<CAPACITY>>,
+    /// Itself, for starting Ms from code that has only `&Shared` (`newm`).
+    me: Weak<Shared>,
+    /// Every M started, by index. Each slot's atomics are written only by its M; its
+    /// queues by anyone.
+    ms: MList,
+    /// M stack size and the CPUs to pin Ms to (none: not pinned), for Ms started later.
+    m_stack: usize,
+    cpus: Vec<usize>,
+    /// Go: `gomaxprocs`. Changed by `set_procs` under the `sched` lock.
+    procs: AtomicUsize,
+    /// The thieves' end of every P's run queue, by P id, for every P ever made (a P retired
+    /// by `set_procs` keeps its slot and is reused). Go: `allp[i].runq`.
+    stealers: Box<[OnceLock<Stealer<CAPACITY>>]>,
 
     // Lock-free.
     /// Go: `sched.runq`, the global run queue (part 07's overflow goes here).
@@ -165,6 +171,10 @@ pub(crate) struct Shared {
     broken: Mutex<Option<String>>,
     /// The thread waiting in `block_on`, woken when the runtime breaks.
     main_waiter: Mutex<Option<Arc<Parker>>>,
+    /// Every M's thread, joined at shutdown. Taken alone.
+    m_handles: Mutex<Vec<MHandle<()>>>,
+    /// Why the last `newm` failed, for dumps (a thread limit, say).
+    newm_failed: Mutex<Option<String>>,
 }
 
 /// What the `sched` lock guards. Go: the fields of `schedt` under `sched.lock`.
@@ -172,6 +182,9 @@ struct Sched {
     /// Go: `sched.pidle`. Boxed: a P changes hands by pointer, as `Box<Core>` in tokio.
     #[allow(clippy::vec_box)]
     pidle: Vec<Box<P>>,
+    /// Ps above the P count since `set_procs` lowered it, empty, for when it rises again.
+    #[allow(clippy::vec_box)]
+    retired: Vec<Box<P>>,
     /// Ms parked (or about to park) on their idle Parker, with no P. Go: `sched.midle`.
     midle: Vec<usize>,
     /// A P handed to a parked M, by M index, and whether that M starts out spinning.
@@ -213,14 +226,24 @@ impl Runtime {
         maps::prepare();
         let id = NEXT_RUNTIME.fetch_add(1, Relaxed);
         let (ps, stealers): (Vec<Box<P>>, Vec<_>) = (0..procs).map(|i| P::new(i, procs)).unzip();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me| Shared {
             id,
             engine,
             slab,
             migrate,
-            ms: (0..procs).map(|_| MSlot::new()).collect(),
-            procs,
-            stealers,
+            me: me.clone(),
+            ms: MList::new(),
+            m_stack,
+            cpus: cpus.to_vec(),
+            procs: AtomicUsize::new(procs),
+            stealers: (0..MAX_PROCS)
+                .map(|i| {
+                    stealers
+                        .get(i)
+                        .cloned()
+                        .map_or_else(OnceLock::new, OnceLock::from)
+                })
+                .collect(),
             global: Injector::new(),
             npidle: AtomicUsize::new(0),
             spinning: Spinning::new(),
@@ -229,8 +252,9 @@ impl Runtime {
             next_g: AtomicU64::new(1),
             sched: Mutex::new(Sched {
                 pidle: Vec::new(),
+                retired: Vec::new(),
                 midle: Vec::new(),
-                next_p: (0..procs).map(|_| None).collect(),
+                next_p: Vec::new(),
                 shutdown: false,
             }),
             stacks,
@@ -240,26 +264,19 @@ impl Runtime {
             stack_refusal: Mutex::new(None),
             broken: Mutex::new(None),
             main_waiter: Mutex::new(None),
+            m_handles: Mutex::new(Vec::new()),
+            newm_failed: Mutex::new(None),
         });
-        let mut rt = Runtime {
+        // On error, dropping `rt` shuts down the Ms already started.
+        let rt = Runtime {
             shared: shared.clone(),
-            ms: Vec::with_capacity(procs),
         };
-        for (index, p) in ps.into_iter().enumerate() {
-            let mut m = MBuilder::new(format!("gmp-m{index}")).stack_size(m_stack);
-            if !cpus.is_empty() {
-                m = m.cpus(&[cpus[index % cpus.len()]]);
-            }
-            let for_m = shared.clone();
-            // On error, dropping `rt` shuts down the Ms already started.
-            let handle =
-                m.spawn(move || m_main(for_m, index, p))
-                    .map_err(|e| BuildError::StartM {
-                        index,
-                        reason: e.to_string(),
-                    })?;
-            shared.ms[index].tid.store(handle.tid(), Relaxed);
-            rt.ms.push(handle);
+        for p in ps {
+            let index = p.id;
+            let mut s = lock(&shared.sched);
+            shared
+                .newm(&mut s, Some(p), false)
+                .map_err(|reason| BuildError::StartM { index, reason })?;
         }
         check_m_tids(&shared.m_tids())?;
         let mut all = lock(&RUNTIMES);
@@ -290,7 +307,17 @@ impl Runtime {
 
     /// Number of Ps.
     pub fn procs(&self) -> usize {
-        self.shared.procs
+        self.shared.procs()
+    }
+
+    /// Changes the number of Ps while the runtime runs; returns the number before. Go:
+    /// `runtime.GOMAXPROCS(n)` (`procresize`).
+    ///
+    /// # Errors
+    ///
+    /// If `n` is 0 or above [`MAX_PROCS`](crate::builder::MAX_PROCS).
+    pub fn set_procs(&self, n: usize) -> Result<usize, BuildError> {
+        self.shared.set_procs(n)
     }
 
     /// The engine its Gs run on.
@@ -312,16 +339,18 @@ impl Drop for Runtime {
             // A second panic here would abort the process and hide the first message, and
             // joining Ms whose Parker is broken could wait forever: wake them as best we
             // can, let them go, and leave the Gs be.
-            for m in &self.shared.ms {
+            for m in self.shared.ms.iter() {
                 let _ = panic::catch_unwind(AssertUnwindSafe(|| m.idle.unpark()));
             }
             std::mem::forget(self.shared.gtable.drain());
             return;
         }
-        for m in &self.shared.ms {
+        for m in self.shared.ms.iter() {
             m.idle.unpark();
         }
-        for (i, m) in self.ms.drain(..).enumerate() {
+        // No M starts after shutdown began (`newm` checks under the same lock).
+        let handles = std::mem::take(&mut *lock(&self.shared.m_handles));
+        for (i, m) in handles.into_iter().enumerate() {
             // G panics are contained, so an M only dies of a panic in a part or the runtime
             // itself; that panic's message was printed when it happened.
             if m.join().is_err() {
@@ -441,17 +470,82 @@ impl Shared {
             return;
         }
         let mut s = lock(&self.sched);
-        if s.pidle.is_empty() || s.midle.is_empty() {
-            // Another M took the idle P (or no M is parked yet): it will find the work.
+        let Some(p) = s.pidle.pop() else {
+            // Another M took the idle P: it will find the work.
             drop(s);
             self.spinning.stop();
             return;
-        }
-        let (p, m) = (s.pidle.pop().unwrap(), s.midle.pop().unwrap());
+        };
         self.npidle.fetch_sub(1, Ordering::SeqCst);
-        s.next_p[m] = Some((p, true));
-        drop(s);
-        self.ms[m].idle.unpark();
+        // Any parked M but one a G has locked to itself (it may run only that G's kind).
+        let idle = s
+            .midle
+            .iter()
+            .rposition(|&m| !self.ms[m].locked.load(Relaxed));
+        match idle {
+            Some(pos) => {
+                let m = s.midle.swap_remove(pos);
+                s.next_p[m] = Some((p, true));
+                drop(s);
+                self.ms[m].idle.unpark();
+            }
+            // Every M is busy or locked: start one. Go: `startm` -> `newm`.
+            None => {
+                if let Err(why) = self.newm(&mut s, Some(p), true) {
+                    drop(s);
+                    self.spinning.stop();
+                    *lock(&self.newm_failed) = Some(why);
+                }
+            }
+        }
+    }
+
+    /// Starts an M holding `p` (Go: `newm`); under the `sched` lock, so shutdown (which
+    /// sets its flag under it) never misses one. If it cannot start, `p` goes back idle.
+    fn newm(&self, s: &mut Sched, p: Option<Box<P>>, spinning: bool) -> Result<(), String> {
+        if s.shutdown {
+            if let Some(p) = p {
+                s.pidle.push(p);
+            }
+            return Ok(());
+        }
+        let give_back = |s: &mut Sched, p: Option<Box<P>>| {
+            if let Some(p) = p {
+                s.pidle.push(p);
+                self.npidle.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        let Some(index) = self.ms.push() else {
+            give_back(s, p);
+            return Err(format!(
+                "cannot start M{MAX_MS}: a runtime starts at most {MAX_MS} Ms (Go's limit too); \
+                 too many Gs have locked their M (lock_os_thread)"
+            ));
+        };
+        s.next_p.push(None);
+        let mut m = MBuilder::new(format!("gmp-m{index}")).stack_size(self.m_stack);
+        if !self.cpus.is_empty() {
+            m = m.cpus(&[self.cpus[index % self.cpus.len()]]);
+        }
+        let Some(shared) = self.me.upgrade() else {
+            give_back(s, p);
+            return Ok(()); // the runtime is being dropped
+        };
+        // The P moves into the thread; if the start fails, the P is lost with the closure,
+        // so hand it over through `next_p` instead and let the M take it.
+        s.next_p[index] = p.map(|p| (p, spinning));
+        match m.spawn(move || m_main(shared, index)) {
+            Ok(handle) => {
+                self.ms[index].tid.store(handle.tid(), Relaxed);
+                lock(&self.m_handles).push(handle);
+                Ok(())
+            }
+            Err(e) => {
+                let p = s.next_p[index].take().map(|(p, _)| p);
+                give_back(s, p);
+                Err(format!("cannot start M{index}: {e}"))
+            }
+        }
     }
 
     /// A started G of M `m` was queued there: if `m` is parked, give it a P and wake it.
@@ -481,7 +575,7 @@ impl Shared {
     pub(crate) fn fail(&self, why: String) -> ! {
         lock(&self.broken).get_or_insert_with(|| why.clone());
         self.begin_shutdown();
-        for m in &self.ms {
+        for m in self.ms.iter() {
             let _ = panic::catch_unwind(AssertUnwindSafe(|| m.idle.unpark()));
         }
         if let Some(waiter) = lock(&self.main_waiter).clone() {
@@ -500,6 +594,10 @@ impl Shared {
 
     /// One G off a queue of tokens that any thread may push to.
     fn pop_injector(q: &Injector<Token>) -> Option<Token> {
+        // Two loads: most looks find these queues empty, and `steal` costs more.
+        if q.is_empty() {
+            return None;
+        }
         loop {
             match q.steal() {
                 Steal::Success(t) => return Some(t),
@@ -510,7 +608,64 @@ impl Shared {
     }
 
     pub(crate) fn procs(&self) -> usize {
-        self.procs
+        self.procs.load(Relaxed)
+    }
+
+    /// The thieves' end of P `id`'s queue, if that P was ever made.
+    fn stealer(&self, id: usize) -> Option<&Stealer<CAPACITY>> {
+        self.stealers.get(id)?.get()
+    }
+
+    /// Go: `procresize`. Growing adds Ps to the idle list (new, or retired ones back) and
+    /// wakes Ms for them; shrinking lowers the count at once, retires the idle Ps above it
+    /// now and each held one at its M's next look for work (`find_runnable`), moving what
+    /// their queues hold to the global queue. Go stops the world for this; gmp does not, so
+    /// an M in a long G keeps its P above the count until that G switches out.
+    fn set_procs(&self, n: usize) -> Result<usize, BuildError> {
+        if !(1..=MAX_PROCS).contains(&n) {
+            return Err(BuildError::BadProcs {
+                from: "set_procs",
+                value: n.to_string(),
+            });
+        }
+        let mut s = lock(&self.sched);
+        let old = self.procs();
+        self.procs.store(n, Relaxed);
+        if n > old {
+            for id in old..n {
+                let p = match s.retired.iter().position(|p| p.id == id) {
+                    Some(pos) => s.retired.swap_remove(pos),
+                    None => {
+                        let (p, stealer) = P::new(id, n);
+                        let _ = self.stealers[id].set(stealer);
+                        p
+                    }
+                };
+                s.pidle.push(p);
+                self.npidle.fetch_add(1, Ordering::SeqCst);
+            }
+        } else {
+            let (keep, above): (Vec<_>, Vec<_>) = s.pidle.drain(..).partition(|p| p.id < n);
+            s.pidle = keep;
+            for p in above {
+                self.npidle.fetch_sub(1, Ordering::SeqCst);
+                self.retire(&mut s, p);
+            }
+        }
+        drop(s);
+        // New Ps, or work moved to the global queue: let Ms look.
+        for _ in 0..n.saturating_sub(old).max(1) {
+            self.wakep();
+        }
+        Ok(old)
+    }
+
+    /// Empties P `p` (now above the P count) into the global queue and keeps it for later.
+    fn retire(&self, s: &mut Sched, mut p: Box<P>) {
+        while let Some(token) = p.runq.pop() {
+            self.global.push(token);
+        }
+        s.retired.push(p);
     }
 }
 
@@ -539,6 +694,70 @@ where
     }
 }
 
+/// Wires the calling G to the M (OS thread) it runs on: until the same number of
+/// [`unlock_os_thread`] calls, or the G's end, that M runs no G that has not already started
+/// on it, and when this G waits, the M gives its P to another M and sleeps until this G (or
+/// one of those) is runnable. Use it around code that changes the thread itself (its
+/// signal mask, `setns`, `unshare`, a C library's thread-local state). Go:
+/// `runtime.LockOSThread`.
+///
+/// Every started G already stays on its M (see "Started Gs stay on their M"); what the
+/// lock adds is the M's exclusion of new Gs. Unlike Go's, other Gs that started on this M
+/// before the lock may still run on it while the locked G waits: gmp cannot move them to
+/// another thread (it would race their thread-locals), and making them wait could deadlock
+/// a locked G that waits for one of them.
+///
+/// # Panics
+///
+/// Outside a G.
+pub fn lock_os_thread() {
+    let g = g::running("lock_os_thread");
+    if g.os_locks.fetch_add(1, Relaxed) == 0 {
+        let m = with_m(g.rt.id, |m| {
+            m.locked_to = Some(g.id());
+            m.index
+        })
+        .expect("a running G's M context is free while the G runs");
+        g.rt.ms[m].locked.store(true, Relaxed);
+    }
+}
+
+/// Undoes one [`lock_os_thread`] of the calling G; at zero, its M takes any G again. A call
+/// without a lock does nothing, as in Go. Go: `runtime.UnlockOSThread`.
+///
+/// # Panics
+///
+/// Outside a G.
+pub fn unlock_os_thread() {
+    let g = g::running("unlock_os_thread");
+    let held = g
+        .os_locks
+        .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+        .ok();
+    if held == Some(1) {
+        let m = with_m(g.rt.id, |m| {
+            m.locked_to = None;
+            m.index
+        })
+        .expect("a running G's M context is free while the G runs");
+        g.rt.ms[m].locked.store(false, Relaxed);
+    }
+}
+
+/// Changes the P count of the runtime the calling G runs in; returns the count before.
+/// Go: `runtime.GOMAXPROCS(n)`. See [`Runtime::set_procs`].
+///
+/// # Errors
+///
+/// If `n` is 0 or above [`MAX_PROCS`](crate::builder::MAX_PROCS).
+///
+/// # Panics
+///
+/// Outside a G.
+pub fn set_procs(n: usize) -> Result<usize, BuildError> {
+    g::running("set_procs").rt.set_procs(n)
+}
+
 /// The runtime the calling G runs in.
 pub(crate) fn current() -> Option<Arc<Shared>> {
     g::current_g().map(|g| g.rt.clone())
@@ -561,4 +780,55 @@ where
         Err(e) => panic!("gmp::run: {e}"),
     };
     rt.block_on(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// S2: the runtime's `&mut` access to a running G must not rest on part 06 alone. A
+    /// part 06 that answers `Ready::Enqueue` twice for one park would have the runtime queue
+    /// the G twice and two Ms resume one coroutine; the runtime refuses the second by name.
+    #[test]
+    fn a_g_readied_twice_for_one_park_is_a_named_error_not_a_second_run() {
+        let out = testkit::watchdog("a G readied twice", testkit::DEFAULT_LIMIT, || {
+            let rt = Runtime::builder().procs(1).build().unwrap();
+            let shared = rt.shared.clone();
+            let ran = panic::catch_unwind(AssertUnwindSafe(|| {
+                rt.block_on(move || {
+                    let waiting = gmp_go_handle();
+                    // What the runtime does when part 06 says "enqueue", twice.
+                    shared.ready(waiting.g.clone());
+                    shared.ready(waiting.g.clone());
+                })
+            }));
+            drop(rt);
+            ran.map_err(|p| task::payload_message(&*p).unwrap_or_default().to_string())
+        });
+        let why = out.expect_err("the second ready must stop the runtime");
+        assert!(
+            why.contains("was put in a run queue while already in one") && why.contains("part 06"),
+            "{why}"
+        );
+    }
+
+    /// A parked G's handle, from inside a runtime.
+    fn gmp_go_handle() -> crate::GHandle {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _g = crate::go(move || {
+            tx.send(crate::current()).unwrap();
+            crate::park();
+        });
+        crate::yield_now(); // the new G runs, sends its handle and parks
+        rx.recv().unwrap()
+    }
+
+    #[test]
+    fn one_m_at_a_time_enters_a_g() {
+        crate::run(|| {
+            let g = crate::current().g;
+            // The running G is entered by its M: a second M is refused.
+            assert!(!g.enter_m(), "a running G let a second M in");
+        });
+    }
 }
