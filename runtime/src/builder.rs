@@ -194,7 +194,7 @@ impl Builder {
 
     /// Lets a started G resume on any M, as Go's Gs do, so an idle M can take over any
     /// runnable G rather than only the ones not yet started. By default a G stays on the M
-    /// (the OS thread) it first ran on; see chapter 8, "A G that changes threads".
+    /// (the OS thread) it first ran on; see chapter 8, "The thread-local hazard".
     ///
     /// # Safety
     ///
