@@ -381,22 +381,44 @@ impl Shared {
         let id = self.next_g.fetch_add(1, Relaxed);
         let (body, cancel, handle) = task::new(id, f);
         let g = Arc::new(G::new(id, self.clone(), body, cancel, self.engine));
-        let entered = if self.shutdown.load(Ordering::Acquire) {
-            Err("the runtime shut down before this G finished".to_string())
-        } else {
-            with_m(self.id, |m| {
-                self.gtable.insert(&g, m.p.as_mut().map(|p| &mut p.slots))
-            })
-            .unwrap_or_else(|| self.gtable.insert(&g, None))
+        if self.shutdown.load(Ordering::Acquire) {
+            // SAFETY: the G was never queued, so no M can run it.
+            unsafe { g.refuse("the runtime shut down before this G finished".to_string()) };
+            return handle;
+        }
+        // On an M with a P (the usual case): a slot from the P's cache, and the new G into
+        // runnext, as Go's `newproc` does, so a parent's children run depth first.
+        let on_p = with_m(self.id, |m| {
+            let p = m.p.as_mut()?;
+            Some(self.gtable.insert(&g, Some(&mut p.slots)).map(|()| {
+                let token = self.queue_token(g.clone());
+                p.runq.push_next(token, |t| self.global.push(t));
+            }))
+        })
+        .flatten();
+        let entered = match on_p {
+            Some(entered) => entered,
+            None => self.gtable.insert(&g, None).map(|()| {
+                let token = self.queue_token(g.clone());
+                self.global.push(token);
+            }),
         };
         if let Err(why) = entered {
             // SAFETY: the G was never queued, so no M can run it.
             unsafe { g.refuse(why) };
             return handle;
         }
-        // Go: `newproc` puts the new G in runnext, so a parent's children run depth first.
-        self.ready_token(g, true);
+        fence(Ordering::SeqCst); // see `ready_token`
+        self.wakep();
         handle
+    }
+
+    /// Marks `g` queued and returns its token, or stops the runtime naming the G queued
+    /// twice.
+    fn queue_token(&self, g: Arc<G>) -> Token {
+        self.gtable
+            .put_queued(g)
+            .unwrap_or_else(|why| self.fail(why))
     }
 
     /// Puts a G that part 06 said to enqueue where it will run: its M's queue if it has
