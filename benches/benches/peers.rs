@@ -10,7 +10,8 @@
 //! sample runs in a fresh copy of this bench binary (`--peer …`, under a time limit), as in the
 //! class bench: may's worker count is fixed per process, and a runtime that fails (gmp's fib
 //! on stage 1 runs out of mappings) or hangs must skip its bench, not stop the others. A
-//! probe run decides that: a program that fails it is reported on stderr and not benched. Go's
+//! probe run decides that: a program that fails it is reported on stderr and not benched
+//! (probes run before criterion's name filter applies, about half a minute in all). Go's
 //! twins run in the class bench only.
 
 use std::path::{Path, PathBuf};
@@ -20,8 +21,11 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group};
 use gmp_benches::peers::{self, CHAIN_LEN, FIB_N, Peer, Program};
 
-/// How long one child may run; generous, for a loaded machine.
+/// How long one sample's child may run; generous, for a loaded machine.
 const LIMIT: Duration = Duration::from_secs(120);
+/// How long the probe of one program may run: one whole program takes about a second; a
+/// runtime that needs more (may's chain at P=2 here) is named and not benched.
+const PROBE_LIMIT: Duration = Duration::from_secs(10);
 
 fn quick() -> bool {
     std::env::args().any(|a| a == "--quick")
@@ -55,7 +59,7 @@ fn bench_program(c: &mut Criterion, exe: &Path, program: Program) {
         });
         for peer in Peer::ALL {
             let probe = sizes(program, 1);
-            if let Err(e) = peers::run_in_child(exe, peer, program, procs, probe, LIMIT) {
+            if let Err(e) = peers::run_in_child(exe, peer, program, procs, probe, PROBE_LIMIT) {
                 eprintln!(
                     "peers/{}/p{procs}/{}: not benched: {e}",
                     program.name(),
