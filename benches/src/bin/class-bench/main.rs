@@ -1,6 +1,8 @@
 //! The class bench: the costs chapters 1–6 talk about, measured on the machine in front of
 //! the class, beside the seed articles' figures and the reference machine's, as the book
 //! quotes them: every one is read from `book/figures.toml` ([`gmp_benches::figures`]).
+//! From chapter 7 on, five programs at P=1 and P=2 on gmp beside Go, tokio and may
+//! (`programs.rs`; `--peer` runs one of them in a child process).
 //!
 //! ```text
 //! cargo run --release -p gmp-benches --bin class-bench -- [--quick] [--json] [--pause] [--only SECTIONS]
