@@ -5,13 +5,16 @@
 //	gobench pingpong N     two goroutines, two unbuffered channels, N round trips
 //	gobench yield N        two goroutines, each calls runtime.Gosched N times
 //	gobench parked N       N goroutines blocked on one channel: RSS and create time per G
+//	gobench fib N          fib(N), a goroutine for fib(k-1) at every k above 10, joined
+//	gobench chain N        N goroutines, each starts the next; the last signals the start
 //
 // Each run prints one line of JSON, for benches/src/go.rs:
 //
 //	{"kind":"pingpong","n":1000000,"ns_per_op":128.4,"rss_bytes_per_g":0,"gomaxprocs":1}
 //
-// ns_per_op is per spawn+join, per hand-off (a round trip is two), per Gosched, or per
-// created goroutine. The Go runtime reads GOMAXPROCS from the environment itself; the class
+// ns_per_op is per spawn+join, per hand-off (a round trip is two), per Gosched, per
+// created goroutine, per whole fib(N), or per link of the chain. fib and chain check their
+// result (fib's value, the chain's length) and fail rather than print a time for wrong work. The Go runtime reads GOMAXPROCS from the environment itself; the class
 // bench sets GOMAXPROCS=1 to compare with a runtime running on one P.
 package main
 
@@ -26,7 +29,7 @@ import (
 	"time"
 )
 
-const usage = "usage: gobench spawn-join|pingpong|yield|parked N"
+const usage = "usage: gobench spawn-join|pingpong|yield|parked|fib|chain N"
 
 func main() {
 	if len(os.Args) != 3 {
@@ -54,6 +57,12 @@ func main() {
 		var elapsed time.Duration
 		elapsed, rssPerG = parked(n)
 		nsPerOp = perOp(elapsed, n)
+	case "fib":
+		fibRun(min(n, 25)) // why: starts every P's thread before the timed run
+		nsPerOp = perOp(fibRun(n), 1)
+	case "chain":
+		chain(warmUp(n))
+		nsPerOp = perOp(chain(n), n)
 	default:
 		fail(fmt.Sprintf("unknown kind %q\n%s", kind, usage))
 	}
@@ -138,6 +147,66 @@ func parked(n uint64) (time.Duration, float64) {
 	runtime.GC() // why: count what the parked goroutines keep, not garbage left on the way
 	after := vmRSS()
 	return elapsed, float64(after-before) / float64(n)
+}
+
+// fibCutoff: at or below it a goroutine computes fib sequentially, as the Rust twins do
+// (benches/src/peers.rs FIB_CUTOFF); fib(35) then starts 196,417 goroutines.
+const fibCutoff = 10
+
+func seqFib(n uint64) uint64 {
+	if n < 2 {
+		return n
+	}
+	return seqFib(n-1) + seqFib(n-2)
+}
+
+// parFib starts a goroutine for fib(n-1), computes fib(n-2) itself, then joins: the
+// channel has room for the one result, as a join handle holds it.
+func parFib(n uint64) uint64 {
+	if n <= fibCutoff {
+		return seqFib(n)
+	}
+	done := make(chan uint64, 1)
+	go func() { done <- parFib(n - 1) }()
+	b := parFib(n - 2)
+	return <-done + b
+}
+
+// fibRun times one nested fib(n) and checks its value against the loop's.
+func fibRun(n uint64) time.Duration {
+	start := time.Now()
+	got := parFib(n)
+	elapsed := time.Since(start)
+	a, b := uint64(0), uint64(1)
+	for range n {
+		a, b = b, a+b
+	}
+	if got != a {
+		fail(fmt.Sprintf("fib(%d) gave %d, expected %d", n, got, a))
+	}
+	return elapsed
+}
+
+// chain starts one goroutine that starts the next and ends, n in all; the last sends its
+// number back to the start. Each link lives only until it has started the next.
+func chain(n uint64) time.Duration {
+	done := make(chan uint64)
+	var link func(i uint64)
+	link = func(i uint64) {
+		if i == n {
+			done <- i
+			return
+		}
+		go link(i + 1)
+	}
+	start := time.Now()
+	go link(1)
+	got := <-done
+	elapsed := time.Since(start)
+	if got != n {
+		fail(fmt.Sprintf("the chain of %d ended at link %d", n, got))
+	}
+	return elapsed
 }
 
 // vmRSS reads the resident set size of this process, in bytes, from /proc/self/status.

@@ -121,10 +121,11 @@ mod tests {
     use super::*;
 
     /// The class bench's sources, where every `fig("...")` call names a key.
-    const BENCH_SOURCES: [(&str, &str); 3] = [
+    const BENCH_SOURCES: [(&str, &str); 4] = [
         ("main.rs", include_str!("bin/class-bench/main.rs")),
         ("gs.rs", include_str!("bin/class-bench/gs.rs")),
         ("mine.rs", include_str!("bin/class-bench/mine.rs")),
+        ("programs.rs", include_str!("bin/class-bench/programs.rs")),
     ];
 
     /// The keys of every `fig("KEY")` call in `source`, or the first call whose argument is

@@ -12,6 +12,8 @@
 //! | [`GoKind::PingPong`] | two goroutines, two unbuffered channels | hand-off (a round trip is two) |
 //! | [`GoKind::Yield`] | two goroutines call `runtime.Gosched` in turn | yield |
 //! | [`GoKind::Parked`] | n goroutines block on one channel; RSS before and after | created goroutine |
+//! | [`GoKind::Fib`] | fib(n), a goroutine for fib(k−1) at every k above 10, joined | whole fib(n) |
+//! | [`GoKind::Chain`] | n goroutines, each starts the next; the last signals the start | link |
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -44,15 +46,21 @@ pub enum GoKind {
     Yield,
     /// Many goroutines blocked on one channel: resident memory and create time per G.
     Parked,
+    /// Nested fib(n) down to fib(10), as `peers::Program::Fib`.
+    Fib,
+    /// A chain of n goroutines, each starting the next, as `peers::Program::Chain`.
+    Chain,
 }
 
 impl GoKind {
     /// Every kind, in report order.
-    pub const ALL: [GoKind; 4] = [
+    pub const ALL: [GoKind; 6] = [
         GoKind::SpawnJoin,
         GoKind::PingPong,
         GoKind::Yield,
         GoKind::Parked,
+        GoKind::Fib,
+        GoKind::Chain,
     ];
 
     /// The name the Go program takes on its command line and prints in `"kind"`.
@@ -62,6 +70,8 @@ impl GoKind {
             GoKind::PingPong => "pingpong",
             GoKind::Yield => "yield",
             GoKind::Parked => "parked",
+            GoKind::Fib => "fib",
+            GoKind::Chain => "chain",
         }
     }
 
@@ -363,6 +373,11 @@ mod tests {
                     bench.run(GoKind::Yield, 10, 0).is_err(),
                     "procs 0 is refused"
                 );
+                // The whole programs check their own result; fib's op is the whole run.
+                let fib = bench.run(GoKind::Fib, 16, 2).unwrap();
+                assert!(fib.ns_per_op > 0.0 && fib.gomaxprocs == 2, "{fib:?}");
+                let chain = bench.run(GoKind::Chain, 1000, 1).unwrap();
+                assert!(chain.ns_per_op > 0.0, "{chain:?}");
             },
         );
     }

@@ -15,6 +15,7 @@
 //! | many sleeping threads: RSS, virtual size, create cost | [`sleeping_threads`] | 2 |
 //! | user-space switch round trip, part 04's asm switch and fiber, corosensei | [`switch_round_trip`] | 4 |
 //! | instructions per switch round trip (valgrind's callgrind) | [`callgrind_round_trip`] | 4 |
+//! | five programs on gmp, tokio and may at P=1 and P=2 (Go's twins in `go`) | [`peers::run`] | 7–8 |
 //!
 //! The threads are pinned with part 02 (`osthread`), the sleeping threads are weighed with
 //! part 01 (`procinfo`), the futex hand-off is part 03 (`parker`) and the stack switch is
@@ -25,6 +26,7 @@ pub mod figures;
 pub mod go;
 pub mod gs;
 pub mod parts;
+pub mod peers;
 pub mod report;
 
 use std::ffi::OsStr;
@@ -87,6 +89,17 @@ pub struct Plan {
     pub g_ops: u64,
     /// At most this many parked Gs per memory measurement (the report asks for 1M).
     pub parked_max: usize,
+    /// Runs of each peer program (gmp, Go, tokio, may at P=1 and P=2); the report keeps the
+    /// median. A program that fails or times out is not run again.
+    pub peer_runs: usize,
+    /// Operations per run of the peers' spawn+join, hand-off and yield.
+    pub peer_ops: u64,
+    /// fib's argument in the nested fib ([`peers::FIB_N`]: 35 in the class bench).
+    pub fib_n: u64,
+    /// Links of the spawn chain ([`peers::CHAIN_LEN`]: 10^6 in the class bench).
+    pub chain_len: u64,
+    /// How long one peer program may run in its child process before it is killed.
+    pub peer_limit: Duration,
 }
 
 impl Plan {
@@ -103,6 +116,11 @@ impl Plan {
         callgrind_rounds: (10_000, 110_000),
         g_ops: 200_000,
         parked_max: 1_000_000,
+        peer_runs: 1,
+        peer_ops: 10_000,
+        fib_n: peers::FIB_N,
+        chain_len: peers::CHAIN_LEN,
+        peer_limit: Duration::from_secs(5),
     };
 
     /// The full class bench: 10,000 sleeping threads, as in chapter 2.
@@ -117,6 +135,12 @@ impl Plan {
         callgrind_rounds: (100_000, 1_100_000),
         g_ops: 1_000_000,
         parked_max: 1_000_000,
+        peer_runs: 3,
+        // may spends ~100 µs per spawn at P=2 on this machine kind: more would hit the limit.
+        peer_ops: 50_000,
+        fib_n: peers::FIB_N,
+        chain_len: peers::CHAIN_LEN,
+        peer_limit: Duration::from_secs(30),
     };
 
     /// Tiny counts for the unit tests: proves the code runs, measures nothing.
@@ -131,6 +155,11 @@ impl Plan {
         callgrind_rounds: (10, 110),
         g_ops: 100,
         parked_max: 1_000,
+        peer_runs: 1,
+        peer_ops: 100,
+        fib_n: 16,
+        chain_len: 1_000,
+        peer_limit: Duration::from_secs(30),
     };
 }
 

@@ -66,11 +66,16 @@ pub enum Section {
     Go,
     /// Chapter 6: memory of parked Gs (gmp and Go).
     Parked,
+    /// Chapters 7–8: gmp's five programs (spawn+join, hand-off, yield, nested fib, spawn
+    /// chain) at P=1 and P=2, each in a child process.
+    Programs,
+    /// Chapters 7–8: the same five on Go, tokio and may.
+    Peers,
 }
 
 impl Section {
     /// Every section, in the order the class bench runs them.
-    pub const ALL: [Section; 8] = [
+    pub const ALL: [Section; 10] = [
         Section::Process,
         Section::Spawn,
         Section::Handoff,
@@ -79,6 +84,8 @@ impl Section {
         Section::G,
         Section::Go,
         Section::Parked,
+        Section::Programs,
+        Section::Peers,
     ];
 
     /// The name `--only` takes.
@@ -92,6 +99,8 @@ impl Section {
             Section::G => "g",
             Section::Go => "go",
             Section::Parked => "parked",
+            Section::Programs => "programs",
+            Section::Peers => "peers",
         }
     }
 
@@ -192,6 +201,14 @@ pub const ROWS: &[RowParts] = &[
         Section::Go,
         &[],
         "the Go rows run Go's runtime (benches/go), the yardstick for gmp's",
+    ),
+    // The default builder: corosensei's switch, part 05's stacks, part 06's park/ready.
+    row("peer.*.gmp.", Section::Programs, &[5, 6], ""),
+    row(
+        "peer.",
+        Section::Peers,
+        &[],
+        "Go, tokio and may run their own runtimes: the yardsticks gmp's programs are set beside",
     ),
     row(
         "thread.yield.",

@@ -1,6 +1,8 @@
 //! The class bench: the costs chapters 1–6 talk about, measured on the machine in front of
 //! the class, beside the seed articles' figures and the reference machine's, as the book
 //! quotes them: every one is read from `book/figures.toml` ([`gmp_benches::figures`]).
+//! From chapter 7 on, five programs at P=1 and P=2 on gmp beside Go, tokio and may
+//! (`programs.rs`; `--peer` runs one of them in a child process).
 //!
 //! ```text
 //! cargo run --release -p gmp-benches --bin class-bench -- [--quick] [--json] [--pause] [--only SECTIONS]
@@ -53,20 +55,23 @@ use gmp_benches::{
 
 mod gs;
 mod mine;
+mod programs;
 
 use gmp_benches::parts::{self, MINE, Section};
+use gmp_benches::peers;
 use mine::Mine;
 
 const USAGE: &str = "usage: class-bench [--quick] [--json] [--pause] [--only SECTIONS]
                    [--mine-out FILE | --mine-rows FILE]
        class-bench --switch-count asm|fiber|corosensei N
        class-bench --parked N slab|guarded STACK_BYTES
+       class-bench --peer gmp|tokio|may PROGRAM PROCS N REPEAT
   --quick  a short run (about half a minute on 2 cores): 1,000 sleeping threads, fewer rounds
   --json   print the report as JSON on stdout (progress goes to stderr)
   --pause  wait for Enter after each prediction question (when stdin is a terminal)
   --only SECTIONS
            run only these (comma list): process, spawn, handoff, sleepers, switch, g,
-           go, parked
+           go, parked, programs, peers
   --mine-out FILE
            (a build with mine-NN features) measure only the rows that run the learner's
            parts and write them to FILE
@@ -75,7 +80,10 @@ const USAGE: &str = "usage: class-bench [--quick] [--json] [--pause] [--only SEC
   --switch-count ENGINE N
            run N user-space switch round trips and exit (what callgrind counts)
   --parked N MODE STACK_BYTES
-           park N gmp Gs, print their memory and exit (run fresh for each measurement)";
+           park N gmp Gs, print their memory and exit (run fresh for each measurement)
+  --peer PEER PROGRAM PROCS N REPEAT
+           run one program (spawn-join, pingpong, yield, fib, chain) on gmp, tokio or may
+           with PROCS Ps and print its time (the programs section runs each this way)";
 
 /// The colour of the learner's bars.
 const YOURS: &str = "#d4a017";
@@ -248,6 +256,9 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("--parked") {
         return gs::parked_main(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some(peers::CHILD_FLAG) {
+        return peers::child_main(&args[1..]);
+    }
     let opts = match parse_options(&args) {
         Ok(Some(opts)) => opts,
         Ok(None) => {
@@ -372,6 +383,17 @@ fn main() -> ExitCode {
         gs::Gs::skipped,
         || gs::measure(&out, plan, &dir, gs_sections),
     );
+    let program_sections = programs::Select {
+        gmp: section(Section::Programs),
+        peers: section(Section::Peers),
+    };
+    let programs = guarded(
+        (&mut failures, &mut times),
+        "programs",
+        program_sections.gmp || program_sections.peers,
+        || programs::Programs::skipped(plan),
+        || programs::measure(&out, plan, &dir, program_sections),
+    );
 
     out.line("");
     out.line(&format!("Time per section: {}", times.join(", ")));
@@ -383,6 +405,8 @@ fn main() -> ExitCode {
     ratios_switches(&mut report, &handoffs, &switches, &mine);
     gs::rows(&mut report, &gs);
     gs::ratios(&mut report, &gs);
+    programs::rows(&mut report, &programs);
+    programs::ratios(&mut report, &programs);
     // Rows of sections that did not run are not figures: leave them out.
     report
         .rows
@@ -408,7 +432,8 @@ fn main() -> ExitCode {
         format!(
             "{mode}: medians of {} runs; {} process spawns, {} thread spawns, {} hand-off round \
              trips, {} switch round trips per run; {} sleeping threads × {} runs per stack \
-             size; callgrind at {} and {} switch round trips; {:.1} s wall",
+             size; callgrind at {} and {} switch round trips; programs: medians of {} runs, {} \
+             ops each, fib({}), a chain of {}, {} s limit per run; {:.1} s wall",
             plan.runs,
             plan.process_spawns,
             plan.thread_spawns,
@@ -418,6 +443,11 @@ fn main() -> ExitCode {
             plan.sleeper_runs,
             plan.callgrind_rounds.0,
             plan.callgrind_rounds.1,
+            plan.peer_runs,
+            plan.peer_ops,
+            plan.fib_n,
+            plan.chain_len,
+            plan.peer_limit.as_secs(),
             wall.elapsed().as_secs_f64()
         ),
     ));
@@ -1542,6 +1572,7 @@ mod tests {
         rows_sleepers(&mut report, &sleepers, Plan::TINY);
         rows_switches(&mut report, &Switches::skipped());
         gs::rows(&mut report, &gs::Gs::skipped());
+        programs::rows(&mut report, &programs::Programs::skipped(Plan::TINY));
         let mut keys: Vec<String> = report.rows.into_iter().map(|r| r.key).collect();
         // Rows written only when measured.
         keys.extend(gs::parked_keys());
@@ -1657,6 +1688,12 @@ mod tests {
             Some((Section::Parked, &[1, 5, 6][..]))
         );
         assert_eq!(of("thread.yield.same_core.ns"), Some((Section::G, &[][..])));
+        assert_eq!(
+            of("peer.fib.gmp.p2.ms"),
+            Some((Section::Programs, &[5, 6][..]))
+        );
+        assert_eq!(of("peer.fib.may.p1.ms"), Some((Section::Peers, &[][..])));
+        assert_eq!(of("peer.chain.go.p2.ns"), Some((Section::Peers, &[][..])));
         assert_eq!(of("nothing.like.this"), None);
     }
 
