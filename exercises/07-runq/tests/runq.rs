@@ -864,9 +864,19 @@ impl Seen {
     }
 }
 
-/// The owner pushes `tokens` tokens (some through runnext) and pops every third time, while
-/// two thieves steal from it and from each other. Every token must be taken exactly once.
-fn owner_against_two_thieves<const N: usize>(tokens: u64, seed: u64) {
+/// Sets its flag when dropped, on return or on a panic.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, SeqCst);
+    }
+}
+
+/// The owner pushes `tokens` tokens (some through runnext) and pops every third time, or, with
+/// `bursts`, pushes that many and then pops until empty; meanwhile two thieves steal from it
+/// and from each other. Every token must be taken exactly once.
+fn owner_against_two_thieves<const N: usize>(tokens: u64, seed: u64, bursts: Option<u64>) {
     let seen = Arc::new(Seen::new(tokens as usize));
     let owner_done = Arc::new(AtomicBool::new(false));
     let (mut owner, owner_stealer) = runq::new::<N>();
@@ -902,34 +912,43 @@ fn owner_against_two_thieves<const N: usize>(tokens: u64, seed: u64) {
                     (seen.clone(), owner_done.clone(), progress.clone());
                 let who = format!("thief {}", i + 1);
                 thieves.push(thread::spawn(move || {
-                    let mut turn = 0usize;
+                    let (mut turn, mut taken, mut draining) = (0usize, 0usize, false);
                     loop {
                         if progress.cancelled() {
-                            return;
+                            return taken;
                         }
-                        progress.tick();
+                        // Only a token taken is progress: a thief that spins finding
+                        // nothing while a len says there is work must stall the watchdog.
                         if let Some(t) = mine.pop() {
                             seen.take(t, &who);
+                            (taken, _) = (taken + 1, progress.tick());
                             continue;
                         }
                         let victim = &victims[turn % victims.len()];
                         turn += 1;
                         if let Some(t) = victim.steal_into(&mut mine, turn.is_multiple_of(3)) {
                             seen.take(t, &who);
+                            (taken, _) = (taken + 1, progress.tick());
                             continue;
                         }
                         // Own ring empty and the owner finished: stop once nothing is left
                         // anywhere (the other thief drains its own ring itself).
                         if owner_done.load(SeqCst) && victims.iter().all(|v| v.is_empty()) {
                             if mine.is_empty() {
-                                return;
+                                return taken;
                             }
-                            progress.step(STRESS_DRAIN);
+                            if !draining {
+                                draining = true;
+                                progress.step(STRESS_DRAIN);
+                            }
                         }
                         thread::yield_now();
                     }
                 }));
             }
+            // Set even if the owner panics (a doubled token, say), so the thieves drain and
+            // stop instead of spinning under every later test of this binary.
+            let _done = SetOnDrop(owner_done.clone());
             let mut rng = Rng(seed);
             let mut overflowed = Vec::new();
             for t in 1..=tokens {
@@ -943,10 +962,28 @@ fn owner_against_two_thieves<const N: usize>(tokens: u64, seed: u64) {
                 } else {
                     owner.push_back(tok(t), &mut overflow);
                 }
-                if t % 3 == 0
-                    && let Some(x) = owner.pop()
-                {
-                    seen.take(x, "the owner");
+                match bursts {
+                    // Mixed: a pop every third push; the ring fills and overflows.
+                    None => {
+                        if t % 3 == 0
+                            && let Some(x) = owner.pop()
+                        {
+                            seen.take(x, "the owner");
+                        }
+                    }
+                    // Bursts: fill, then pop until empty, racing the thieves for the head.
+                    Some(burst) => {
+                        if t % burst == 0 {
+                            while let Some(x) = owner.pop() {
+                                seen.take(x, "the owner");
+                            }
+                        }
+                    }
+                }
+                if t % (2 * N as u64).min(64) == 0 {
+                    // Let the thieves at the ring: on a busy machine they may otherwise get a
+                    // core only after the owner is done, and the steals go untested.
+                    thread::yield_now();
                 }
                 if t % 1024 == 0 {
                     // The runtime puts overflow on the global queue; here the owner runs it.
@@ -963,12 +1000,20 @@ fn owner_against_two_thieves<const N: usize>(tokens: u64, seed: u64) {
                 seen.take(x, "the owner");
             }
             owner_done.store(true, SeqCst);
+            let mut by_thieves = Vec::new();
             for thief in thieves {
-                if let Err(p) = thief.join() {
-                    panic::resume_unwind(p);
+                match thief.join() {
+                    Ok(taken) => by_thieves.push(taken),
+                    Err(p) => panic::resume_unwind(p),
                 }
             }
             seen.check_all();
+            // Shown with --nocapture: how the work spread (it varies from run to run).
+            eprintln!(
+                "ring of {N}: {tokens} tokens, taken by the owner and its overflow {}, by \
+                 thieves {by_thieves:?}",
+                tokens as usize - by_thieves.iter().sum::<usize>()
+            );
         },
     );
 }
@@ -978,14 +1023,22 @@ fn step5_owner_against_two_thieves_ring_of_256_a_million_operations() {
     let _outcome = testkit::record!();
     // 500k pushes, ~170k owner pops, the rest taken by steals and overflow: about 10^6
     // operations on the ring in all, counting the thieves' pops and failed steals.
-    owner_against_two_thieves::<CAPACITY>(500_000, 0x5eed_5100);
+    owner_against_two_thieves::<CAPACITY>(500_000, 0x5eed_5100, None);
 }
 
 #[test]
 fn step5_owner_against_two_thieves_ring_of_4() {
     let _outcome = testkit::record!();
     // A ring of 4 is full or empty most of the time: overflow, wrap and steals collide.
-    owner_against_two_thieves::<4>(100_000, 0x5eed_5004);
+    owner_against_two_thieves::<4>(100_000, 0x5eed_5004, None);
+}
+
+#[test]
+fn step5_owner_popping_in_bursts_against_two_thieves_ring_of_8() {
+    let _outcome = testkit::record!();
+    // The owner's pop and the thieves' steals race for the same head all the time: a pop
+    // that moves head without a compare-and-swap hands a token out twice here.
+    owner_against_two_thieves::<8>(300_000, 0x5eed_5008, Some(6));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -51,13 +51,14 @@ impl Token {
         self.0
     }
 
-    /// The token stored in a slot as `bits`. A 0 there means a slot read that no push wrote.
+    /// The token stored in a slot as `bits`. A 0 means a take read a slot no push had filled.
     fn from_bits(bits: u64) -> Token {
         match NonZeroU64::new(bits) {
             Some(v) => Token(v),
             None => panic!(
-                "runq: read an empty slot (0) as an item: the ring handed out a slot no push \
-                 wrote (book: ch07-runq.html#step-1)"
+                "runq: took an empty slot (0) as a token: a take read a slot outside [head, \
+                 tail), or before the push that fills it was visible (tail stored before the \
+                 slot, or without Release; book: ch07-runq.html#step-5)"
             ),
         }
     }
