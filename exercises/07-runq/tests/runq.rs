@@ -1042,8 +1042,110 @@ fn step5_owner_popping_in_bursts_against_two_thieves_ring_of_8() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Whole-runtime tests: the gmp runtime on YOUR ring (feature mine-07 in the exercise).
-//
-// TO BE ADDED once the scheduler takes its per-P queues from part 07 (issue 10): tests
-// named `whole_runtime_…` go here, after every step above.
+// Whole-runtime tests: the gmp runtime on YOUR ring (feature mine-07 in the exercise). Every
+// P's queue is your `Local`, every thief your `Stealer`; a token handed out twice stops the
+// runtime with "runq (part 07): G <n> handed out twice".
 // ---------------------------------------------------------------------------------------
+
+const RUNTIME: Step = Step {
+    name: "the gmp runtime running Gs through your ring",
+    invariant: "a G queued in your ring never handed out (lost token), or the runtime \
+                stopped on a token handed out twice (see the dump and the panic above)",
+    book: STEP5,
+};
+
+#[test]
+fn whole_runtime_a_burst_that_overflows_the_ring_runs_every_g_once() {
+    let _outcome = testkit::record!();
+    let n = 5_000usize;
+    let runs = watch_with(
+        "5,000 Gs started at once on one P: the ring overflows to the global queue",
+        DEFAULT_LIMIT,
+        RUNTIME,
+        gmp::dump_all,
+        move |progress| {
+            let progress = progress.clone();
+            let rt = gmp::Runtime::builder().procs(1).build().unwrap();
+            rt.block_on(move || {
+                let runs: Arc<Vec<AtomicU8>> = Arc::new((0..n).map(|_| AtomicU8::new(0)).collect());
+                let gs: Vec<_> = (0..n)
+                    .map(|i| {
+                        let runs = runs.clone();
+                        gmp::go(move || {
+                            runs[i].fetch_add(1, SeqCst);
+                        })
+                    })
+                    .collect();
+                for g in gs {
+                    g.join().unwrap();
+                    progress.tick();
+                }
+                runs.iter().map(|r| r.load(SeqCst)).collect::<Vec<u8>>()
+            })
+        },
+    );
+    let wrong: Vec<(usize, u8)> = runs
+        .iter()
+        .enumerate()
+        .filter(|&(_, &r)| r != 1)
+        .map(|(i, &r)| (i, r))
+        .take(5)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "each G must run exactly once; (G index, runs): {wrong:?} (book: {STEP3})"
+    );
+}
+
+fn fib_seq(n: u64) -> u64 {
+    if n < 2 {
+        n
+    } else {
+        fib_seq(n - 1) + fib_seq(n - 2)
+    }
+}
+
+fn fib_on_gs(
+    n: u64,
+    threads: &Arc<std::sync::Mutex<Vec<thread::ThreadId>>>,
+    progress: &Progress,
+) -> u64 {
+    if n <= 8 {
+        let me = thread::current().id();
+        let mut seen = threads.lock().unwrap();
+        if !seen.contains(&me) {
+            seen.push(me);
+        }
+        progress.tick();
+        return fib_seq(n);
+    }
+    let (t, p) = (threads.clone(), progress.clone());
+    let a = gmp::go(move || fib_on_gs(n - 1, &t, &p));
+    let b = fib_on_gs(n - 2, threads, progress);
+    a.join().unwrap() + b
+}
+
+#[test]
+fn whole_runtime_fork_join_at_two_ps_steals_through_your_ring() {
+    let _outcome = testkit::record!();
+    let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = threads.clone();
+    let got = watch_with(
+        "fib(24) with go/join down to fib(8) at 2 Ps: runnext, overflow and steal-half",
+        DEFAULT_LIMIT,
+        RUNTIME,
+        gmp::dump_all,
+        move |progress| {
+            let progress = progress.clone();
+            let rt = gmp::Runtime::builder().procs(2).build().unwrap();
+            rt.block_on(move || fib_on_gs(24, &seen, &progress))
+        },
+    );
+    assert_eq!(got, fib_seq(24), "fib(24) came out wrong (book: {STEP4})");
+    let used = threads.lock().unwrap().len();
+    assert!(
+        used >= 2,
+        "all leaves ran on one M: the idle M never stole from the busy P's ring \
+         (Stealer::steal_into) (book: {STEP4})"
+    );
+}
