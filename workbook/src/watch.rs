@@ -59,7 +59,10 @@ pub fn report(root: &Path, parts: &[Part], part: &Part, run: &TestRun) -> String
                     next.number,
                     next.nn()
                 )),
-                None => out.push_str("That was the last exercise: every part is yours now.\n"),
+                None => out.push_str(
+                    "That is the last exercise written so far; `cargo workbook status` shows \
+                     the chapters still to do.\n",
+                ),
             }
             out
         }

@@ -1374,8 +1374,10 @@ fn whole_runtime_fork_join_at_two_ps_is_shared_by_both_ms() {
     let threads = tids.lock().unwrap().len();
     assert!(
         threads >= 2,
-        "all 17,710 leaves ran on one M: the second M never took work from the first P's \
-         queue. A spinning M must steal (Finder::find with may_steal) (book: {STEP3})"
+        "all {} leaves ran on one M: the second M never took work from the first P's \
+         queue. A spinning M must steal (Finder::find with may_steal) (book: {STEP3})",
+        // Calls that reach the cut-off: fib(24 - 6) of them.
+        fib_seq(24 - 6)
     );
 }
 

@@ -408,6 +408,10 @@ impl Shared {
             unsafe { g.refuse(why) };
             return handle;
         }
+        // Always, as Go's `newproc`: the parent may go on computing (or spin on a flag the
+        // child sets), and only another M can run the child then. tokio instead wakes no
+        // worker for a task alone in its LIFO slot, which saves a futex wake per spawn at
+        // more than one P but leaves that child waiting; gmp has no preemption to rescue it.
         fence(Ordering::SeqCst); // see `ready_token`
         self.wakep();
         handle
