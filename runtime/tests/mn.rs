@@ -268,3 +268,53 @@ fn set_procs_grows_and_shrinks_the_ps_while_gs_run() {
     );
     assert_eq!(after_shrink, fib_seq(20));
 }
+
+/// Blocks the calling M, without a switch, until `flag` is set (or 5 s pass).
+fn hold_m_until(flag: &std::sync::atomic::AtomicUsize, value: usize) {
+    let start = std::time::Instant::now();
+    while flag.load(std::sync::atomic::Ordering::SeqCst) < value
+        && start.elapsed() < std::time::Duration::from_secs(5)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// An M whose P `set_procs` retires while its G yields parks with that G in its queue of
+/// yielded Gs; the P freed later must go to it (`release_p` looked only at readied Gs, so
+/// both Ms slept and the yielding G never ran again).
+#[test]
+fn gs_yielding_on_ms_whose_ps_are_retired_still_finish() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let tids = watched("Gs yielding on Ms whose Ps set_procs retires", || {
+        Runtime::builder().procs(3).build().unwrap().block_on(|| {
+            let (started, go_on) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+            let yielders: Vec<_> = (0..2)
+                .map(|_| {
+                    let (started, go_on) = (started.clone(), go_on.clone());
+                    gmp::go(move || {
+                        started.fetch_add(1, SeqCst);
+                        // Keep this M until the other yielder runs too: they run on two Ms.
+                        hold_m_until(&started, 2);
+                        while go_on.load(SeqCst) == 0 {
+                            gmp::yield_now();
+                        }
+                        tid()
+                    })
+                })
+                .collect();
+            hold_m_until(&started, 2);
+            gmp::set_procs(1).unwrap();
+            // Hold this M (and its P) while the yielders' Ms retire theirs.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            go_on.store(1, SeqCst);
+            let mut tids: Vec<i32> = yielders.into_iter().map(|g| g.join().unwrap()).collect();
+            tids.push(tid());
+            tids
+        })
+    });
+    assert!(
+        tids[0] != tids[1] && tids[0] != tids[2] && tids[1] != tids[2],
+        "precondition: the two yielders and the main G ran on three Ms: {tids:?}"
+    );
+}

@@ -270,10 +270,14 @@ impl Shared {
         }
     }
 
-    /// Gives `p` up: to a parked M whose own queue has started Gs waiting (it can run them
+    /// Gives `p` up: to a parked M whose own queues have started Gs waiting (it can run them
     /// nowhere else), or to the idle list. Go: `pidleput` (and `handoffp`'s choice).
     pub(super) fn release_p(&self, s: &mut Sched, p: Box<P>) {
-        let waiting = s.midle.iter().position(|&m| !self.ms[m].pinned.is_empty());
+        // `yielded` too: an M whose P was retired (`set_procs`) parks with its yielded Gs.
+        let waiting = s
+            .midle
+            .iter()
+            .position(|&m| !self.ms[m].pinned.is_empty() || !self.ms[m].yielded.is_empty());
         match waiting {
             Some(pos) => {
                 let m = s.midle.swap_remove(pos);
