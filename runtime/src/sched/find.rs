@@ -96,14 +96,21 @@ pub(super) fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
                 // Locked by a G (`lock_os_thread`): only Gs that live here, and no spinning.
                 return own_queues(shared, index);
             }
-            let procs = shared.procs();
-            let p = m.p.as_mut()?;
-            if p.id >= procs {
-                // `set_procs` lowered the count below this P: give it up.
-                let p = m.p.take().expect("checked above");
-                shared.retire(&mut lock(&shared.sched), p);
-                return None;
+            let id = m.p.as_ref()?.id;
+            let mut procs = shared.procs();
+            if id >= procs {
+                // `set_procs` lowered the count below this P: give it up, unless the count
+                // rose again meanwhile (read under the lock it changes under; a raise keeps a
+                // held P rather than making a second one with its id).
+                let mut s = lock(&shared.sched);
+                procs = shared.procs();
+                if id >= procs {
+                    let p = m.p.take().expect("checked above");
+                    shared.retire(&mut s, p);
+                    return None;
+                }
             }
+            let p = m.p.as_mut()?;
             if p.finder.procs() != procs {
                 p.finder.resize(procs);
             }

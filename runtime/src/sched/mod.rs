@@ -635,6 +635,9 @@ impl Shared {
             for id in old..n {
                 let p = match s.retired.iter().position(|p| p.id == id) {
                     Some(pos) => s.retired.swap_remove(pos),
+                    // Made before and not retired yet: its M still holds it (or is handing it
+                    // over) and keeps it now; a second P `id` would be a P too many.
+                    None if self.stealer(id).is_some() => continue,
                     None => {
                         let (p, stealer) = P::new(id, n);
                         let _ = self.stealers[id].set(stealer);
@@ -821,6 +824,62 @@ mod tests {
         });
         crate::yield_now(); // the new G runs, sends its handle and parks
         rx.recv().unwrap()
+    }
+
+    /// `set_procs(1)` then `set_procs(2)` while P 1 is still held by its M (running a long
+    /// G): the held P is under the count again and stays; a second P 1 made beside it was a
+    /// P too many (and an M started for it could never steal from its twin).
+    #[test]
+    fn set_procs_down_then_up_while_a_p_is_held_makes_no_second_p_with_its_id() {
+        use std::sync::atomic::AtomicBool;
+        use std::time::{Duration, Instant};
+        let (ms, ps_with_id_1) =
+            testkit::watchdog("set_procs 2 -> 1 -> 2", testkit::DEFAULT_LIMIT, || {
+                let rt = Runtime::builder().procs(2).build().unwrap();
+                let shared = rt.shared.clone();
+                rt.block_on(move || {
+                    let hold = |flag: &AtomicBool| {
+                        let start = Instant::now();
+                        while !flag.load(Ordering::SeqCst)
+                            && start.elapsed() < Duration::from_secs(5)
+                        {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    };
+                    let (holding, release) = (
+                        Arc::new(AtomicBool::new(false)),
+                        Arc::new(AtomicBool::new(false)),
+                    );
+                    let holder = {
+                        let (holding, release) = (holding.clone(), release.clone());
+                        crate::go(move || {
+                            holding.store(true, Ordering::SeqCst);
+                            hold(&release); // keeps its M and P, no switch
+                        })
+                    };
+                    hold(&holding); // both Ps are held now: this G's and the holder's
+                    crate::set_procs(1).unwrap();
+                    crate::set_procs(2).unwrap();
+                    let ms = shared.ms.len();
+                    let s = lock(&shared.sched);
+                    let ps_with_id_1 = s
+                        .pidle
+                        .iter()
+                        .chain(&s.retired)
+                        .filter(|p| p.id == 1)
+                        .count()
+                        + s.next_p.iter().flatten().filter(|(p, _)| p.id == 1).count();
+                    drop(s);
+                    release.store(true, Ordering::SeqCst);
+                    holder.join().unwrap();
+                    (ms, ps_with_id_1)
+                })
+            });
+        assert_eq!(
+            (ms, ps_with_id_1),
+            (2, 0),
+            "with both Ps held, set_procs 2 -> 1 -> 2 must add no P and start no M"
+        );
     }
 
     #[test]
