@@ -509,10 +509,10 @@ impl Shared {
             }
             return Ok(());
         }
+        // Through `release_p`: a parked M with started Gs waiting may need this P.
         let give_back = |s: &mut Sched, p: Option<Box<P>>| {
             if let Some(p) = p {
-                s.pidle.push(p);
-                self.npidle.fetch_add(1, Ordering::SeqCst);
+                self.release_p(s, p);
             }
         };
         let Some(index) = self.ms.push() else {
