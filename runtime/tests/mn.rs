@@ -318,3 +318,38 @@ fn gs_yielding_on_ms_whose_ps_are_retired_still_finish() {
         "precondition: the two yielders and the main G ran on three Ms: {tids:?}"
     );
 }
+
+/// A G that started on an M before another G locked it runs there and locks and unlocks it
+/// too: the M kept one "locked to" G, so that unlock cleared the first G's lock and new Gs
+/// ran on its thread.
+#[test]
+fn a_second_g_locking_and_unlocking_a_locked_m_leaves_the_first_lock_in_place() {
+    let (locked_tid, kid_tids) = watched("two Gs lock one M", || {
+        Runtime::builder().procs(1).build().unwrap().block_on(|| {
+            let (tx, rx) = gmp::chan::rendezvous::<()>();
+            let second = gmp::go(move || {
+                let _ = rx.recv(); // started on the only M, then waits
+                gmp::lock_os_thread();
+                gmp::unlock_os_thread();
+                tid()
+            });
+            gmp::yield_now(); // the second G starts here and waits
+            gmp::lock_os_thread();
+            let me = tid();
+            tx.send(()).unwrap();
+            assert_eq!(
+                second.join().unwrap(),
+                me,
+                "precondition: the second G lives on the locked M"
+            );
+            let kids: Vec<_> = (0..20).map(|_| gmp::go(tid)).collect();
+            let kid_tids: Vec<i32> = kids.into_iter().map(|k| k.join().unwrap()).collect();
+            gmp::unlock_os_thread();
+            (me, kid_tids)
+        })
+    });
+    assert!(
+        kid_tids.iter().all(|&t| t != locked_tid),
+        "new Gs ran on the thread {locked_tid} that the main G still holds locked: {kid_tids:?}"
+    );
+}

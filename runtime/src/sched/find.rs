@@ -92,7 +92,7 @@ pub(super) fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
         }
         let found = with_m(shared.id, |m| {
             m.p.as_ref()?;
-            if m.locked_to.is_some() {
+            if m.lockers > 0 {
                 // Locked by a G (`lock_os_thread`): only Gs that live here, and no spinning.
                 return own_queues(shared, index);
             }

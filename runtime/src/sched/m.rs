@@ -243,8 +243,9 @@ pub(crate) struct MCtx {
     pub(crate) p: Option<Box<P>>,
     /// Go: `m.spinning`.
     pub(crate) spinning: bool,
-    /// The G that locked this M with `lock_os_thread`. Go: `m.lockedg`.
-    pub(crate) locked_to: Option<u64>,
+    /// Gs on this M that hold `lock_os_thread` (Go: `m.lockedg`, one G there; here a G
+    /// that started on this M before the lock may run and lock it too).
+    pub(crate) lockers: u32,
 }
 
 thread_local! {
@@ -280,7 +281,7 @@ pub(super) fn m_main(shared: Arc<Shared>, index: usize) {
         index,
         p,
         spinning,
-        locked_to: None,
+        lockers: 0,
     }));
     let looped = panic::catch_unwind(AssertUnwindSafe(|| {
         while let Some(g) = find_runnable(&shared, index) {
@@ -366,9 +367,11 @@ pub(super) fn execute(shared: &Shared, index: usize, g: Arc<G>) {
         SwitchOut::Exit => {
             g.state.exit();
             // A lock ends with its G (Go ends the thread instead).
-            if with_m(shared.id, |m| m.locked_to.take_if(|&mut id| id == g.id()))
-                .flatten()
-                .is_some()
+            if g.os_locks.swap(0, Relaxed) > 0
+                && with_m(shared.id, |m| {
+                    m.lockers = m.lockers.saturating_sub(1);
+                    m.lockers == 0
+                }) == Some(true)
             {
                 me.locked.store(false, Relaxed);
             }

@@ -717,7 +717,7 @@ pub fn lock_os_thread() {
     let g = g::running("lock_os_thread");
     if g.os_locks.fetch_add(1, Relaxed) == 0 {
         let m = with_m(g.rt.id, |m| {
-            m.locked_to = Some(g.id());
+            m.lockers += 1;
             m.index
         })
         .expect("a running G's M context is free while the G runs");
@@ -738,12 +738,15 @@ pub fn unlock_os_thread() {
         .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
         .ok();
     if held == Some(1) {
-        let m = with_m(g.rt.id, |m| {
-            m.locked_to = None;
-            m.index
+        let (m, last) = with_m(g.rt.id, |m| {
+            // Saturating: with `migrate_gs` a locked G may have moved here (not pinned).
+            m.lockers = m.lockers.saturating_sub(1);
+            (m.index, m.lockers == 0)
         })
         .expect("a running G's M context is free while the G runs");
-        g.rt.ms[m].locked.store(false, Relaxed);
+        if last {
+            g.rt.ms[m].locked.store(false, Relaxed);
+        }
     }
 }
 
