@@ -353,3 +353,48 @@ fn a_second_g_locking_and_unlocking_a_locked_m_leaves_the_first_lock_in_place() 
         "new Gs ran on the thread {locked_tid} that the main G still holds locked: {kid_tids:?}"
     );
 }
+
+/// With the unsafe `migrate_gs`, started Gs move between Ms, but a G that locked its M must
+/// still resume only there (every G, locked or not, went to the shared queues).
+#[test]
+fn a_locked_g_stays_on_its_m_when_gs_migrate() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let moved = watched("a locked G with migrate_gs", || {
+        // SAFETY: no G below holds a value tied to its thread across a switch.
+        let builder = unsafe { Runtime::builder().procs(2).migrate_gs() };
+        builder.build().unwrap().block_on(|| {
+            let busy = Arc::new(AtomicBool::new(true));
+            let others: Vec<_> = (0..4)
+                .map(|_| {
+                    let busy = busy.clone();
+                    gmp::go(move || {
+                        while busy.load(SeqCst) {
+                            gmp::yield_now();
+                        }
+                    })
+                })
+                .collect();
+            let locked = gmp::go(|| {
+                gmp::lock_os_thread();
+                let me = tid();
+                let moved = (0..2000)
+                    .filter(|_| {
+                        gmp::yield_now();
+                        tid() != me
+                    })
+                    .count();
+                gmp::unlock_os_thread();
+                moved
+            });
+            let moved = locked.join().unwrap();
+            busy.store(false, SeqCst);
+            others.into_iter().for_each(|o| o.join().unwrap());
+            moved
+        })
+    });
+    assert_eq!(
+        moved, 0,
+        "a locked G resumed on another thread {moved} times"
+    );
+}

@@ -407,7 +407,12 @@ impl Shared {
     }
 
     fn ready_token(&self, g: Arc<G>, next: bool) {
-        let home = if self.migrate { None } else { g.home() };
+        // A locked G stays on its M even when Gs migrate (`lock_os_thread` rehomes it).
+        let home = if self.migrate && g.os_locks.load(Relaxed) == 0 {
+            None
+        } else {
+            g.home()
+        };
         let token = match self.gtable.put_queued(g) {
             Ok(token) => token,
             Err(why) => self.fail(why),
@@ -446,7 +451,7 @@ impl Shared {
     /// A yielded G goes back: to its own M's queue, or (migrating) the global queue, as
     /// Go's `Gosched` does, so every other runnable G gets a turn first.
     fn requeue_yielded(&self, g: Arc<G>, m: usize) {
-        if self.migrate {
+        if self.migrate && g.os_locks.load(Relaxed) == 0 {
             let token = self
                 .gtable
                 .put_queued(g)
@@ -705,7 +710,8 @@ where
 /// `runtime.LockOSThread`.
 ///
 /// Every started G already stays on its M (see "Started Gs stay on their M"); what the
-/// lock adds is the M's exclusion of new Gs. Unlike Go's, other Gs that started on this M
+/// lock adds is the M's exclusion of new Gs (and, with `Builder::migrate_gs`, that the G
+/// itself stays). Unlike Go's, other Gs that started on this M
 /// before the lock may still run on it while the locked G waits: gmp cannot move them to
 /// another thread (it would race their thread-locals), and making them wait could deadlock
 /// a locked G that waits for one of them.
@@ -721,6 +727,9 @@ pub fn lock_os_thread() {
             m.index
         })
         .expect("a running G's M context is free while the G runs");
+        if g.rt.migrate {
+            g.rehome(m);
+        }
         g.rt.ms[m].locked.store(true, Relaxed);
     }
 }
