@@ -348,6 +348,19 @@ impl Drop for Runtime {
         for m in self.shared.ms.iter() {
             m.idle.unpark();
         }
+        if g::current_g().is_some_and(|g| Arc::ptr_eq(&g.rt, &self.shared)) {
+            // Dropped inside one of its own Gs: joining the Ms would join the one running
+            // this G. The Ms wind down by themselves (each tears down its own Gs); the
+            // unstarted Gs are left, not dropped on some thread outside every G.
+            if !g::tearing_down() {
+                panic!(
+                    "gmp: a Runtime was dropped inside one of its own Gs; dropping it waits \
+                     for every M, and this G runs on one. Drop it outside the runtime (where \
+                     block_on was called)"
+                );
+            }
+            return;
+        }
         // No M starts after shutdown began (`newm` checks under the same lock).
         let handles = std::mem::take(&mut *lock(&self.shared.m_handles));
         for (i, m) in handles.into_iter().enumerate() {
