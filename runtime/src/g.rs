@@ -123,6 +123,12 @@ impl G {
         }
     }
 
+    /// With `migrate_gs`, a G that locks its M (`lock_os_thread`) is queued only on that M
+    /// while locked: it becomes the G's home. Called by the G itself, on that M.
+    pub(crate) fn rehome(&self, m: usize) {
+        self.home.store(m as u32, Ordering::Release);
+    }
+
     /// Claims the G for the calling M; `false` if another M is running it.
     pub(crate) fn enter_m(&self) -> bool {
         !self.on_m.swap(true, Ordering::Acquire)

@@ -268,3 +268,133 @@ fn set_procs_grows_and_shrinks_the_ps_while_gs_run() {
     );
     assert_eq!(after_shrink, fib_seq(20));
 }
+
+/// Blocks the calling M, without a switch, until `flag` is set (or 5 s pass).
+fn hold_m_until(flag: &std::sync::atomic::AtomicUsize, value: usize) {
+    let start = std::time::Instant::now();
+    while flag.load(std::sync::atomic::Ordering::SeqCst) < value
+        && start.elapsed() < std::time::Duration::from_secs(5)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// An M whose P `set_procs` retires while its G yields parks with that G in its queue of
+/// yielded Gs; the P freed later must go to it (`release_p` looked only at readied Gs, so
+/// both Ms slept and the yielding G never ran again).
+#[test]
+fn gs_yielding_on_ms_whose_ps_are_retired_still_finish() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let tids = watched("Gs yielding on Ms whose Ps set_procs retires", || {
+        Runtime::builder().procs(3).build().unwrap().block_on(|| {
+            let (started, go_on) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+            let yielders: Vec<_> = (0..2)
+                .map(|_| {
+                    let (started, go_on) = (started.clone(), go_on.clone());
+                    gmp::go(move || {
+                        started.fetch_add(1, SeqCst);
+                        // Keep this M until the other yielder runs too: they run on two Ms.
+                        hold_m_until(&started, 2);
+                        while go_on.load(SeqCst) == 0 {
+                            gmp::yield_now();
+                        }
+                        tid()
+                    })
+                })
+                .collect();
+            hold_m_until(&started, 2);
+            gmp::set_procs(1).unwrap();
+            // Hold this M (and its P) while the yielders' Ms retire theirs.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            go_on.store(1, SeqCst);
+            let mut tids: Vec<i32> = yielders.into_iter().map(|g| g.join().unwrap()).collect();
+            tids.push(tid());
+            tids
+        })
+    });
+    assert!(
+        tids[0] != tids[1] && tids[0] != tids[2] && tids[1] != tids[2],
+        "precondition: the two yielders and the main G ran on three Ms: {tids:?}"
+    );
+}
+
+/// A G that started on an M before another G locked it runs there and locks and unlocks it
+/// too: the M kept one "locked to" G, so that unlock cleared the first G's lock and new Gs
+/// ran on its thread.
+#[test]
+fn a_second_g_locking_and_unlocking_a_locked_m_leaves_the_first_lock_in_place() {
+    let (locked_tid, kid_tids) = watched("two Gs lock one M", || {
+        Runtime::builder().procs(1).build().unwrap().block_on(|| {
+            let (tx, rx) = gmp::chan::rendezvous::<()>();
+            let second = gmp::go(move || {
+                let _ = rx.recv(); // started on the only M, then waits
+                gmp::lock_os_thread();
+                gmp::unlock_os_thread();
+                tid()
+            });
+            gmp::yield_now(); // the second G starts here and waits
+            gmp::lock_os_thread();
+            let me = tid();
+            tx.send(()).unwrap();
+            assert_eq!(
+                second.join().unwrap(),
+                me,
+                "precondition: the second G lives on the locked M"
+            );
+            let kids: Vec<_> = (0..20).map(|_| gmp::go(tid)).collect();
+            let kid_tids: Vec<i32> = kids.into_iter().map(|k| k.join().unwrap()).collect();
+            gmp::unlock_os_thread();
+            (me, kid_tids)
+        })
+    });
+    assert!(
+        kid_tids.iter().all(|&t| t != locked_tid),
+        "new Gs ran on the thread {locked_tid} that the main G still holds locked: {kid_tids:?}"
+    );
+}
+
+/// With the unsafe `migrate_gs`, started Gs move between Ms, but a G that locked its M must
+/// still resume only there (every G, locked or not, went to the shared queues).
+#[test]
+fn a_locked_g_stays_on_its_m_when_gs_migrate() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let moved = watched("a locked G with migrate_gs", || {
+        // SAFETY: no G below holds a value tied to its thread across a switch.
+        let builder = unsafe { Runtime::builder().procs(2).migrate_gs() };
+        builder.build().unwrap().block_on(|| {
+            let busy = Arc::new(AtomicBool::new(true));
+            let others: Vec<_> = (0..4)
+                .map(|_| {
+                    let busy = busy.clone();
+                    gmp::go(move || {
+                        while busy.load(SeqCst) {
+                            gmp::yield_now();
+                        }
+                    })
+                })
+                .collect();
+            let locked = gmp::go(|| {
+                gmp::lock_os_thread();
+                let me = tid();
+                let moved = (0..2000)
+                    .filter(|_| {
+                        gmp::yield_now();
+                        tid() != me
+                    })
+                    .count();
+                gmp::unlock_os_thread();
+                moved
+            });
+            let moved = locked.join().unwrap();
+            busy.store(false, SeqCst);
+            others.into_iter().for_each(|o| o.join().unwrap());
+            moved
+        })
+    });
+    assert_eq!(
+        moved, 0,
+        "a locked G resumed on another thread {moved} times"
+    );
+}

@@ -615,3 +615,42 @@ fn a_count_that_fails_maps_nothing_and_says_why() {
         );
     }
 }
+
+/// The last handle of a runtime dropped inside one of its own Gs: dropping waits for every
+/// M, including the one running that G. It must say so by name (std's "failed to join
+/// thread: Resource deadlock avoided" came out before, with half the Ms joined).
+#[test]
+fn a_runtime_dropped_inside_its_own_g_is_a_named_error() {
+    use std::sync::Arc;
+    let why = testkit::watchdog(
+        "a runtime dropped in its own G",
+        testkit::DEFAULT_LIMIT,
+        || {
+            let rt = Arc::new(gmp::Runtime::builder().procs(2).build().unwrap());
+            let inner = rt.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            rt.block_on(move || {
+                let _detached = gmp::go(move || {
+                    // Wait (yielding) until this is the last handle, then drop it here.
+                    while Arc::strong_count(&inner) > 1 {
+                        gmp::yield_now();
+                    }
+                    let dropped =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(inner)));
+                    let why = dropped
+                        .err()
+                        .and_then(|p| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    let _ = tx.send(why);
+                });
+            });
+            drop(rt);
+            rx.recv_timeout(std::time::Duration::from_secs(10))
+                .expect("the G that dropped the runtime never reported")
+        },
+    );
+    assert!(
+        why.contains("dropped inside one of its own Gs") && why.contains("Drop it outside"),
+        "{why}"
+    );
+}

@@ -102,18 +102,25 @@ pub(super) fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
         }
         let found = with_m(shared.id, |m| {
             m.p.as_ref()?;
-            if m.locked_to.is_some() {
+            if m.lockers > 0 {
                 // Locked by a G (`lock_os_thread`): only Gs that live here, and no spinning.
                 return own_queues(shared, m);
             }
-            let procs = shared.procs();
-            let p = m.p.as_mut()?;
-            if p.id >= procs {
-                // `set_procs` lowered the count below this P: give it up.
-                let p = m.p.take().expect("checked above");
-                shared.retire(&mut lock(&shared.sched), p);
-                return None;
+            let id = m.p.as_ref()?.id;
+            let mut procs = shared.procs();
+            if id >= procs {
+                // `set_procs` lowered the count below this P: give it up, unless the count
+                // rose again meanwhile (read under the lock it changes under; a raise keeps a
+                // held P rather than making a second one with its id).
+                let mut s = lock(&shared.sched);
+                procs = shared.procs();
+                if id >= procs {
+                    let p = m.p.take().expect("checked above");
+                    shared.retire(&mut s, p);
+                    return None;
+                }
             }
+            let p = m.p.as_mut()?;
             if p.finder.procs() != procs {
                 p.finder.resize(procs);
             }
@@ -178,8 +185,17 @@ fn own_queues(shared: &Shared, m: &mut MCtx) -> Option<Token> {
 /// M `index` found nothing: gives its P back, parks, and returns once it holds a P again
 /// (`true`), or at shutdown (`false`). Go: the end of `findRunnable`, `stopm`.
 fn stop_m(shared: &Shared, index: usize) -> bool {
-    let (p, was_spinning) = with_m(shared.id, |m| (m.p.take(), std::mem::take(&mut m.spinning)))
-        .expect("an M's context is free between Gs");
+    let (p, was_spinning) = with_m(shared.id, |m| {
+        // Started Gs still in this M's private queues (it is giving up a retired P, say)
+        // move to its shared queue, where `release_p` and `wake_home` can see them.
+        let pinned = &shared.ms[index].pinned;
+        m.runnable
+            .drain(..)
+            .chain(m.yielded.drain(..))
+            .for_each(|t| pinned.push(t));
+        (m.p.take(), std::mem::take(&mut m.spinning))
+    })
+    .expect("an M's context is free between Gs");
     shared.ms[index].spinning.store(false, Ordering::Relaxed);
     {
         let mut s = lock(&shared.sched);
@@ -286,9 +302,10 @@ impl Shared {
         }
     }
 
-    /// Gives `p` up: to a parked M whose own queue has started Gs waiting (it can run them
+    /// Gives `p` up: to a parked M whose own queues have started Gs waiting (it can run them
     /// nowhere else), or to the idle list. Go: `pidleput` (and `handoffp`'s choice).
     pub(super) fn release_p(&self, s: &mut Sched, p: Box<P>) {
+        // `yielded` too: an M whose P was retired (`set_procs`) parks with its yielded Gs.
         let waiting = s.midle.iter().position(|&m| !self.ms[m].pinned.is_empty());
         match waiting {
             Some(pos) => {

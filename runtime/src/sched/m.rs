@@ -240,8 +240,9 @@ pub(crate) struct MCtx {
     pub(crate) p: Option<Box<P>>,
     /// Go: `m.spinning`.
     pub(crate) spinning: bool,
-    /// The G that locked this M with `lock_os_thread`. Go: `m.lockedg`.
-    pub(crate) locked_to: Option<u64>,
+    /// Gs on this M that hold `lock_os_thread` (Go: `m.lockedg`, one G there; here a G
+    /// that started on this M before the lock may run and lock it too).
+    pub(crate) lockers: u32,
     /// Started Gs of this M readied by code on this M (a send to a G parked here, say):
     /// plain, since nobody else touches them. Readies from other threads use
     /// `MSlot::pinned`.
@@ -284,7 +285,7 @@ pub(super) fn m_main(shared: Arc<Shared>, index: usize) {
         index,
         p,
         spinning,
-        locked_to: None,
+        lockers: 0,
         runnable: VecDeque::new(),
         yielded: VecDeque::new(),
     }));
@@ -372,9 +373,11 @@ pub(super) fn execute(shared: &Shared, index: usize, g: Arc<G>) {
         SwitchOut::Exit => {
             g.state.exit();
             // A lock ends with its G (Go ends the thread instead).
-            if with_m(shared.id, |m| m.locked_to.take_if(|&mut id| id == g.id()))
-                .flatten()
-                .is_some()
+            if g.os_locks.swap(0, Relaxed) > 0
+                && with_m(shared.id, |m| {
+                    m.lockers = m.lockers.saturating_sub(1);
+                    m.lockers == 0
+                }) == Some(true)
             {
                 me.locked.store(false, Relaxed);
             }

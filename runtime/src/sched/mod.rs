@@ -348,6 +348,19 @@ impl Drop for Runtime {
         for m in self.shared.ms.iter() {
             m.idle.unpark();
         }
+        if g::current_g().is_some_and(|g| Arc::ptr_eq(&g.rt, &self.shared)) {
+            // Dropped inside one of its own Gs: joining the Ms would join the one running
+            // this G. The Ms wind down by themselves (each tears down its own Gs); the
+            // unstarted Gs are left, not dropped on some thread outside every G.
+            if !g::tearing_down() {
+                panic!(
+                    "gmp: a Runtime was dropped inside one of its own Gs; dropping it waits \
+                     for every M, and this G runs on one. Drop it outside the runtime (where \
+                     block_on was called)"
+                );
+            }
+            return;
+        }
         // No M starts after shutdown began (`newm` checks under the same lock).
         let handles = std::mem::take(&mut *lock(&self.shared.m_handles));
         for (i, m) in handles.into_iter().enumerate() {
@@ -433,7 +446,12 @@ impl Shared {
     }
 
     fn ready_token(&self, g: Arc<G>, next: bool) {
-        let home = if self.migrate { None } else { g.home() };
+        // A locked G stays on its M even when Gs migrate (`lock_os_thread` rehomes it).
+        let home = if self.migrate && g.os_locks.load(Relaxed) == 0 {
+            None
+        } else {
+            g.home()
+        };
         let token = match self.gtable.put_queued(g) {
             Ok(token) => token,
             Err(why) => self.fail(why),
@@ -478,7 +496,7 @@ impl Shared {
     /// A yielded G goes back: to its own M's queue, or (migrating) the global queue, as
     /// Go's `Gosched` does, so every other runnable G gets a turn first.
     fn requeue_yielded(&self, g: Arc<G>) {
-        if self.migrate {
+        if self.migrate && g.os_locks.load(Relaxed) == 0 {
             let token = self
                 .gtable
                 .put_queued(g)
@@ -543,10 +561,10 @@ impl Shared {
             }
             return Ok(());
         }
+        // Through `release_p`: a parked M with started Gs waiting may need this P.
         let give_back = |s: &mut Sched, p: Option<Box<P>>| {
             if let Some(p) = p {
-                s.pidle.push(p);
-                self.npidle.fetch_add(1, Ordering::SeqCst);
+                self.release_p(s, p);
             }
         };
         let Some(index) = self.ms.push() else {
@@ -669,6 +687,9 @@ impl Shared {
             for id in old..n {
                 let p = match s.retired.iter().position(|p| p.id == id) {
                     Some(pos) => s.retired.swap_remove(pos),
+                    // Made before and not retired yet: its M still holds it (or is handing it
+                    // over) and keeps it now; a second P `id` would be a P too many.
+                    None if self.stealer(id).is_some() => continue,
                     None => {
                         let (p, stealer) = P::new(id, n);
                         let _ = self.stealers[id].set(stealer);
@@ -736,7 +757,8 @@ where
 /// `runtime.LockOSThread`.
 ///
 /// Every started G already stays on its M (see "Started Gs stay on their M"); what the
-/// lock adds is the M's exclusion of new Gs. Unlike Go's, other Gs that started on this M
+/// lock adds is the M's exclusion of new Gs (and, with `Builder::migrate_gs`, that the G
+/// itself stays). Unlike Go's, other Gs that started on this M
 /// before the lock may still run on it while the locked G waits: gmp cannot move them to
 /// another thread (it would race their thread-locals), and making them wait could deadlock
 /// a locked G that waits for one of them.
@@ -748,10 +770,13 @@ pub fn lock_os_thread() {
     let g = g::running("lock_os_thread");
     if g.os_locks.fetch_add(1, Relaxed) == 0 {
         let m = with_m(g.rt.id, |m| {
-            m.locked_to = Some(g.id());
+            m.lockers += 1;
             m.index
         })
         .expect("a running G's M context is free while the G runs");
+        if g.rt.migrate {
+            g.rehome(m);
+        }
         g.rt.ms[m].locked.store(true, Relaxed);
     }
 }
@@ -769,12 +794,15 @@ pub fn unlock_os_thread() {
         .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
         .ok();
     if held == Some(1) {
-        let m = with_m(g.rt.id, |m| {
-            m.locked_to = None;
-            m.index
+        let (m, last) = with_m(g.rt.id, |m| {
+            // Saturating: with `migrate_gs` a locked G may have moved here (not pinned).
+            m.lockers = m.lockers.saturating_sub(1);
+            (m.index, m.lockers == 0)
         })
         .expect("a running G's M context is free while the G runs");
-        g.rt.ms[m].locked.store(false, Relaxed);
+        if last {
+            g.rt.ms[m].locked.store(false, Relaxed);
+        }
     }
 }
 
@@ -855,6 +883,62 @@ mod tests {
         });
         crate::yield_now(); // the new G runs, sends its handle and parks
         rx.recv().unwrap()
+    }
+
+    /// `set_procs(1)` then `set_procs(2)` while P 1 is still held by its M (running a long
+    /// G): the held P is under the count again and stays; a second P 1 made beside it was a
+    /// P too many (and an M started for it could never steal from its twin).
+    #[test]
+    fn set_procs_down_then_up_while_a_p_is_held_makes_no_second_p_with_its_id() {
+        use std::sync::atomic::AtomicBool;
+        use std::time::{Duration, Instant};
+        let (ms, ps_with_id_1) =
+            testkit::watchdog("set_procs 2 -> 1 -> 2", testkit::DEFAULT_LIMIT, || {
+                let rt = Runtime::builder().procs(2).build().unwrap();
+                let shared = rt.shared.clone();
+                rt.block_on(move || {
+                    let hold = |flag: &AtomicBool| {
+                        let start = Instant::now();
+                        while !flag.load(Ordering::SeqCst)
+                            && start.elapsed() < Duration::from_secs(5)
+                        {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    };
+                    let (holding, release) = (
+                        Arc::new(AtomicBool::new(false)),
+                        Arc::new(AtomicBool::new(false)),
+                    );
+                    let holder = {
+                        let (holding, release) = (holding.clone(), release.clone());
+                        crate::go(move || {
+                            holding.store(true, Ordering::SeqCst);
+                            hold(&release); // keeps its M and P, no switch
+                        })
+                    };
+                    hold(&holding); // both Ps are held now: this G's and the holder's
+                    crate::set_procs(1).unwrap();
+                    crate::set_procs(2).unwrap();
+                    let ms = shared.ms.len();
+                    let s = lock(&shared.sched);
+                    let ps_with_id_1 = s
+                        .pidle
+                        .iter()
+                        .chain(&s.retired)
+                        .filter(|p| p.id == 1)
+                        .count()
+                        + s.next_p.iter().flatten().filter(|(p, _)| p.id == 1).count();
+                    drop(s);
+                    release.store(true, Ordering::SeqCst);
+                    holder.join().unwrap();
+                    (ms, ps_with_id_1)
+                })
+            });
+        assert_eq!(
+            (ms, ps_with_id_1),
+            (2, 0),
+            "with both Ps held, set_procs 2 -> 1 -> 2 must add no P and start no M"
+        );
     }
 
     #[test]
