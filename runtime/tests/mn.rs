@@ -398,3 +398,22 @@ fn a_locked_g_stays_on_its_m_when_gs_migrate() {
         "a locked G resumed on another thread {moved} times"
     );
 }
+
+#[test]
+fn a_locked_g_that_yields_until_its_child_ran_finishes_at_one_p() {
+    let ran = watched("a locked G yielding for its child at 1 P", || {
+        Runtime::builder().procs(1).build().unwrap().block_on(|| {
+            gmp::lock_os_thread();
+            let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let f = flag.clone();
+            let child = gmp::go(move || f.store(true, std::sync::atomic::Ordering::SeqCst));
+            // The child may not run on this locked M: the P must go to another M for it.
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                gmp::yield_now();
+            }
+            gmp::unlock_os_thread();
+            child.join().is_ok()
+        })
+    });
+    assert!(ran);
+}

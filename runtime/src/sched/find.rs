@@ -18,6 +18,12 @@ use crate::lock;
 use crate::parts::runq::{CAPACITY, Local, Token};
 use crate::parts::steal::Sources;
 
+/// Every this many looks for work, an M that holds a P gives it to a parked M whose own
+/// started Gs wait for one, if there is such an M. Started Gs cannot move to a P's holder
+/// (see "Started Gs stay on their M" in `mod.rs`), so without this a G whose M lost its P
+/// (to a locked G's hand-off, or `set_procs`) could wait for as long as other Ms stay busy.
+const HANDOFF_EVERY: u32 = 61;
+
 /// Started Gs taken from the M's own queue in a row before the P's ring gets a turn (the
 /// ring holds fresh Gs; without a bound, two Gs handing a value back and forth would keep
 /// them waiting forever). Go's `runnext` has the same problem and bounds it with the time
@@ -101,10 +107,29 @@ pub(super) fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
             return None;
         }
         let found = with_m(shared.id, |m| {
-            m.p.as_ref()?;
+            let p = m.p.as_mut()?;
+            p.looks = p.looks.wrapping_add(1);
+            if p.looks % HANDOFF_EVERY == 0 && shared.give_p_to_waiting_m(m) {
+                return None; // this M parks (`stop_m`) until a P comes back to it
+            }
             if m.lockers > 0 {
                 // Locked by a G (`lock_os_thread`): only Gs that live here, and no spinning.
-                return own_queues(shared, m);
+                // Readied ones first; but before a yielded one, work this M may not run (its
+                // P's ring, the global queue) goes with the P to another M (`stop_m` ->
+                // `handoff_p`), or a locked G that yields until that work is done would spin
+                // forever. Go: `stoplockedm`.
+                let own = m
+                    .runnable
+                    .pop_front()
+                    .or_else(|| Shared::pop_injector(&shared.ms[m.index].pinned));
+                if own.is_some() {
+                    return own;
+                }
+                let p = m.p.as_ref()?;
+                if !p.runq.is_empty() || !shared.global.is_empty() {
+                    return None;
+                }
+                return m.yielded.pop_front();
             }
             let id = m.p.as_ref()?.id;
             let mut procs = shared.procs();
@@ -172,14 +197,6 @@ pub(super) fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
             return None;
         }
     }
-}
-
-/// A locked M's look: the started Gs that live on it, readied first, yielded last.
-fn own_queues(shared: &Shared, m: &mut MCtx) -> Option<Token> {
-    m.runnable
-        .pop_front()
-        .or_else(|| Shared::pop_injector(&shared.ms[m.index].pinned))
-        .or_else(|| m.yielded.pop_front())
 }
 
 /// M `index` found nothing: gives its P back, parks, and returns once it holds a P again
@@ -281,6 +298,21 @@ fn take_p_back(shared: &Shared, index: usize) -> bool {
 }
 
 impl Shared {
+    /// If a parked M has started Gs waiting (and so needs a P), gives it the caller's P and
+    /// returns true; the caller then parks like any M without work.
+    fn give_p_to_waiting_m(&self, m: &mut MCtx) -> bool {
+        let mut s = lock(&self.sched);
+        let Some(pos) = s.midle.iter().position(|&i| !self.ms[i].pinned.is_empty()) else {
+            return false;
+        };
+        let Some(p) = m.p.take() else { return false };
+        let to = s.midle.swap_remove(pos);
+        s.next_p[to] = Some((p, false));
+        drop(s);
+        self.ms[to].idle.unpark();
+        true
+    }
+
     /// Gives `p`, which has work, to a parked M that may run it, or to a new M. Go:
     /// `handoffp` -> `startm(pp, false)`.
     fn handoff_p(&self, s: &mut Sched, p: Box<P>) {

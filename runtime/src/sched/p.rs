@@ -26,6 +26,8 @@ pub(crate) struct P {
     pub(crate) stacks: Vec<GStack>,
     /// Picks from the queue of started Gs in a row; bounds how long fresh Gs wait.
     pub(crate) pinned_streak: u32,
+    /// Looks for work made with this P (`find.rs`, `HANDOFF_EVERY`).
+    pub(crate) looks: u32,
     /// Go: `cheaprand` (here one per P).
     pub(crate) rng: Rng,
 }
@@ -41,6 +43,7 @@ impl P {
             slots: SlotCache::default(),
             stacks: Vec::new(),
             pinned_streak: 0,
+            looks: 0,
             rng: Rng(0x9e37_79b9 ^ (id as u32).wrapping_mul(0x85eb_ca6b) | 1),
         });
         (p, stealer)
