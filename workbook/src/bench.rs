@@ -193,8 +193,12 @@ pub fn run(root: &Path, all: &[Part], opts: &Options) -> Result<()> {
         class.extend(["--mine-rows".to_string(), rows.display().to_string()]);
     } else {
         println!(
-            "No finished part yet (`cargo workbook status`), so every row is the solution's; \
-             `--mine NN` measures an exercise anyway."
+            "{}, so every row is the solution's; `--mine NN` measures an exercise anyway.",
+            if notes.is_empty() {
+                "No finished part yet (`cargo workbook status`)"
+            } else {
+                "None of your finished parts has rows in the class bench"
+            }
         );
     }
     step(
