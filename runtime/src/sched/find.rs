@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
+use std::time::{Duration, Instant};
 
 use super::m::{MCtx, MState, with_m};
 use super::p::{P, Rng};
@@ -17,6 +18,14 @@ use crate::g::G;
 use crate::lock;
 use crate::parts::runq::{CAPACITY, Local, Token};
 use crate::parts::steal::Sources;
+
+/// How long a thief leaves a victim's runnext alone before taking it (Go: 3 µs).
+const RUNNEXT_GRACE: Duration = Duration::from_micros(3);
+
+/// How long a spinning M keeps looking before it gives its P back and parks. Parking and
+/// being woken again cost a futex call each; Go's spinning M looks about this long too
+/// (four rounds over every P, with `RUNNEXT_GRACE` pauses).
+const SPIN_FOR: Duration = Duration::from_micros(20);
 
 /// Every this many looks for work, an M that holds a P gives it to a parked M whose own
 /// started Gs wait for one, if there is such an M. Started Gs cannot move to a P's holder
@@ -68,17 +77,13 @@ impl Sources for Look<'_> {
     /// Go: `globrunqget`: one G to run, and up to a fair share more into the local ring.
     /// Then this M's yielded Gs, which Go would have put in the global queue.
     fn global(&mut self) -> Option<Token> {
-        let Some(first) = Shared::pop_injector(&self.shared.global) else {
-            return self.yielded.pop_front();
-        };
-        let share = (self.shared.global.len() / self.shared.procs() + 1).min(CAPACITY / 2);
-        for _ in 1..share {
-            let Some(t) = Shared::pop_injector(&self.shared.global) else {
-                break;
-            };
-            self.runq.push_back(t, |t| self.shared.global.push(t));
-        }
-        Some(first)
+        let global = &self.shared.global;
+        let share = (global.len() / self.shared.procs() + 1).min(CAPACITY / 2);
+        let mut spill = Vec::new();
+        let runq = &mut *self.runq;
+        let first = global.pop_batch(share - 1, |t| runq.push_back(t, |t| spill.push(t)));
+        global.push_batch(&mut spill);
+        first.or_else(|| self.yielded.pop_front())
     }
 
     fn netpoll(&mut self) -> Option<Token> {
@@ -89,9 +94,20 @@ impl Sources for Look<'_> {
         if victim == self.p {
             return None;
         }
-        self.shared
-            .stealer(victim)?
-            .steal_into(self.runq, runnext_too)
+        let stealer = self.shared.stealer(victim)?;
+        let got = stealer.steal_into(self.runq, false);
+        if got.is_some() || !runnext_too || stealer.is_empty() {
+            return got;
+        }
+        // Only the victim's runnext holds a G: most likely its P's M is about to run it (a
+        // parent that spawned it and now joins). Give that M a moment first, as Go's
+        // `runqgrab` does (`usleep(3)`): taking it now sends a G and its parent's wake-up
+        // across Ms for nothing.
+        let until = Instant::now() + RUNNEXT_GRACE;
+        while !stealer.is_empty() && Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        stealer.steal_into(self.runq, true)
     }
 
     fn random(&mut self) -> u32 {
@@ -175,6 +191,16 @@ pub(super) fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
                 m.spinning = shared.spinning.try_start(procs, idle);
                 if m.spinning {
                     shared.ms[index].spinning.store(true, Ordering::Relaxed);
+                    token = finder.find(&mut look, true);
+                }
+            }
+            if token.is_none() && m.spinning {
+                let until = Instant::now() + SPIN_FOR;
+                while token.is_none()
+                    && Instant::now() < until
+                    && !shared.shutdown.load(Ordering::Relaxed)
+                {
+                    std::hint::spin_loop();
                     token = finder.find(&mut look, true);
                 }
             }

@@ -84,12 +84,14 @@ use crate::task::{self, JoinHandle};
 
 mod dump;
 mod find;
+mod globrunq;
 mod gtable;
 mod m;
 mod p;
 mod stackalloc;
 
 pub use dump::{dump, dump_all};
+use globrunq::GlobalQueue;
 use gtable::GTable;
 use m::{MAX_MS, MList, check_m_tids, m_main, with_m};
 use p::P;
@@ -133,7 +135,7 @@ pub(crate) struct Shared {
 
     // Lock-free.
     /// Go: `sched.runq`, the global run queue (part 07's overflow goes here).
-    global: Injector<Token>,
+    global: GlobalQueue,
     /// Go: `sched.npidle`. Changed under `sched`, read without it by `wakep`.
     npidle: AtomicUsize,
     /// Go: `sched.nmspinning` and its rules (part 08).
@@ -244,7 +246,7 @@ impl Runtime {
                         .map_or_else(OnceLock::new, OnceLock::from)
                 })
                 .collect(),
-            global: Injector::new(),
+            global: GlobalQueue::new(),
             npidle: AtomicUsize::new(0),
             spinning: Spinning::new(),
             shutdown: AtomicBool::new(false),
@@ -405,7 +407,9 @@ impl Shared {
             let p = m.p.as_mut()?;
             Some(self.gtable.insert(&g, Some(&mut p.slots)).map(|()| {
                 let token = self.queue_token(g.clone());
-                p.runq.push_next(token, |t| self.global.push(t));
+                let mut spill = Vec::new();
+                p.runq.push_next(token, |t| spill.push(t));
+                self.global.push_batch(&mut spill);
             }))
         })
         .flatten();
@@ -472,12 +476,14 @@ impl Shared {
             None => {
                 let local = with_m(self.id, |me| match me.p.as_mut() {
                     Some(p) => {
-                        let overflow = |t| self.global.push(t);
+                        let mut spill = Vec::new();
+                        let overflow = |t| spill.push(t);
                         if next {
                             p.runq.push_next(token, overflow);
                         } else {
                             p.runq.push_back(token, overflow);
                         }
+                        self.global.push_batch(&mut spill);
                         true
                     }
                     None => false,
@@ -717,9 +723,8 @@ impl Shared {
 
     /// Empties P `p` (now above the P count) into the global queue and keeps it for later.
     fn retire(&self, s: &mut Sched, mut p: Box<P>) {
-        while let Some(token) = p.runq.pop() {
-            self.global.push(token);
-        }
+        let mut spill: Vec<Token> = std::iter::from_fn(|| p.runq.pop()).collect();
+        self.global.push_batch(&mut spill);
         s.retired.push(p);
     }
 }
