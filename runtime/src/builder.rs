@@ -38,6 +38,9 @@ pub enum StackLayout {
     Slab,
 }
 
+/// Chunks of free G stacks a chunked pool keeps resident (see `build`).
+const HOT_CHUNKS: usize = 32;
+
 /// The stack size of each M, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StackSize(pub usize);
@@ -246,15 +249,18 @@ impl Builder {
         };
         // A chunked pool's free list also holds a chunk's never-used stacks, and it counts
         // them against the hot limit: without the extra chunk, every free past the first
-        // chunk's fill would madvise (about 5 µs a spawn+join instead of 0.25).
+        // chunk's fill would madvise (about 5 µs a spawn+join instead of 0.25). Beyond that,
+        // each madvise in a process running on several CPUs costs a TLB shootdown (an
+        // interrupt to every other CPU running it): a fork-join burst that freed past a small
+        // hot limit ran slower on two Ps than on one. So keep `HOT_CHUNKS` chunks' worth
+        // warm: up to that many finished Gs' touched pages stay resident after a burst.
+        let hot = SLAB_CHUNK * HOT_CHUNKS + 64;
         let stacks = match layout {
             StackLayout::Guarded => PoolConfig::guarded(self.g_stack),
-            StackLayout::GuardedSlab => {
-                PoolConfig::guarded_slab(self.g_stack).hot_limit(SLAB_CHUNK + 64)
-            }
+            StackLayout::GuardedSlab => PoolConfig::guarded_slab(self.g_stack).hot_limit(hot),
             StackLayout::Slab => {
                 // SAFETY: the caller of `slab_stacks` promised that no G overflows.
-                unsafe { PoolConfig::slab(self.g_stack) }.hot_limit(SLAB_CHUNK + 64)
+                unsafe { PoolConfig::slab(self.g_stack) }.hot_limit(hot)
             }
         };
         let engine = match self.engine {
