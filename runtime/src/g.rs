@@ -111,14 +111,15 @@ impl G {
         }
     }
 
-    /// Makes M `m` this G's home if it has none; `Err(home)` if it has another.
-    pub(crate) fn settle_on(&self, m: usize) -> Result<(), usize> {
+    /// Makes M `m` this G's home if it has none (`Ok(true)`: it just started), `Ok(false)`
+    /// if `m` already is; `Err(home)` if it has another.
+    pub(crate) fn settle_on(&self, m: usize) -> Result<bool, usize> {
         match self
             .home
             .compare_exchange(u32::MAX, m as u32, Ordering::AcqRel, Ordering::Acquire)
         {
-            Ok(_) => Ok(()),
-            Err(home) if home as usize == m => Ok(()),
+            Ok(_) => Ok(true),
+            Err(home) if home as usize == m => Ok(false),
             Err(home) => Err(home as usize),
         }
     }

@@ -36,6 +36,9 @@ pub(super) struct MSlot {
     pub(super) pinned: Injector<Token>,
     /// Counted in `Shared::spinning` now (for dumps).
     pub(super) spinning: AtomicBool,
+    /// Gs that started here and have not finished: the ones only this M can run (not
+    /// counted when Gs migrate).
+    pub(super) homed: AtomicUsize,
     /// A G called `lock_os_thread` here: this M runs only Gs that started on it, and
     /// `wakep` never picks it to look for new work.
     pub(super) locked: AtomicBool,
@@ -183,6 +186,7 @@ impl MSlot {
             idle: Parker::new(),
             pinned: Injector::new(),
             spinning: AtomicBool::new(false),
+            homed: AtomicUsize::new(0),
             locked: AtomicBool::new(false),
             tid: AtomicU32::new(0),
             state: AtomicU8::new(MState::Starting as u8),
@@ -337,13 +341,16 @@ pub(super) fn execute(shared: &Shared, index: usize, g: Arc<G>) {
     // A started G runs only on its M unless the runtime migrates Gs; a fresh one makes
     // this M its home. Only this M's own queue holds its started Gs, so another home here
     // is a runtime bug, caught before the G's thread-locals could be raced.
-    if let Err(home) = g.settle_on(index)
-        && !shared.migrate
-    {
-        shared.fail(format!(
+    match g.settle_on(index) {
+        Ok(true) if !shared.migrate => {
+            me.homed.fetch_add(1, Relaxed);
+        }
+        Ok(_) => {}
+        Err(home) if !shared.migrate => shared.fail(format!(
             "gmp bug: G {} started on M{home} was handed to M{index}",
             g.id()
-        ));
+        )),
+        Err(_) => {}
     }
     me.running_g.store(g.id(), Relaxed);
     me.set_state(index, MState::Running);
@@ -372,6 +379,9 @@ pub(super) fn execute(shared: &Shared, index: usize, g: Arc<G>) {
         },
         SwitchOut::Exit => {
             g.state.exit();
+            if let Some(home) = g.home().filter(|_| !shared.migrate) {
+                shared.ms[home].homed.fetch_sub(1, Relaxed);
+            }
             // A lock ends with its G (Go ends the thread instead).
             if g.os_locks.swap(0, Relaxed) > 0
                 && with_m(shared.id, |m| {
