@@ -22,9 +22,11 @@ use crate::parts::steal::Sources;
 /// How long a thief leaves a victim's runnext alone before taking it (Go: 3 µs).
 const RUNNEXT_GRACE: Duration = Duration::from_micros(3);
 
-/// How long a spinning M keeps looking before it gives its P back and parks. Parking and
-/// being woken again cost a futex call each; Go's spinning M looks about this long too
-/// (four rounds over every P, with `RUNNEXT_GRACE` pauses).
+/// How long an M keeps looking before it gives its P back and parks: a spinning M
+/// everywhere, another M at its own queues while Gs that only it may run are waiting.
+/// Parking and being woken again cost a futex call each, and waking an idle CPU tens of
+/// microseconds; Go's spinning M looks about this long too (four rounds over every P, with
+/// `RUNNEXT_GRACE` pauses).
 const SPIN_FOR: Duration = Duration::from_micros(20);
 
 /// Every this many looks for work, an M that holds a P gives it to a parked M whose own
