@@ -1677,7 +1677,10 @@ mod tests {
             of("sleepers.8mib.create_per_thread.us"),
             Some((Section::Sleepers, &[][..]))
         );
-        assert_eq!(of("g.handoff.asm.ns"), Some((Section::G, &[4, 6][..])));
+        assert_eq!(
+            of("g.handoff.asm.ns"),
+            Some((Section::G, &[4, 6, 7, 8][..]))
+        );
         assert_eq!(of("g.handoff.go.ns"), Some((Section::Go, &[][..])));
         assert_eq!(
             of("g.parked.go_1000.rss_kib"),
@@ -1685,12 +1688,12 @@ mod tests {
         );
         assert_eq!(
             of("g.parked.slab_1m.rss_kib"),
-            Some((Section::Parked, &[1, 5, 6][..]))
+            Some((Section::Parked, &[1, 5, 6, 7, 8][..]))
         );
         assert_eq!(of("thread.yield.same_core.ns"), Some((Section::G, &[][..])));
         assert_eq!(
             of("peer.fib.gmp.p2.ms"),
-            Some((Section::Programs, &[5, 6][..]))
+            Some((Section::Programs, &[5, 6, 7, 8][..]))
         );
         assert_eq!(of("peer.fib.may.p1.ms"), Some((Section::Peers, &[][..])));
         assert_eq!(of("peer.chain.go.p2.ns"), Some((Section::Peers, &[][..])));
