@@ -182,11 +182,18 @@ impl G {
         let info = run.stack.expect("set with the engine");
         let why = {
             let _running = info.enter();
-            // From the Arc itself, so `arc_of` may take another count through it.
+            // From the Arc itself, so `arc_of` may take another count through it. Reset on
+            // the way out even if the engine panics (a broken part), so g0 is never taken
+            // for this G.
+            struct Unset;
+            impl Drop for Unset {
+                fn drop(&mut self) {
+                    CURRENT_G.set(ptr::null());
+                }
+            }
             CURRENT_G.set(Arc::as_ptr(self));
-            let why = run.engine.as_mut().expect("checked above").resume();
-            CURRENT_G.set(ptr::null());
-            why
+            let _unset = Unset;
+            run.engine.as_mut().expect("checked above").resume()
         };
         // Slab stacks have no guard page: an overflow is found here (part 05).
         if let Err(overflow) = info.check_canary() {

@@ -250,7 +250,10 @@ fn stop_m(shared: &Shared, index: usize) -> bool {
     {
         let mut s = lock(&shared.sched);
         if s.shutdown {
-            s.pidle.extend(p);
+            if let Some(p) = p {
+                s.pidle.push(p);
+                shared.npidle.fetch_add(1, Ordering::SeqCst);
+            }
             return false;
         }
         match p {

@@ -105,9 +105,10 @@ pub struct Runtime {
 /// A runtime's state, shared by its Ms, its Gs (`G::rt`) and the `Runtime` handle. Fields
 /// are grouped by what guards them.
 ///
-/// Lock order: `sched` is a leaf, nothing else is locked while it is held (the channel,
-/// join-slot and WaitGroup locks are released before their wakers call `ready`, which may
-/// take it). A G-table slot's lock (`gtable.rs`) is a leaf too. `stack_refusal` is held
+/// Lock order: under `sched`, only `m_handles` and `newm_failed` (by `newm`) and the global
+/// queue's lock (`retire`) are taken, each a leaf; nothing takes `sched` while holding
+/// another (the channel, join-slot and WaitGroup locks are released before their wakers
+/// call `ready`, which may take it). A G-table slot's lock (`gtable.rs`) is a leaf too. `stack_refusal` is held
 /// while `maps.rs` takes its `READER`, never the other way round. `broken`, `main_waiter`
 /// and `RUNTIMES` are each taken alone.
 pub(crate) struct Shared {
@@ -564,6 +565,7 @@ impl Shared {
         if s.shutdown {
             if let Some(p) = p {
                 s.pidle.push(p);
+                self.npidle.fetch_add(1, Ordering::SeqCst);
             }
             return Ok(());
         }
