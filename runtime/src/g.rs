@@ -33,8 +33,8 @@ use std::fmt;
 use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use crate::engine::{Body, Context, Engine, Suspender, SwitchOut};
 use crate::parts::g::{GState, Ready, ReadyError, WaitReason};
@@ -60,7 +60,9 @@ pub(crate) struct G {
     suspender: Suspender,
     /// The G's stack, lowest to one past highest address, set by its first run. Outside
     /// `run`: the G's own code reads it (`stack_bounds`) while g0 holds `&mut` to `run`.
-    bounds: OnceLock<Range<usize>>,
+    /// (0 until then: a stack is never at address 0.) Atomics rather than a `OnceLock`: set
+    /// once per G on the spawn path, where a `Once` costs more than the two stores.
+    bounds: (AtomicUsize, AtomicUsize),
 }
 
 struct Running {
@@ -95,7 +97,7 @@ impl G {
                 cancel: Some(cancel),
             }),
             suspender: Suspender::new(engine),
-            bounds: OnceLock::new(),
+            bounds: (AtomicUsize::new(0), AtomicUsize::new(0)),
         }
     }
 
@@ -157,7 +159,8 @@ impl G {
             let made = match self.rt.alloc_stack(self.id()) {
                 Ok(stack) => {
                     run.stack = Some(stack.info());
-                    let _ = self.bounds.set(stack.bottom()..stack.top());
+                    self.bounds.0.store(stack.bottom(), Ordering::Relaxed);
+                    self.bounds.1.store(stack.top(), Ordering::Relaxed);
                     // SAFETY: `suspender` lives in this G beside the engine, which the G
                     // (behind an Arc) keeps in place until the engine is dropped.
                     unsafe { Context::new(stack, &self.suspender, body) }
@@ -173,7 +176,7 @@ impl G {
                 Ok(engine) => run.engine = Some(engine),
                 Err(why) => {
                     if let Some(cancel) = run.cancel.take() {
-                        cancel(format!("G {} could not start: {why}", self.id()));
+                        cancel.cancel(self.id(), format!("G {} could not start: {why}", self.id()));
                     }
                     return SwitchOut::Exit;
                 }
@@ -228,7 +231,10 @@ impl G {
             }
         });
         if let Some(cancel) = run.cancel.take() {
-            cancel("the runtime shut down before this G finished".to_string());
+            cancel.cancel(
+                self.id(),
+                "the runtime shut down before this G finished".to_string(),
+            );
         }
     }
 
@@ -244,7 +250,7 @@ impl G {
         // The function's captures are user values: dropped as this G (see `tear_down`).
         as_torn_down(self, || drop_contained(run.body.take()));
         if let Some(cancel) = run.cancel.take() {
-            cancel(why);
+            cancel.cancel(self.id(), why);
         }
     }
 
@@ -391,7 +397,13 @@ pub fn current() -> GHandle {
 /// address of a local with `end`.
 pub fn stack_bounds() -> Option<Range<usize>> {
     // Set before the G first runs, so its own code always finds it.
-    current_g()?.bounds.get().cloned()
+    // Relaxed: set on this G's M before it first ran (or, migrating, before the queue
+    // hand-off that brought it here, which orders it).
+    let g = current_g()?;
+    match g.bounds.0.load(Ordering::Relaxed) {
+        0 => None,
+        bottom => Some(bottom..g.bounds.1.load(Ordering::Relaxed)),
+    }
 }
 
 /// Parks the calling G until [`GHandle::unpark`]. Like `std::thread::park`, it may return

@@ -129,8 +129,26 @@ pub(crate) fn payload_message(payload: &(dyn Any + Send)) -> Option<&str> {
     }
 }
 
-/// Tells a G's joiner why the G never finished.
-pub(crate) type Cancel = Box<dyn FnOnce(String) + Send>;
+/// Tells a G's joiner why the G never finished: the G's own join slot, seen without its
+/// result type (one allocation serves the body, the cancel and the handle).
+pub(crate) type Cancel = Arc<dyn CancelSlot>;
+
+/// A join slot that can be filled with "this G never finished".
+pub(crate) trait CancelSlot: Send + Sync {
+    /// Fills the slot of G `task` with a [`Panic`] saying `why`, unless it is filled.
+    fn cancel(&self, task: u64, why: String);
+}
+
+impl<T: Send> CancelSlot for Shared<T> {
+    fn cancel(&self, task: u64, why: String) {
+        // Given back only if nobody can join: a Panic whose payload is our String, no user
+        // code to run on drop.
+        let _unjoined = self.fill(Err(Panic {
+            task,
+            payload: Box::new(why),
+        }));
+    }
+}
 
 /// Waits for a G started by [`go`](crate::go). Dropping it detaches the G.
 pub struct JoinHandle<T> {
@@ -224,7 +242,6 @@ where
         }),
     });
     let for_body = shared.clone();
-    let for_cancel = shared.clone();
     let body: Body = Box::new(move || {
         // Contain the panic here, so it never unwinds into g0 (or across the engine).
         let outcome = panic::catch_unwind(AssertUnwindSafe(f));
@@ -237,13 +254,6 @@ where
             drop_unjoined(unjoined);
         }
     });
-    let cancel: Cancel = Box::new(move |why| {
-        // Given back only if nobody can join: a Panic whose payload is our String, no user
-        // code to run on drop.
-        let _unjoined = for_cancel.fill(Err(Panic {
-            task: id,
-            payload: Box::new(why),
-        }));
-    });
+    let cancel: Cancel = shared.clone();
     (body, cancel, JoinHandle { task: id, shared })
 }
