@@ -130,6 +130,34 @@ fn loom_overflow_against_one_thief() {
 }
 
 #[test]
+fn loom_overflow_against_one_thief_while_the_counters_wrap() {
+    let _outcome = testkit::record!();
+    model(|| {
+        // head and tail start 2 below u32::MAX: the pushes, the steal's compare-and-swap and
+        // the overflow's all cross the wrap, where `tail - head` must still count the ring.
+        let (mut owner, stealer) = runq::new_at::<N>(u32::MAX - 1);
+        for t in 1..=4 {
+            owner.push_back(tok(t), |_| panic!("the ring had room"));
+        }
+        let thief = thread::spawn(move || {
+            let (mut mine, _) = runq::new::<N>();
+            let mut got = Vec::new();
+            if let Some(t) = stealer.steal_into(&mut mine, false) {
+                got.push(t.get().get());
+            }
+            drain(&mut mine, &mut got);
+            got
+        });
+        let mut got = Vec::new();
+        owner.push_back(tok(5), |t| got.push(t.get().get()));
+        let stolen = thief.join().expect("the thief panicked");
+        drain(&mut owner, &mut got);
+        got.extend(stolen);
+        assert_exactly_once(got, 5);
+    });
+}
+
+#[test]
 fn loom_runnext_against_a_thief_that_takes_it() {
     let _outcome = testkit::record!();
     model(|| {
