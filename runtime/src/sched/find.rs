@@ -268,7 +268,7 @@ fn stop_m(shared: &Shared, index: usize) -> bool {
     }
     // Go's "spinning to non-spinning" protocol: a G queued while we were giving up was
     // either seen by us here or its `wakep` saw our idle P. The fence pairs with the one in
-    // `ready_token`, after the push and before `wakep` reads `npidle`.
+    // `ready`, after the push and before `wakep` reads `npidle`.
     let last = was_spinning && shared.spinning.stop();
     fence(Ordering::SeqCst);
     let me = &shared.ms[index];
@@ -288,11 +288,7 @@ fn stop_m(shared: &Shared, index: usize) -> bool {
         let mut s = lock(&shared.sched);
         if let Some((p, spinning)) = s.next_p[index].take() {
             drop(s);
-            with_m(shared.id, |m| {
-                m.p = Some(p);
-                m.spinning = spinning;
-            });
-            me.spinning.store(spinning, Ordering::Relaxed);
+            hold_p(shared, index, p, spinning);
             me.set_state(index, MState::Scheduling);
             return true;
         }
@@ -309,28 +305,26 @@ fn stop_m(shared: &Shared, index: usize) -> bool {
 /// idle and a P is free (otherwise whoever took it off the list handed it one).
 fn take_p_back(shared: &Shared, index: usize) -> bool {
     let mut s = lock(&shared.sched);
-    let got = match s.next_p[index].take() {
-        Some((p, spinning)) => Some((p, spinning)),
-        None => match s.midle.iter().position(|&m| m == index) {
-            Some(pos) => s.pidle.pop().map(|p| {
-                shared.npidle.fetch_sub(1, Ordering::SeqCst);
-                s.midle.swap_remove(pos);
-                (p, false)
-            }),
-            None => None,
-        },
-    };
+    let got = s.next_p[index]
+        .take()
+        .or_else(|| shared.idle_p_for(&mut s, index).map(|p| (p, false)));
     drop(s);
     match got {
         Some((p, spinning)) => {
-            with_m(shared.id, |m| {
-                m.p = Some(p);
-                m.spinning = spinning;
-            });
+            hold_p(shared, index, p, spinning);
             true
         }
         None => false,
     }
+}
+
+/// M `index` holds `p` from now on (spinning if `spinning`, as `wakep` started it).
+fn hold_p(shared: &Shared, index: usize, p: Box<P>, spinning: bool) {
+    with_m(shared.id, |m| {
+        m.p = Some(p);
+        m.spinning = spinning;
+    });
+    shared.ms[index].spinning.store(spinning, Ordering::Relaxed);
 }
 
 impl Shared {
@@ -338,12 +332,11 @@ impl Shared {
     /// returns true; the caller then parks like any M without work.
     fn give_p_to_waiting_m(&self, m: &mut MCtx) -> bool {
         let mut s = lock(&self.sched);
-        let Some(pos) = s.midle.iter().position(|&i| !self.ms[i].pinned.is_empty()) else {
+        let Some(pos) = self.waiting_m(&s) else {
             return false;
         };
         let Some(p) = m.p.take() else { return false };
-        let to = s.midle.swap_remove(pos);
-        s.next_p[to] = Some((p, false));
+        let to = self.give_p(&mut s, pos, p, false);
         drop(s);
         self.ms[to].idle.unpark();
         true
@@ -352,33 +345,20 @@ impl Shared {
     /// Gives `p`, which has work, to a parked M that may run it, or to a new M. Go:
     /// `handoffp` -> `startm(pp, false)`.
     fn handoff_p(&self, s: &mut Sched, p: Box<P>) {
-        let idle = s
-            .midle
-            .iter()
-            .rposition(|&m| !self.ms[m].locked.load(Ordering::Relaxed));
-        match idle {
-            Some(pos) => {
-                let m = s.midle.swap_remove(pos);
-                s.next_p[m] = Some((p, false));
-                self.ms[m].idle.unpark();
-            }
-            None => {
-                if let Err(why) = self.newm(s, Some(p), false) {
-                    *lock(&self.newm_failed) = Some(why);
-                }
-            }
+        match self.start_m(s, p, false) {
+            Ok(Some(m)) => self.ms[m].idle.unpark(),
+            Ok(None) => {}
+            Err(why) => *lock(&self.newm_failed) = Some(why),
         }
     }
 
-    /// Gives `p` up: to a parked M whose own queues have started Gs waiting (it can run them
-    /// nowhere else), or to the idle list. Go: `pidleput` (and `handoffp`'s choice).
+    /// Gives `p` up: to a parked M whose shared queue has started Gs waiting (it can run
+    /// them nowhere else; `stop_m` moves an M's private queues there before it parks), or
+    /// to the idle list. Go: `pidleput` (and `handoffp`'s choice).
     pub(super) fn release_p(&self, s: &mut Sched, p: Box<P>) {
-        // `yielded` too: an M whose P was retired (`set_procs`) parks with its yielded Gs.
-        let waiting = s.midle.iter().position(|&m| !self.ms[m].pinned.is_empty());
-        match waiting {
+        match self.waiting_m(s) {
             Some(pos) => {
-                let m = s.midle.swap_remove(pos);
-                s.next_p[m] = Some((p, false));
+                let m = self.give_p(s, pos, p, false);
                 self.ms[m].idle.unpark();
             }
             None => {

@@ -402,36 +402,20 @@ impl Shared {
             unsafe { g.refuse("the runtime shut down before this G finished".to_string()) };
             return handle;
         }
-        // On an M with a P (the usual case): a slot from the P's cache, and the new G into
-        // runnext, as Go's `newproc` does, so a parent's children run depth first.
-        let on_p = with_m(self.id, |m| {
-            let p = m.p.as_mut()?;
-            Some(self.gtable.insert(&g, Some(&mut p.slots)).map(|()| {
-                let token = self.queue_token(g.clone());
-                let mut spill = Vec::new();
-                p.runq.push_next(token, |t| spill.push(t));
-                self.global.push_batch(&mut spill);
-            }))
+        // On an M with a P (the usual case), a slot from that P's cache.
+        let entered = with_m(self.id, |m| {
+            let slots = m.p.as_mut().map(|p| &mut p.slots);
+            self.gtable.insert(&g, slots)
         })
-        .flatten();
-        let entered = match on_p {
-            Some(entered) => entered,
-            None => self.gtable.insert(&g, None).map(|()| {
-                let token = self.queue_token(g.clone());
-                self.global.push(token);
-            }),
-        };
+        .unwrap_or_else(|| self.gtable.insert(&g, None));
         if let Err(why) = entered {
             // SAFETY: the G was never queued, so no M can run it.
             unsafe { g.refuse(why) };
             return handle;
         }
-        // Always, as Go's `newproc`: the parent may go on computing (or spin on a flag the
-        // child sets), and only another M can run the child then. tokio instead wakes no
-        // worker for a task alone in its LIFO slot, which saves a futex wake per spawn at
-        // more than one P but leaves that child waiting; gmp has no preemption to rescue it.
-        fence(Ordering::SeqCst); // see `ready_token`
-        self.wakep();
+        // Go: `newproc` puts the new G in runnext, so a parent's children run depth first,
+        // and wakes an M for it (see `ready`).
+        self.ready(g);
         handle
     }
 
@@ -443,24 +427,23 @@ impl Shared {
             .unwrap_or_else(|why| self.fail(why))
     }
 
-    /// Puts a G that part 06 said to enqueue where it will run: its M's queue if it has
-    /// started (it stays on that M), else runnext of the caller's P, else the global queue;
-    /// then wakes an M for it. Go: `ready` (`runqput(pp, gp, next=true)` + `wakep`).
-    pub(crate) fn ready(&self, g: Arc<G>) {
-        self.ready_token(g, true);
-    }
-
-    fn ready_token(&self, g: Arc<G>, next: bool) {
-        // A locked G stays on its M even when Gs migrate (`lock_os_thread` rehomes it).
-        let home = if self.migrate && g.os_locks.load(Relaxed) == 0 {
+    /// The M a runnable `g` must run on: its home once it has started, unless Gs migrate
+    /// (but a locked G stays on its M even then: `lock_os_thread` rehomes it).
+    fn home_of(&self, g: &G) -> Option<usize> {
+        if self.migrate && g.os_locks.load(Relaxed) == 0 {
             None
         } else {
             g.home()
-        };
-        let token = match self.gtable.put_queued(g) {
-            Ok(token) => token,
-            Err(why) => self.fail(why),
-        };
+        }
+    }
+
+    /// Puts a G that part 06 said to enqueue (or a new one) where it will run: its M's
+    /// queue if it has started (it stays on that M), else runnext of the caller's P, else
+    /// the global queue; then wakes an M for it. Go: `ready` (`runqput(pp, gp, next=true)`
+    /// + `wakep`).
+    pub(crate) fn ready(&self, g: Arc<G>) {
+        let home = self.home_of(&g);
+        let token = self.queue_token(g);
         match home {
             Some(m) => {
                 // Readied on its own M: that M's private queue, no atomics. From elsewhere:
@@ -478,12 +461,7 @@ impl Shared {
                 let local = with_m(self.id, |me| match me.p.as_mut() {
                     Some(p) => {
                         let mut spill = Vec::new();
-                        let overflow = |t| spill.push(t);
-                        if next {
-                            p.runq.push_next(token, overflow);
-                        } else {
-                            p.runq.push_back(token, overflow);
-                        }
+                        p.runq.push_next(token, |t| spill.push(t));
                         self.global.push_batch(&mut spill);
                         true
                     }
@@ -494,6 +472,11 @@ impl Shared {
                 }
                 // Pairs with the fence an M makes after putting its P on the idle list:
                 // either it sees this G, or we see its idle P (see "Idle Ms and Ps").
+                // Always, as Go's `newproc` and `ready`: the G that made this one runnable
+                // may go on computing (or spin on a flag this one sets), and only another M
+                // can run it then. tokio wakes no worker for a task alone in its LIFO slot,
+                // which saves a futex wake per spawn at more than one P but leaves that task
+                // waiting; gmp has no preemption to rescue it.
                 fence(Ordering::SeqCst);
                 self.wakep();
             }
@@ -503,19 +486,13 @@ impl Shared {
     /// A yielded G goes back: to its own M's queue, or (migrating) the global queue, as
     /// Go's `Gosched` does, so every other runnable G gets a turn first.
     fn requeue_yielded(&self, g: Arc<G>) {
-        if self.migrate && g.os_locks.load(Relaxed) == 0 {
-            let token = self
-                .gtable
-                .put_queued(g)
-                .unwrap_or_else(|why| self.fail(why));
+        let migrating = self.home_of(&g).is_none();
+        let token = self.queue_token(g);
+        if migrating {
             self.global.push(token);
             fence(Ordering::SeqCst);
             self.wakep();
         } else {
-            let token = self
-                .gtable
-                .put_queued(g)
-                .unwrap_or_else(|why| self.fail(why));
             // On g0 of the G's own M (`execute`), so the G's home queue is this M's own.
             with_m(self.id, |me| me.yielded.push_back(token))
                 .expect("g0 requeues a yielded G between Gs, with its context free");
@@ -536,27 +513,56 @@ impl Shared {
             return;
         };
         self.npidle.fetch_sub(1, Ordering::SeqCst);
-        // Any parked M but one a G has locked to itself (it may run only that G's kind).
+        match self.start_m(&mut s, p, true) {
+            Ok(Some(m)) => {
+                drop(s);
+                self.ms[m].idle.unpark();
+            }
+            Ok(None) => {}
+            Err(why) => {
+                drop(s);
+                self.spinning.stop();
+                *lock(&self.newm_failed) = Some(why);
+            }
+        }
+    }
+
+    /// Gives `p` to a parked M that may take any work (not one a G locked), or starts a new
+    /// M with it. Returns the parked M the caller must unpark, or `None` if a new M took
+    /// `p`. Go: `startm`.
+    fn start_m(&self, s: &mut Sched, p: Box<P>, spinning: bool) -> Result<Option<usize>, String> {
         let idle = s
             .midle
             .iter()
             .rposition(|&m| !self.ms[m].locked.load(Relaxed));
         match idle {
-            Some(pos) => {
-                let m = s.midle.swap_remove(pos);
-                s.next_p[m] = Some((p, true));
-                drop(s);
-                self.ms[m].idle.unpark();
-            }
-            // Every M is busy or locked: start one. Go: `startm` -> `newm`.
-            None => {
-                if let Err(why) = self.newm(&mut s, Some(p), true) {
-                    drop(s);
-                    self.spinning.stop();
-                    *lock(&self.newm_failed) = Some(why);
-                }
-            }
+            Some(pos) => Ok(Some(self.give_p(s, pos, p, spinning))),
+            None => self.newm(s, Some(p), spinning).map(|()| None),
         }
+    }
+
+    /// Takes the parked M at `pos` in the idle list off it and hands it `p` (Go: `m.nextp`);
+    /// returns that M, for the caller to unpark.
+    fn give_p(&self, s: &mut Sched, pos: usize, p: Box<P>, spinning: bool) -> usize {
+        let m = s.midle.swap_remove(pos);
+        s.next_p[m] = Some((p, spinning));
+        m
+    }
+
+    /// If M `m` is parked on the idle list and a P is idle, takes both off their lists and
+    /// returns the P for `m`.
+    fn idle_p_for(&self, s: &mut Sched, m: usize) -> Option<Box<P>> {
+        let pos = s.midle.iter().position(|&x| x == m)?;
+        let p = s.pidle.pop()?;
+        self.npidle.fetch_sub(1, Ordering::SeqCst);
+        s.midle.swap_remove(pos);
+        Some(p)
+    }
+
+    /// Where in the idle list a parked M waits with started Gs queued for it (it can run
+    /// them nowhere else, so it needs a P first).
+    fn waiting_m(&self, s: &Sched) -> Option<usize> {
+        s.midle.iter().position(|&m| !self.ms[m].pinned.is_empty())
     }
 
     /// Starts an M holding `p` (Go: `newm`); under the `sched` lock, so shutdown (which
@@ -612,12 +618,10 @@ impl Shared {
     /// If no P is idle, the next M to give one up gives it to `m` (`release_p`).
     fn wake_home(&self, m: usize) {
         let mut s = lock(&self.sched);
-        let Some(pos) = s.midle.iter().position(|&x| x == m) else {
-            return; // not parked: it looks at its queue before it parks
+        // Not parked: it looks at its queue before it parks.
+        let Some(p) = self.idle_p_for(&mut s, m) else {
+            return;
         };
-        let Some(p) = s.pidle.pop() else { return };
-        self.npidle.fetch_sub(1, Ordering::SeqCst);
-        s.midle.swap_remove(pos);
         s.next_p[m] = Some((p, false));
         drop(s);
         self.ms[m].idle.unpark();
