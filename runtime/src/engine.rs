@@ -30,7 +30,7 @@ pub(crate) enum SwitchOut {
 
 /// A G's function, wrapped so that the G's own panics never unwind out of it (a part
 /// panicking while the body wakes a joiner still can; each engine carries that to g0).
-pub(crate) type Body = Box<dyn FnOnce() + Send>;
+pub(crate) use crate::task::Body;
 
 /// Which engine runs the Gs of a runtime; see [`Builder::engine`](crate::Builder::engine).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,7 +195,7 @@ mod coro {
             let co = Coroutine::with_stack(stack, move |yielder: &Yielder<(), SwitchOut>, ()| {
                 // SAFETY: the caller keeps `suspender` alive and in place while we run.
                 unsafe { (*suspender).yielder.set(yielder) };
-                body();
+                body.run();
             });
             Ok(Engine { co })
         }
@@ -273,7 +273,9 @@ mod asm {
             // The runtime catches the G's own panics inside `body`; what is left is a part
             // panicking as it wakes a joiner. It must not unwind out of this extern "C"
             // frame: carry it to g0, which re-raises it (and reports a broken runtime).
-            if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+            if let Err(payload) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body.run()))
+            {
                 // SAFETY: as above.
                 unsafe { (*suspender).panic.set(Some(payload)) };
             }

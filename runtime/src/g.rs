@@ -101,6 +101,25 @@ impl G {
         }
     }
 
+    /// Makes a finished G record, which nobody else holds (`&mut`), a new G: the spawn path
+    /// reuses records from its P's free list rather than allocating one. Go: `gfget`.
+    pub(crate) fn reuse(&mut self, id: u64, body: Body, cancel: Cancel, engine: Engine) {
+        self.state = GState::new(id);
+        *self.slot.get_mut() = u32::MAX;
+        *self.home.get_mut() = u32::MAX;
+        *self.on_m.get_mut() = false;
+        *self.os_locks.get_mut() = 0;
+        *self.run.get_mut() = Running {
+            body: Some(body),
+            engine: None,
+            stack: None,
+            cancel: Some(cancel),
+        };
+        self.suspender = Suspender::new(engine);
+        *self.bounds.0.get_mut() = 0;
+        *self.bounds.1.get_mut() = 0;
+    }
+
     pub(crate) fn id(&self) -> u64 {
         self.state.id()
     }
@@ -291,7 +310,8 @@ fn as_torn_down<R>(g: &Arc<G>, f: impl FnOnce() -> R) -> R {
 /// Drops a torn-down G's unstarted function without letting a panic in a destructor of its
 /// captures past: the panic hook has told it, as for any G's panic nobody joins.
 fn drop_contained(body: Option<Body>) {
-    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || drop(body))) {
+    let Some(body) = body else { return };
+    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || body.discard())) {
         drop_payload(payload);
     }
 }

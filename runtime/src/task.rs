@@ -12,12 +12,12 @@
 //! Not here: running the G (`sched/m.rs`, `g.rs`).
 
 use std::any::Any;
+use std::cell::UnsafeCell;
 use std::convert::Infallible;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
-use crate::engine::Body;
 use crate::g::{self, Waiter};
 use crate::lock;
 use crate::parts::g::WaitReason;
@@ -129,8 +129,32 @@ pub(crate) fn payload_message(payload: &(dyn Any + Send)) -> Option<&str> {
     }
 }
 
+/// A G's function, to run once on the G's first run (or to drop unrun, as the G, if it never
+/// runs). It shares one allocation with the G's join slot and cancel: a spawn allocates
+/// that once, not once per piece.
+pub(crate) struct Body(Arc<dyn Task>);
+
+impl Body {
+    /// Runs the function: catches its panic and fills the join slot (`task::new`).
+    pub(crate) fn run(self) {
+        self.0.run();
+    }
+
+    /// Drops the function unrun. Its captures are user values: the caller runs this as the G
+    /// (`g.rs`, "Tearing a G down").
+    pub(crate) fn discard(self) {
+        self.0.discard();
+    }
+}
+
+/// What the runtime does with a G's function (`Body`); the joiner's side is [`JoinSlot`].
+trait Task: Send + Sync {
+    fn run(&self);
+    fn discard(&self);
+}
+
 /// Tells a G's joiner why the G never finished: the G's own join slot, seen without its
-/// result type (one allocation serves the body, the cancel and the handle).
+/// result type (the same allocation as the body and the handle's slot).
 pub(crate) type Cancel = Arc<dyn CancelSlot>;
 
 /// A join slot that can be filled with "this G never finished".
@@ -139,21 +163,78 @@ pub(crate) trait CancelSlot: Send + Sync {
     fn cancel(&self, task: u64, why: String);
 }
 
-impl<T: Send> CancelSlot for Shared<T> {
+/// The joiner's view of a G's allocation: its result slot.
+trait JoinSlot<T>: Send + Sync {
+    fn shared(&self) -> &Shared<T>;
+}
+
+/// A G's function, its id and its result slot, in one allocation.
+struct Job<F, T> {
+    id: u64,
+    /// Taken by the one run (or by `discard`). Only [`Body`] reaches it (through the private
+    /// `Task` trait), `task::new` makes one `Body` per job, and `Body` is not `Clone` and is
+    /// consumed by `run` or `discard`: so at most one thread ever touches this cell.
+    f: UnsafeCell<Option<F>>,
+    shared: Shared<T>,
+}
+
+// SAFETY: `f` is touched by the one `Body` only (see the field), so sharing a `Job` between
+// threads never shares `F`; it moves to the thread that runs or discards it (F: Send). The
+// rest is a Mutex-guarded slot and an id.
+unsafe impl<F: Send, T: Send> Sync for Job<F, T> {}
+
+impl<F, T> Task for Job<F, T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    fn run(&self) {
+        // SAFETY: only the job's one `Body` calls this, once (`Job::f`).
+        let Some(f) = (unsafe { &mut *self.f.get() }).take() else {
+            return;
+        };
+        // Contain the panic here, so it never unwinds into g0 (or across the engine).
+        let outcome = panic::catch_unwind(AssertUnwindSafe(f));
+        let outcome = match outcome {
+            // Shutdown is unwinding this G's stack: let the unwind reach the engine.
+            Err(payload) if g::tearing_down() => panic::resume_unwind(payload),
+            other => other.map_err(|payload| Panic {
+                task: self.id,
+                payload,
+            }),
+        };
+        if let Some(unjoined) = self.shared.fill(outcome) {
+            drop_unjoined(unjoined);
+        }
+    }
+
+    fn discard(&self) {
+        // SAFETY: only the job's one `Body` calls this, once (`Job::f`).
+        drop(unsafe { &mut *self.f.get() }.take());
+    }
+}
+
+impl<F: Send, T: Send> CancelSlot for Job<F, T> {
     fn cancel(&self, task: u64, why: String) {
         // Given back only if nobody can join: a Panic whose payload is our String, no user
         // code to run on drop.
-        let _unjoined = self.fill(Err(Panic {
+        let _unjoined = self.shared.fill(Err(Panic {
             task,
             payload: Box::new(why),
         }));
     }
 }
 
+impl<F: Send, T: Send> JoinSlot<T> for Job<F, T> {
+    fn shared(&self) -> &Shared<T> {
+        &self.shared
+    }
+}
+
 /// Waits for a G started by [`go`](crate::go). Dropping it detaches the G.
 pub struct JoinHandle<T> {
     task: u64,
-    shared: Arc<Shared<T>>,
+    job: Arc<dyn JoinSlot<T>>,
 }
 
 impl<T> fmt::Debug for JoinHandle<T> {
@@ -170,7 +251,7 @@ impl<T> JoinHandle<T> {
 
     /// Has the G finished (returned or panicked)?
     pub fn is_finished(&self) -> bool {
-        lock(&self.shared.slot).filled
+        lock(&self.job.shared().slot).filled
     }
 
     /// Waits for the G and returns its value, or the panic that ended it. On a G this parks
@@ -189,7 +270,7 @@ impl<T> JoinHandle<T> {
         let me = Waiter::current();
         loop {
             {
-                let mut slot = lock(&self.shared.slot);
+                let mut slot = lock(&self.job.shared().slot);
                 if let Some(result) = slot.result.take() {
                     return Ok(result);
                 }
@@ -216,7 +297,7 @@ impl<T> JoinHandle<T> {
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
         let unjoined = {
-            let mut slot = lock(&self.shared.slot);
+            let mut slot = lock(&self.job.shared().slot);
             slot.detached = true;
             slot.result.take()
         };
@@ -227,33 +308,25 @@ impl<T> Drop for JoinHandle<T> {
 }
 
 /// The pieces of a new G: its body (runs `f`, catches its panic, fills the slot), the cancel
-/// that fills the slot if the body never finishes, and the joiner's handle.
+/// that fills the slot if the body never finishes, and the joiner's handle. One allocation.
 pub(crate) fn new<F, T>(id: u64, f: F) -> (Body, Cancel, JoinHandle<T>)
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let shared = Arc::new(Shared {
-        slot: Mutex::new(Slot {
-            result: None,
-            filled: false,
-            detached: false,
-            waiter: None,
-        }),
+    let job = Arc::new(Job {
+        id,
+        f: UnsafeCell::new(Some(f)),
+        shared: Shared {
+            slot: Mutex::new(Slot {
+                result: None,
+                filled: false,
+                detached: false,
+                waiter: None,
+            }),
+        },
     });
-    let for_body = shared.clone();
-    let body: Body = Box::new(move || {
-        // Contain the panic here, so it never unwinds into g0 (or across the engine).
-        let outcome = panic::catch_unwind(AssertUnwindSafe(f));
-        let outcome = match outcome {
-            // Shutdown is unwinding this G's stack: let the unwind reach the engine.
-            Err(payload) if g::tearing_down() => panic::resume_unwind(payload),
-            other => other.map_err(|payload| Panic { task: id, payload }),
-        };
-        if let Some(unjoined) = for_body.fill(outcome) {
-            drop_unjoined(unjoined);
-        }
-    });
-    let cancel: Cancel = shared.clone();
-    (body, cancel, JoinHandle { task: id, shared })
+    let cancel: Cancel = job.clone();
+    let body = Body(job.clone());
+    (body, cancel, JoinHandle { task: id, job })
 }

@@ -17,7 +17,7 @@ use crossbeam_deque::Injector;
 
 use super::Shared;
 use super::find::find_runnable;
-use super::p::P;
+use super::p::{FREE_GS_MAX, P};
 use crate::builder::BuildError;
 use crate::engine::SwitchOut;
 use crate::g::G;
@@ -343,7 +343,8 @@ pub(super) fn execute(shared: &Shared, index: usize, g: Arc<G>) {
     // is a runtime bug, caught before the G's thread-locals could be raced.
     match g.settle_on(index) {
         Ok(true) if !shared.migrate => {
-            me.homed.fetch_add(1, Relaxed);
+            // Only this M, the G's home, writes its count: no read-modify-write needed.
+            me.homed.store(me.homed.load(Relaxed) + 1, Relaxed);
         }
         Ok(_) => {}
         Err(home) if !shared.migrate => shared.fail(format!(
@@ -367,7 +368,8 @@ pub(super) fn execute(shared: &Shared, index: usize, g: Arc<G>) {
     g.leave_m();
     me.set_state(index, MState::Scheduling);
     me.running_g.store(0, Relaxed);
-    me.switches.fetch_add(1, Relaxed);
+    // Written by this M alone (dumps read it).
+    me.switches.store(me.switches.load(Relaxed) + 1, Relaxed);
     match why {
         SwitchOut::Yield => {
             g.state.yielded();
@@ -380,10 +382,14 @@ pub(super) fn execute(shared: &Shared, index: usize, g: Arc<G>) {
         SwitchOut::Exit => {
             g.state.exit();
             if let Some(home) = g.home().filter(|_| !shared.migrate) {
-                shared.ms[home].homed.fetch_sub(1, Relaxed);
+                // Without migration a G ends on its home M, the count's only writer.
+                let homed = &shared.ms[home].homed;
+                homed.store(homed.load(Relaxed).saturating_sub(1), Relaxed);
             }
-            // A lock ends with its G (Go ends the thread instead).
-            if g.os_locks.swap(0, Relaxed) > 0
+            // A lock ends with its G (Go ends the thread instead). Only the G itself locks,
+            // and it has ended: a plain load first keeps the common case free of a swap.
+            if g.os_locks.load(Relaxed) > 0
+                && g.os_locks.swap(0, Relaxed) > 0
                 && with_m(shared.id, |m| {
                     m.lockers = m.lockers.saturating_sub(1);
                     m.lockers == 0
@@ -395,6 +401,20 @@ pub(super) fn execute(shared: &Shared, index: usize, g: Arc<G>) {
                 shared.gtable.remove(&g, m.p.as_mut().map(|p| &mut p.slots))
             })
             .unwrap_or_else(|| shared.gtable.remove(&g, None));
+            // Nobody else holds the record now (no handle, waiter or table entry): keep it
+            // for this P's next spawn. Go: `gfput`.
+            let mut g = g;
+            if Arc::get_mut(&mut g).is_some() {
+                let full = with_m(shared.id, |m| match m.p.as_mut() {
+                    Some(p) if p.free_gs.len() < FREE_GS_MAX => {
+                        p.free_gs.push(g);
+                        None
+                    }
+                    _ => Some(g),
+                });
+                // Dropped outside the M's context.
+                drop(full);
+            }
         }
     }
 }

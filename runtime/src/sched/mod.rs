@@ -375,7 +375,16 @@ impl Drop for Runtime {
         }
         let live = self.shared.gtable.drain();
         // Ps and their rings go; tokens are plain numbers, their counts were drained above.
-        lock(&self.shared.sched).pidle.clear();
+        // Their free G records hold the runtime (`G::rt`): dropped here, outside the lock,
+        // or the runtime would keep itself alive.
+        let ps = {
+            let mut s = lock(&self.shared.sched);
+            let mut ps = std::mem::take(&mut s.pidle);
+            ps.append(&mut s.retired);
+            ps.extend(s.next_p.iter_mut().filter_map(Option::take).map(|(p, _)| p));
+            ps
+        };
+        drop(ps);
         if lock(&self.shared.broken).is_some() {
             // A G may have been mid-switch when its M died: leave the Gs alone.
             std::mem::forget(live);
@@ -394,9 +403,23 @@ impl Shared {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let id = self.next_g.fetch_add(1, Relaxed);
+        // On an M with a P: an id from its batch and a record from its free list.
+        let from_p = with_m(self.id, |m| {
+            m.p.as_mut()
+                .map(|p| (p.next_goid(&self.next_g), p.free_gs.pop()))
+        })
+        .flatten();
+        let (id, mut record) = from_p.unwrap_or_else(|| (self.next_g.fetch_add(1, Relaxed), None));
         let (body, cancel, handle) = task::new(id, f);
-        let g = Arc::new(G::new(id, self.clone(), body, cancel, self.engine));
+        // A record on the free list was held by nobody else when it was put there, and only
+        // this P's holder reaches the list; `get_mut` checks that rather than trusting it.
+        let g = match record.as_mut().and_then(Arc::get_mut) {
+            Some(free) => {
+                free.reuse(id, body, cancel, self.engine);
+                record.expect("matched above")
+            }
+            None => Arc::new(G::new(id, self.clone(), body, cancel, self.engine)),
+        };
         if self.shutdown.load(Ordering::Acquire) {
             // SAFETY: the G was never queued, so no M can run it.
             unsafe { g.refuse("the runtime shut down before this G finished".to_string()) };
