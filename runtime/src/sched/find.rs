@@ -76,11 +76,18 @@ impl Sources for Look<'_> {
             .or_else(|| Shared::pop_injector(pinned))
     }
 
-    /// Go: `globrunqget`: one G to run, and up to a fair share more into the local ring.
-    /// Then this M's yielded Gs, which Go would have put in the global queue.
+    /// Go: `globrunqget`: one G to run, and, when the local ring is empty, up to a fair
+    /// share more into it. (With work in the ring this is the every-61st-tick fairness look,
+    /// which Go also answers with one G: a batch would only push the ring's own Gs back out
+    /// to the global queue when it overflows again.) Then this M's yielded Gs, which Go
+    /// would have put in the global queue.
     fn global(&mut self) -> Option<Token> {
         let global = &self.shared.global;
-        let share = (global.len() / self.shared.procs() + 1).min(CAPACITY / 2);
+        let share = if self.runq.is_empty() {
+            (global.len() / self.shared.procs() + 1).min(CAPACITY / 2)
+        } else {
+            1
+        };
         let mut spill = Vec::new();
         let runq = &mut *self.runq;
         let first = global.pop_batch(share - 1, |t| runq.push_back(t, |t| spill.push(t)));

@@ -173,7 +173,8 @@ pub trait Sources {
     type G;
     /// The P's own queue: `runnext` first, then the local ring. Go: `runqget`.
     fn local(&mut self) -> Option<Self::G>;
-    /// The global queue (it may move a batch into the local ring too). Go: `globrunqget`.
+    /// The global queue (it may move a batch into the local ring too, when that is empty).
+    /// Go: `globrunqget`.
     fn global(&mut self) -> Option<Self::G>;
     /// A non-blocking poll of the network (`None` until chapter 10). Go: `netpoll(0)`.
     fn netpoll(&mut self) -> Option<Self::G>;
