@@ -417,3 +417,43 @@ fn a_locked_g_that_yields_until_its_child_ran_finishes_at_one_p() {
     });
     assert!(ran);
 }
+
+/// G records are reused (a P's free list, Go's `gFree`), but only those nobody else holds:
+/// a handle kept to a finished G must still see that G finished, never the G that would
+/// reuse its record. And ids, taken by each P in batches, stay unique across Ps.
+#[test]
+fn a_handle_to_a_finished_g_never_reaches_a_g_that_reuses_records_and_ids_stay_unique() {
+    let (stale_wakes, ids, unique) = watched("Gs reusing finished G records", || {
+        let rt = Runtime::builder().procs(2).build().unwrap();
+        rt.block_on(|| {
+            // Handles of finished Gs, kept while thousands more Gs start and end.
+            let kept: Vec<gmp::GHandle> = (0..64)
+                .map(|_| gmp::go(gmp::current).join().unwrap())
+                .collect();
+            let ids: Vec<u64> = (0..200)
+                .map(|_| {
+                    (0..50)
+                        .map(|_| gmp::go(|| gmp::current().id()))
+                        .collect::<Vec<_>>()
+                })
+                .flat_map(|batch| batch.into_iter().map(|h| h.join().unwrap()))
+                .collect();
+            // A stale handle that reached a live G would wake it: `Ok` instead of the
+            // error for a finished G.
+            let stale_wakes = kept.iter().filter(|h| h.unpark().is_ok()).count();
+            let mut sorted = ids.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            (stale_wakes, ids.len(), sorted.len())
+        })
+    });
+    assert_eq!(
+        stale_wakes, 0,
+        "{stale_wakes} handles of finished Gs woke a live G: a G record was reused while \
+         a handle still held it"
+    );
+    assert_eq!(
+        unique, ids,
+        "G ids repeated: {ids} Gs, {unique} distinct ids"
+    );
+}
