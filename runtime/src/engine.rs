@@ -111,7 +111,7 @@ impl Context {
         stack: GStack,
         suspender: *const Suspender,
         body: Body,
-    ) -> Result<Context, String> {
+    ) -> Result<Context, (String, Body)> {
         // SAFETY: the caller's promise, passed on to the engine's half of the suspender.
         unsafe {
             match (*suspender).engine {
@@ -121,7 +121,7 @@ impl Context {
                 #[cfg(target_arch = "x86_64")]
                 Engine::Asm => asm::Engine::new(stack, &(*suspender).asm, body).map(Context::Asm),
                 #[cfg(not(target_arch = "x86_64"))]
-                Engine::Asm => Err("the asm engine supports x86_64 only".to_string()),
+                Engine::Asm => Err(("the asm engine supports x86_64 only".to_string(), body)),
             }
         }
     }
@@ -191,7 +191,7 @@ mod coro {
             stack: GStack,
             suspender: *const Suspender,
             body: Body,
-        ) -> Result<Engine, String> {
+        ) -> Result<Engine, (String, Body)> {
             let co = Coroutine::with_stack(stack, move |yielder: &Yielder<(), SwitchOut>, ()| {
                 // SAFETY: the caller keeps `suspender` alive and in place while we run.
                 unsafe { (*suspender).yielder.set(yielder) };
@@ -297,14 +297,17 @@ mod asm {
             stack: GStack,
             suspender: *const Suspender,
             body: Body,
-        ) -> Result<Engine, String> {
+        ) -> Result<Engine, (String, Body)> {
             let len = stack.top() - stack.bottom();
             // SAFETY: the stack's `len` bytes below top are ours until the GStack drops,
             // and the Engine keeps it.
-            let fiber = unsafe {
+            let fiber = match unsafe {
                 context::prepare_fiber(stack.top() as *mut u8, len, fiber_main, suspender as usize)
-            }
-            .map_err(|e| e.to_string())?;
+            } {
+                Ok(fiber) => fiber,
+                // The body goes back to the G, which drops it as itself (not here, on g0).
+                Err(e) => return Err((e.to_string(), body)),
+            };
             // SAFETY: the caller keeps `suspender` alive; nothing runs on the fiber yet.
             unsafe {
                 *(*suspender).fiber.get() = fiber;

@@ -182,8 +182,15 @@ impl G {
                     self.bounds.1.store(stack.top(), Ordering::Relaxed);
                     // SAFETY: `suspender` lives in this G beside the engine, which the G
                     // (behind an Arc) keeps in place until the engine is dropped.
-                    unsafe { Context::new(stack, &self.suspender, body) }
-                        .inspect_err(|_| self.rt.stack_returned())
+                    match unsafe { Context::new(stack, &self.suspender, body) } {
+                        Ok(engine) => Ok(engine),
+                        Err((why, body)) => {
+                            self.rt.stack_returned();
+                            // As below: the captures are dropped as this G.
+                            as_torn_down(self, || drop_contained(Some(body)));
+                            Err(why)
+                        }
+                    }
                 }
                 Err(why) => {
                     // The function's captures are user values: dropped as this G, not on g0.

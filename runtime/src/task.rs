@@ -147,6 +147,16 @@ impl Body {
     }
 }
 
+/// A body dropped without `run` or `discard` (a broken engine that never entered it, say)
+/// drops the function where the body is dropped, as a boxed closure would: not later, by
+/// whoever holds the job's last reference (a joiner on any thread), or never (a function
+/// that owns its own handle). After `run` or `discard` there is nothing left to drop.
+impl Drop for Body {
+    fn drop(&mut self) {
+        self.0.discard();
+    }
+}
+
 /// What the runtime does with a G's function (`Body`); the joiner's side is [`JoinSlot`].
 trait Task: Send + Sync {
     fn run(&self);
@@ -171,9 +181,10 @@ trait JoinSlot<T>: Send + Sync {
 /// A G's function, its id and its result slot, in one allocation.
 struct Job<F, T> {
     id: u64,
-    /// Taken by the one run (or by `discard`). Only [`Body`] reaches it (through the private
-    /// `Task` trait), `task::new` makes one `Body` per job, and `Body` is not `Clone` and is
-    /// consumed by `run` or `discard`: so at most one thread ever touches this cell.
+    /// Taken by the one run (or by `discard`, or the body's drop). Only [`Body`] reaches it
+    /// (through the private `Task` trait), `task::new` makes one `Body` per job, and `Body`
+    /// is not `Clone`: one value, on one thread at a time, so at most one thread ever
+    /// touches this cell at once.
     f: UnsafeCell<Option<F>>,
     shared: Shared<T>,
 }
@@ -189,7 +200,7 @@ where
     T: Send + 'static,
 {
     fn run(&self) {
-        // SAFETY: only the job's one `Body` calls this, once (`Job::f`).
+        // SAFETY: only the job's one `Body` calls this (`Job::f`).
         let Some(f) = (unsafe { &mut *self.f.get() }).take() else {
             return;
         };
@@ -209,7 +220,7 @@ where
     }
 
     fn discard(&self) {
-        // SAFETY: only the job's one `Body` calls this, once (`Job::f`).
+        // SAFETY: only the job's one `Body` calls this (`Job::f`).
         drop(unsafe { &mut *self.f.get() }.take());
     }
 }

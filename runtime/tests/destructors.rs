@@ -393,3 +393,43 @@ fn a_g_that_gets_no_stack_drops_its_function_as_that_g_not_on_g0() {
         run.output
     );
 }
+
+// ---- Finished G records, kept for reuse, must not keep their runtime alive. ----
+
+/// A runtime dropped while its thread unwinds (a learner's `todo!()` in a test, say) takes
+/// the early way out of `Drop for Runtime`. Its Ms still exit; what they kept must go with
+/// them. Finished G records hold their runtime, so records kept on an idle P (where they
+/// first lived) kept the whole runtime alive: its pool, its G table, its M slots.
+#[test]
+fn a_runtime_dropped_while_panicking_is_freed_with_its_reusable_g_records() {
+    testkit::isolated(
+        "a_runtime_dropped_while_panicking_is_freed_with_its_reusable_g_records",
+        CHILD_LIMIT,
+        "dropping a runtime during a panic crashed",
+        || {
+            let alive = || !gmp::dump_all().starts_with("no gmp runtime is alive");
+            let rt = Runtime::builder().procs(2).build().unwrap();
+            rt.block_on(|| {
+                for i in 0..100u32 {
+                    assert_eq!(gmp::go(move || i).join().unwrap(), i);
+                }
+            });
+            std::panic::set_hook(Box::new(|_| {}));
+            let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                let _rt = rt;
+                panic!("a test failing while it holds a runtime");
+            }));
+            assert!(unwound.is_err());
+            // The Ms exit on their own threads; give them time (bounded).
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while alive() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert!(
+                !alive(),
+                "the runtime outlived its drop by 5 s:\n{}",
+                gmp::dump_all()
+            );
+        },
+    );
+}

@@ -17,7 +17,7 @@ use crossbeam_deque::Injector;
 
 use super::Shared;
 use super::find::find_runnable;
-use super::p::{FREE_GS_MAX, P};
+use super::p::P;
 use crate::builder::BuildError;
 use crate::engine::SwitchOut;
 use crate::g::G;
@@ -254,7 +254,15 @@ pub(crate) struct MCtx {
     /// Started Gs of this M that yielded: looked at after the local and global queues, as
     /// Go's `Gosched` puts a G on the global queue, so every other G gets a turn first.
     pub(crate) yielded: VecDeque<Token>,
+    /// Records of finished Gs that nobody else held, for the next spawns here. Go keeps
+    /// them per P (`p.gFree`); here they live with the M, in this thread-local, which dies
+    /// with the M's thread: a record holds its runtime (`G::rt`), and a P parked on the
+    /// idle list when the runtime is dropped mid-panic would keep the runtime alive.
+    pub(crate) free_gs: Vec<Arc<G>>,
 }
+
+/// How many finished G records an M keeps (Go: 64 per P).
+pub(crate) const FREE_GS_MAX: usize = 64;
 
 thread_local! {
     static M_CTX: RefCell<Option<MCtx>> = const { RefCell::new(None) };
@@ -292,6 +300,7 @@ pub(super) fn m_main(shared: Arc<Shared>, index: usize) {
         lockers: 0,
         runnable: VecDeque::new(),
         yielded: VecDeque::new(),
+        free_gs: Vec::new(),
     }));
     let looped = panic::catch_unwind(AssertUnwindSafe(|| {
         while let Some(g) = find_runnable(&shared, index) {
@@ -384,7 +393,9 @@ pub(super) fn execute(shared: &Shared, index: usize, g: Arc<G>) {
             if let Some(home) = g.home().filter(|_| !shared.migrate) {
                 // Without migration a G ends on its home M, the count's only writer.
                 let homed = &shared.ms[home].homed;
-                homed.store(homed.load(Relaxed).saturating_sub(1), Relaxed);
+                let before = homed.load(Relaxed);
+                debug_assert!(before > 0, "gmp bug: M{home} counts no homed G at an exit");
+                homed.store(before.saturating_sub(1), Relaxed);
             }
             // A lock ends with its G (Go ends the thread instead). Only the G itself locks,
             // and it has ended: a plain load first keeps the common case free of a swap.
@@ -405,12 +416,13 @@ pub(super) fn execute(shared: &Shared, index: usize, g: Arc<G>) {
             // for this P's next spawn. Go: `gfput`.
             let mut g = g;
             if Arc::get_mut(&mut g).is_some() {
-                let full = with_m(shared.id, |m| match m.p.as_mut() {
-                    Some(p) if p.free_gs.len() < FREE_GS_MAX => {
-                        p.free_gs.push(g);
+                let full = with_m(shared.id, |m| {
+                    if m.free_gs.len() < FREE_GS_MAX {
+                        m.free_gs.push(g);
                         None
+                    } else {
+                        Some(g)
                     }
-                    _ => Some(g),
                 });
                 // Dropped outside the M's context.
                 drop(full);

@@ -375,8 +375,7 @@ impl Drop for Runtime {
         }
         let live = self.shared.gtable.drain();
         // Ps and their rings go; tokens are plain numbers, their counts were drained above.
-        // Their free G records hold the runtime (`G::rt`): dropped here, outside the lock,
-        // or the runtime would keep itself alive.
+        // Dropped outside the lock (a P's stack cache goes back to the pool).
         let ps = {
             let mut s = lock(&self.shared.sched);
             let mut ps = std::mem::take(&mut s.pidle);
@@ -403,16 +402,16 @@ impl Shared {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        // On an M with a P: an id from its batch and a record from its free list.
-        let from_p = with_m(self.id, |m| {
-            m.p.as_mut()
-                .map(|p| (p.next_goid(&self.next_g), p.free_gs.pop()))
+        // On an M: a record from its free list, and with a P, an id from the P's batch.
+        let (id, mut record) = with_m(self.id, |m| {
+            let id = m.p.as_mut().map(|p| p.next_goid(&self.next_g));
+            (id, m.free_gs.pop())
         })
-        .flatten();
-        let (id, mut record) = from_p.unwrap_or_else(|| (self.next_g.fetch_add(1, Relaxed), None));
+        .unwrap_or((None, None));
+        let id = id.unwrap_or_else(|| self.next_g.fetch_add(1, Relaxed));
         let (body, cancel, handle) = task::new(id, f);
         // A record on the free list was held by nobody else when it was put there, and only
-        // this P's holder reaches the list; `get_mut` checks that rather than trusting it.
+        // this M reaches the list; `get_mut` checks that rather than trusting it.
         let g = match record.as_mut().and_then(Arc::get_mut) {
             Some(free) => {
                 free.reuse(id, body, cancel, self.engine);

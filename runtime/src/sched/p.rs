@@ -10,11 +10,9 @@
 //! Not here: the ring itself (part 07), where a G is looked for (`find.rs`).
 
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::gtable::SlotCache;
-use crate::g::G;
 use crate::parts::runq::{self, CAPACITY, Local, Stealer};
 use crate::parts::stack::GStack;
 use crate::parts::steal::Finder;
@@ -35,16 +33,10 @@ pub(crate) struct P {
     pub(crate) looks: u32,
     /// Go: `cheaprand` (here one per P).
     pub(crate) rng: Rng,
-    /// Records of finished Gs that nobody else held, for the next spawns. Go: `p.gFree`.
-    pub(crate) free_gs: Vec<Arc<G>>,
     /// G ids taken from the runtime's counter a batch at a time, so Ps do not contend on
     /// it per spawn. Go: `p.goidcache`, `goidcacheend`.
     goids: Range<u64>,
 }
-
-/// How many finished G records a P keeps. Go keeps 64 per P (then moves half to a global
-/// list); one P's spawns reuse what its own Gs left.
-pub(crate) const FREE_GS_MAX: usize = 64;
 
 /// G ids a P takes from the runtime's counter at once. Go: `_GoidCacheBatch`.
 const GOID_BATCH: u64 = 16;
@@ -62,7 +54,6 @@ impl P {
             pinned_streak: 0,
             looks: 0,
             rng: Rng(0x9e37_79b9 ^ (id as u32).wrapping_mul(0x85eb_ca6b) | 1),
-            free_gs: Vec::new(),
             goids: 0..0,
         });
         (p, stealer)
