@@ -6,7 +6,7 @@ use std::num::NonZeroU64;
 
 use crate::Token;
 use crate::sync::AtomicU64;
-use crate::sync::Ordering::{AcqRel, Acquire, Release};
+use crate::sync::Ordering::{AcqRel, Acquire};
 
 /// Nobody waits and no readiness is pending. Go: `pdNil`.
 const NIL: u64 = 0;
