@@ -385,6 +385,10 @@ fn read_items(sock: &Sock, gs: &Gs, g: u64, items: u64, progress: &Progress) -> 
         match sock.pd.prepare(Dir::Read) {
             Prepared::Ready => continue,
             Prepared::Wait => {
+                // A G switches off its stack between prepare and park: that takes a while.
+                if taken % 8 == 0 {
+                    thread::yield_now();
+                }
                 if sock.pd.park(Dir::Read, tok(g)) {
                     sleeps += 1;
                     if !gs.sleep(g, sleeps, progress) {
@@ -825,6 +829,54 @@ fn step4_wake_unblocks_a_poll_that_waits_forever_every_time() {
                     "round {round}: no events were appended (book: {STEP4})"
                 );
                 progress.step(WAKE_BLOCKED);
+            }
+        },
+    );
+}
+
+const SECOND_POLLER: Step = Step {
+    name: "one thread waits in poll(None); a second calls poll with an hour's timeout",
+    invariant: "a second caller must return Ok(0) at once instead of waiting for the first \
+                (try_lock, not lock): a lock() waits until the first returns, and then blocks \
+                in epoll itself with nobody left to wake it",
+    book: STEP4,
+};
+
+#[test]
+fn step4_a_second_caller_of_poll_returns_instead_of_waiting() {
+    let _outcome = testkit::record!();
+    watch(
+        "two threads call poll at once, then one wake",
+        DEFAULT_LIMIT,
+        SECOND_POLLER,
+        |progress: &Progress| {
+            let poller = Arc::new(
+                Poller::new().unwrap_or_else(|e| panic!("Poller::new failed: {e} (book: {STEP3})")),
+            );
+            let (p, q) = (poller.clone(), poller.clone());
+            let first =
+                thread::spawn(move || p.poll(None, &mut Vec::new()).map_err(|e| e.to_string()));
+            // Most likely the first is inside by now; if the second gets in first, the roles
+            // swap and the test still holds.
+            thread::sleep(Duration::from_millis(50));
+            let second = thread::spawn(move || {
+                q.poll(Some(Duration::from_secs(3600)), &mut Vec::new())
+                    .map_err(|e| e.to_string())
+            });
+            thread::sleep(Duration::from_millis(50));
+            progress.tick();
+            // One wake ends the one inside; the other must have returned on its own.
+            poller
+                .wake()
+                .unwrap_or_else(|e| panic!("wake failed: {e} (book: {STEP4})"));
+            for (who, t) in [("first", first), ("second", second)] {
+                let n = t.join().expect("a polling thread panicked");
+                assert_eq!(
+                    n,
+                    Ok(0),
+                    "the {who} caller of poll: no socket is registered, so no events (book: {STEP4})"
+                );
+                progress.tick();
             }
         },
     );
