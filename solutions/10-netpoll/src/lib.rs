@@ -16,6 +16,26 @@
 //! its registered sockets (in the `Poller`), so nothing here needs `unsafe`: a descriptor
 //! that loses a wake-up or wakes a G twice is a wrong answer the tests report by name.
 //!
+//! How the runtime uses it (a G reading a socket registered as `reg`, with descriptor `pd`):
+//!
+//! ```text
+//! loop {
+//!     match sock.read(buf) { Err(e) if e.kind() == WouldBlock => {} r => return r }
+//!     loop {
+//!         match pd.prepare(Dir::Read) {
+//!             Prepared::Ready => break,                  // readiness came: read again
+//!             Prepared::Closed => return Err(closed),
+//!             Prepared::Busy => return Err(another reader waits),
+//!             // park runs on the M after the switch; false: resume the G at once
+//!             Prepared::Wait => gopark(|g| pd.park(Dir::Read, g)),
+//!         }
+//!     }
+//! }
+//! // An M in findRunnable, poller side:
+//! poller.poll(timeout, &mut out)?;
+//! for (reg, ready) in out { if ready.read { if let Some(g) = pd_of(reg).ready(Dir::Read) { make_runnable(g) } } ... }
+//! ```
+//!
 //! Go: `pollDesc`, `rg`/`wg` with `pdReady`/`pdWait`, `netpollblock`,
 //! `netpollblockcommit`, `netpollunblock`, `poll_runtime_pollUnblock`, `netpoll(delay)`,
 //! `netpollBreak` (`runtime/netpoll.go`, `runtime/netpoll_epoll.go`).
