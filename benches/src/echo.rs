@@ -114,6 +114,18 @@ fn io_err(what: &str, e: io::Error) -> BenchError {
     BenchError(netpoll_ref::fd_limit_error(e, what).to_string())
 }
 
+/// A failed connect, said so the reader knows what to do.
+fn connect_error(addr: SocketAddr, i: usize, e: io::Error) -> BenchError {
+    if e.kind() == io::ErrorKind::ConnectionRefused {
+        BenchError(format!(
+            "echo load: nothing listens on {addr}: start the server first (echo-threads \
+             {addr}, or benches/go's `servers echo {addr}`)"
+        ))
+    } else {
+        io_err(&format!("echo load: connection {} to {addr}", i + 1), e)
+    }
+}
+
 /// One connection of the load.
 struct Conn {
     stream: MioStream,
@@ -155,14 +167,8 @@ pub fn load(plan: &LoadPlan) -> Result<LoadReport, BenchError> {
                 plan.conns, plan.limit
             )));
         }
-        let s = TcpStream::connect_timeout(&plan.addr, left.min(Duration::from_secs(5))).map_err(
-            |e| {
-                io_err(
-                    &format!("echo load: connection {} to {}", i + 1, plan.addr),
-                    e,
-                )
-            },
-        )?;
+        let s = TcpStream::connect_timeout(&plan.addr, left.min(Duration::from_secs(5)))
+            .map_err(|e| connect_error(plan.addr, i, e))?;
         s.set_nodelay(true).map_err(|e| io_err("set_nodelay", e))?;
         s.set_nonblocking(true)
             .map_err(|e| io_err("set_nonblocking", e))?;
@@ -418,6 +424,53 @@ mod tests {
             "the server's 8 connection threads: {report:?}"
         );
         assert_eq!(server.join().expect("server thread").expect("server"), 8);
+    }
+
+    #[test]
+    fn a_server_that_never_answers_is_left_at_the_time_limit() {
+        // Connections complete in the listener's queue; nobody reads or answers them.
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let plan = LoadPlan {
+            addr: listener.local_addr().expect("addr"),
+            conns: 4,
+            rounds: 3,
+            size: 64,
+            limit: Duration::from_secs(1),
+            server_pid: None,
+        };
+        let report = testkit::watchdog(
+            "a load against a silent server",
+            Duration::from_secs(20),
+            move || load(&plan),
+        )
+        .expect("a silent server is no error, only a load that does not finish");
+        assert!(
+            !report.finished(),
+            "no echo came, yet the load says it finished: {report:?}"
+        );
+        assert_eq!((report.done, report.wanted), (0, 12), "{report:?}");
+        drop(listener);
+    }
+
+    #[test]
+    fn nothing_listening_is_named() {
+        // A port that was just free: bind, read it, close.
+        let addr = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let plan = LoadPlan {
+            addr,
+            conns: 1,
+            rounds: 1,
+            size: 64,
+            limit: Duration::from_secs(5),
+            server_pid: None,
+        };
+        let e = load(&plan).expect_err("nobody listens there");
+        assert!(
+            e.0.contains("nothing listens") && e.0.contains("start the server"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Prints a summary and one line of JSON; exits 0 when every round trip finished, 2 when
 //! the time limit stopped it, 1 on an error.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -66,7 +67,7 @@ fn main() -> ExitCode {
         }
     };
     let opt = |v: Option<u64>, unit: &str| v.map_or("-".to_string(), |v| format!("{v}{unit}"));
-    println!(
+    let summary = format!(
         "echo {} conns x {} rounds x {} B to {}: {} of {} round trips in {:.3} s ({:.0}/s), \
          p50 {:.0} us, p99 {:.0} us, max {:.0} us; connect {:.3} s; server threads {}, RSS {}",
         plan.conns,
@@ -84,7 +85,9 @@ fn main() -> ExitCode {
         opt(report.server_threads, ""),
         opt(report.server_rss_kib, " KiB"),
     );
-    println!("{}", report.json(&plan));
+    // A closed pipe (`| head -1`) is no reason to panic: the run itself is done.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{summary}\n{}", report.json(&plan));
     if report.finished() {
         ExitCode::SUCCESS
     } else {
