@@ -62,7 +62,8 @@ fn main() -> ExitCode {
     let report = match load(&plan) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("echo-load: {e}");
+            // The message starts with "echo load:" already.
+            eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
