@@ -1,0 +1,36 @@
+//! "Too many open files", said so a reader can act on it: [`fd_limit_error`] names
+//! `ulimit -n` and the limit, read with `getrlimit` by [`nofile_limit`].
+
+use std::io;
+
+/// This process's limit on open file descriptors: `(soft, hard)`, `None` for unlimited.
+/// The soft one is what `ulimit -n` prints and what `EMFILE` means was reached.
+pub fn nofile_limit() -> io::Result<(Option<u64>, Option<u64>)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `struct rlimit` through the pointer, which points at a
+    // live, writable `libc::rlimit` of exactly that layout.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let finite = |v: libc::rlim_t| (v != libc::RLIM_INFINITY).then_some(v);
+    Ok((finite(lim.rlim_cur), finite(lim.rlim_max)))
+}
+
+fn show(limit: Option<u64>) -> String {
+    limit.map_or_else(|| "unlimited".to_string(), |n| n.to_string())
+}
+
+/// `err` from `what` (e.g. "accept", "creating the poller"), explained when it is a limit on
+/// file descriptors: `EMFILE` (this process is at `ulimit -n`), `ENFILE` (the whole system's
+/// table is full) and `ENOSPC` from registering (epoll's `max_user_watches`). The message
+/// names the limit, its current value and how to raise it; the error keeps its kind. Any
+/// other error comes back unchanged.
+pub fn fd_limit_error(err: io::Error, what: &str) -> io::Error {
+    todo!(
+        "ch10 step 5: explain EMFILE, ENFILE and ENOSPC with `ulimit -n` and the limit from nofile_limit(); anything else unchanged (book: ch10-netpoll.html#step-5)"
+    )
+}
