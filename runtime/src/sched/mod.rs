@@ -89,6 +89,7 @@ mod gtable;
 mod m;
 mod p;
 mod stackalloc;
+pub(crate) mod timer;
 
 pub use dump::{dump, dump_all};
 use globrunq::GlobalQueue;
@@ -133,6 +134,11 @@ pub(crate) struct Shared {
     /// The thieves' end of every P's run queue, by P id, for every P ever made (a P retired
     /// by `set_procs` keeps its slot and is reused). Go: `allp[i].runq`.
     stealers: Box<[OnceLock<Stealer<CAPACITY>>]>,
+    /// Every P's timers (part 11's heap behind its own lock), by P id, made on first use;
+    /// a P's heap outlives the P's retirement (`timer.rs`). Go: `allp[i].timers`.
+    timers: Box<[OnceLock<Box<timer::PTimers>>]>,
+    /// The clock, the token counter and the M that sleeps until the next timer.
+    sleeper: timer::Sleeper,
 
     // Lock-free.
     /// Go: `sched.runq`, the global run queue (part 07's overflow goes here).
@@ -247,6 +253,8 @@ impl Runtime {
                         .map_or_else(OnceLock::new, OnceLock::from)
                 })
                 .collect(),
+            timers: (0..MAX_PROCS).map(|_| OnceLock::new()).collect(),
+            sleeper: timer::Sleeper::new(),
             global: GlobalQueue::new(),
             npidle: AtomicUsize::new(0),
             spinning: Spinning::new(),
