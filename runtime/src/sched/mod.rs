@@ -387,12 +387,15 @@ impl Drop for Runtime {
         if lock(&self.shared.broken).is_some() {
             // A G may have been mid-switch when its M died: leave the Gs alone.
             std::mem::forget(live);
+            self.shared.clear_timers();
             return;
         }
         for g in live {
             // SAFETY: every M has exited, so no M runs this G or ever will.
             unsafe { g.tear_down() };
         }
+        // Armed timers hold their Gs, which hold this runtime (`timer.rs`).
+        self.shared.clear_timers();
     }
 }
 

@@ -590,6 +590,20 @@ impl Shared {
         }
     }
 
+    /// At shutdown, after the Gs were torn down: drops every armed timer. Each holds its
+    /// waiter, often a G, which holds this runtime: a cycle the drop must break, as
+    /// `gtable.drain` does for the Gs themselves.
+    pub(crate) fn clear_timers(&self) {
+        for (_, pt) in self.timer_ps() {
+            let mut st = lock(&pt.state);
+            let armed = std::mem::take(&mut st.entries);
+            st.heap = TimerHeap::new();
+            pt.next.store(NEVER, SeqCst);
+            drop(st);
+            drop(armed);
+        }
+    }
+
     /// For dumps: each P's timer count and next deadline from now, and the sleeper.
     pub(super) fn timer_summary(&self) -> String {
         let now = self.now_ns();
@@ -670,6 +684,35 @@ mod tests {
         assert!(st.take_fired(5, 200, 0).is_err());
         let msg = TimerError::Len { len: 3, armed: 2 }.to_string();
         assert!(msg.contains("len() is 3 but 2 timers"), "{msg}");
+    }
+
+    /// A G asleep at shutdown is torn down, and its armed timer (which holds the G, which
+    /// holds the runtime) is dropped too: nothing keeps the runtime alive after its drop.
+    #[test]
+    fn a_runtime_with_sleepers_left_at_shutdown_is_freed() {
+        let weak = testkit::watchdog("shutdown with sleepers", testkit::DEFAULT_LIMIT, || {
+            let rt = crate::Runtime::builder().procs(2).build().unwrap();
+            let weak = Arc::downgrade(&rt.shared);
+            rt.block_on(|| {
+                for _ in 0..10 {
+                    crate::go(|| crate::time::sleep(Duration::from_secs(3_600)));
+                }
+                crate::time::sleep(Duration::from_millis(5));
+                let (tx, rx) = crate::chan::rendezvous::<()>();
+                crate::go(move || {
+                    let _ = rx.recv_timeout(Duration::from_secs(3_600));
+                });
+                drop(tx.clone());
+                std::mem::forget(tx); // the receiver waits on its timer to the end
+            });
+            drop(rt);
+            weak
+        });
+        assert!(
+            weak.upgrade().is_none(),
+            "the runtime is still alive after its drop: an armed timer kept its G (and so \
+             the runtime) alive"
+        );
     }
 
     #[test]
