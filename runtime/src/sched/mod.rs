@@ -111,7 +111,8 @@ pub struct Runtime {
 /// another (the channel, join-slot and WaitGroup locks are released before their wakers
 /// call `ready`, which may take it). A G-table slot's lock (`gtable.rs`) is a leaf too. `stack_refusal` is held
 /// while `maps.rs` takes its `READER`, never the other way round. `broken`, `main_waiter`
-/// and `RUNTIMES` are each taken alone.
+/// and `RUNTIMES` are each taken alone. A P's timer lock (`timer.rs`) is taken alone too,
+/// except by `fail`, which takes `sched` under it when a broken heap stops the runtime.
 pub(crate) struct Shared {
     // Set at start, then read without a lock.
     id: u64,

@@ -715,6 +715,40 @@ mod tests {
         );
     }
 
+    /// "Sleeper without lost wake-up": an M sleeps until a far deadline; a G then sleeps a
+    /// little. Its M parks with no timer of its own to wait for, so only the sleeper can run
+    /// the new timer, and it must be woken to sleep until the earlier deadline instead.
+    #[test]
+    fn a_new_earlier_timer_wakes_the_sleeper() {
+        let (waited, woke) = testkit::watchdog_with(
+            "a short sleep while an M sleeps until a far deadline",
+            testkit::DEFAULT_LIMIT,
+            crate::dump_all,
+            || {
+                let rt = crate::Runtime::builder().procs(2).build().unwrap();
+                let out = rt.block_on(|| {
+                    crate::go(|| crate::time::sleep(Duration::from_secs(3_600)));
+                    // Both Ms park at some point here: one becomes the sleeper, until the far
+                    // deadline (or this G's own short sleeps, each woken on time).
+                    for _ in 0..20 {
+                        crate::time::sleep(Duration::from_millis(1));
+                    }
+                    let start = Instant::now();
+                    crate::time::sleep(Duration::from_millis(20));
+                    let waited = start.elapsed();
+                    (waited, waited >= Duration::from_millis(20))
+                });
+                drop(rt);
+                out
+            },
+        );
+        assert!(woke, "a 20 ms sleep returned after {waited:?}: early");
+        assert!(
+            waited < Duration::from_secs(10),
+            "a 20 ms sleep took {waited:?}: the sleeper was not woken for the earlier timer"
+        );
+    }
+
     #[test]
     fn a_fired_token_is_taken_once_and_then_named_as_fired_twice() {
         let mut st = TimerState::new();
