@@ -777,6 +777,64 @@ fn whole_runtime_a_ticker_keeps_ticking_on_one_p_while_another_g_yields() {
     );
 }
 
+const BLOCKED_P: Step = Step {
+    name: "two Ps: a Ticker made on P0 ticks for a G on the other M while P0's M is blocked",
+    invariant: "a P's due timers are run by other Ms too (a thief, or the M asleep until the \
+                next deadline), so a timer never waits behind its own P's long-running G",
+    book: "ch11-timer.html#how-the-runtime-uses-it",
+};
+
+#[test]
+fn whole_runtime_a_ticker_on_a_blocked_p_ticks_for_a_g_on_another_m() {
+    let _outcome = testkit::record!();
+    let (ticks, other_m) = watch_with(
+        "a Ticker on a P whose M blocks for 200 ms, read by a G on the other M, 2 Ps",
+        DEFAULT_LIMIT,
+        BLOCKED_P,
+        gmp::dump_all,
+        move |progress| {
+            let progress = progress.clone();
+            let rt = gmp::Runtime::builder().procs(2).build().unwrap();
+            rt.block_on(move || {
+                let here = std::thread::current().id();
+                // Made here: its timer lives in this G's P's heap.
+                let mut ticker = gmp::time::Ticker::new(Duration::from_millis(10));
+                let done = Arc::new(AtomicUsize::new(0));
+                let reader = {
+                    let (done, progress) = (done.clone(), progress.clone());
+                    gmp::go(move || {
+                        let mut ticks = 0u32;
+                        while done.load(SeqCst) == 0 {
+                            ticker.tick();
+                            ticks += 1;
+                            progress.tick();
+                        }
+                        (ticks, std::thread::current().id())
+                    })
+                };
+                // This M and its P do nothing else for 200 ms (a call that blocks without
+                // chapter 9's gmp::blocking): the idle M steals the reader, and the ticks
+                // must come from timers that this P's own M never gets to run.
+                std::thread::sleep(Duration::from_millis(200));
+                done.store(1, SeqCst);
+                let (ticks, reader_thread) = reader.join().unwrap();
+                (ticks, reader_thread != here)
+            })
+        },
+    );
+    assert!(
+        other_m,
+        "the reader G ran on the blocked M: the test needs it on the other one (a runtime \
+         change, not your heap; book: ch11-timer.html#how-the-runtime-uses-it)"
+    );
+    assert!(
+        ticks >= 5,
+        "the Ticker ticked {ticks} time(s) in the 200 ms its P's M was blocked: the other \
+         M (a thief, or the M asleep until the next deadline) must run a busy P's due \
+         timers (book: ch11-timer.html#how-the-runtime-uses-it)"
+    );
+}
+
 #[test]
 fn whole_runtime_recv_timeout_gets_a_value_in_time_and_times_out_without_one() {
     let _outcome = testkit::record!();
