@@ -7,13 +7,14 @@
 //	gobench parked N       N goroutines blocked on one channel: RSS and create time per G
 //	gobench fib N          fib(N), a goroutine for fib(k-1) at every k above 10, joined
 //	gobench chain N        N goroutines, each starts the next; the last signals the start
+//	gobench sleep N        N goroutines each sleep 100 ms: wall time of the whole, RSS per G
 //
 // Each run prints one line of JSON, for benches/src/go.rs:
 //
 //	{"kind":"pingpong","n":1000000,"ns_per_op":128.4,"rss_bytes_per_g":0,"gomaxprocs":1}
 //
 // ns_per_op is per spawn+join, per hand-off (a round trip is two), per Gosched, per
-// created goroutine, per whole fib(N), or per link of the chain. fib and chain check their
+// created goroutine, per whole fib(N), per link of the chain, or per whole sleep run. fib and chain check their
 // result (fib's value, the chain's length) and fail rather than print a time for wrong work. The Go runtime reads GOMAXPROCS from the environment itself; the class
 // bench sets GOMAXPROCS=1 to compare with a runtime running on one P.
 package main
@@ -29,7 +30,7 @@ import (
 	"time"
 )
 
-const usage = "usage: gobench spawn-join|pingpong|yield|parked|fib|chain N"
+const usage = "usage: gobench spawn-join|pingpong|yield|parked|fib|chain|sleep N"
 
 func main() {
 	if len(os.Args) != 3 {
@@ -63,6 +64,11 @@ func main() {
 	case "chain":
 		chain(warmUp(n))
 		nsPerOp = perOp(chain(n), n)
+	case "sleep":
+		// No warm-up, as for parked: reused goroutines would hide the memory cost.
+		var elapsed time.Duration
+		elapsed, rssPerG = sleepers(n)
+		nsPerOp = perOp(elapsed, 1)
 	default:
 		fail(fmt.Sprintf("unknown kind %q\n%s", kind, usage))
 	}
@@ -147,6 +153,43 @@ func parked(n uint64) (time.Duration, float64) {
 	runtime.GC() // why: count what the parked goroutines keep, not garbage left on the way
 	after := vmRSS()
 	return elapsed, float64(after-before) / float64(n)
+}
+
+// sleepers starts n goroutines that each sleep 100 ms (chapter 11's row) and returns the
+// wall time from the first `go` until the last one is done, and the RSS each adds, read
+// once every goroutine has started (they are asleep then: starting them takes less than
+// the nap). A goroutine that wakes early fails the run.
+func sleepers(n uint64) (time.Duration, float64) {
+	const nap = 100 * time.Millisecond
+	var started, done sync.WaitGroup
+	started.Add(int(n))
+	done.Add(int(n))
+	var early sync.Mutex
+	earlyCount := 0
+	runtime.GC() // why: measure from a heap with no garbage in it
+	before := vmRSS()
+	start := time.Now()
+	for range n {
+		go func() {
+			t := time.Now()
+			started.Done()
+			time.Sleep(nap)
+			if time.Since(t) < nap {
+				early.Lock()
+				earlyCount++
+				early.Unlock()
+			}
+			done.Done()
+		}()
+	}
+	started.Wait()
+	asleep := vmRSS()
+	done.Wait()
+	elapsed := time.Since(start)
+	if earlyCount > 0 {
+		fail(fmt.Sprintf("%d goroutines woke before their %v", earlyCount, nap))
+	}
+	return elapsed, float64(asleep-before) / float64(n)
 }
 
 // fibCutoff: at or below it a goroutine computes fib sequentially, as the Rust twins do

@@ -14,6 +14,7 @@
 //! | [`GoKind::Parked`] | n goroutines block on one channel; RSS before and after | created goroutine |
 //! | [`GoKind::Fib`] | fib(n), a goroutine for fib(k−1) at every k above 10, joined | whole fib(n) |
 //! | [`GoKind::Chain`] | n goroutines, each starts the next; the last signals the start | link |
+//! | [`GoKind::Sleep`] | n goroutines each sleep 100 ms; RSS while they sleep | whole run |
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -50,17 +51,20 @@ pub enum GoKind {
     Fib,
     /// A chain of n goroutines, each starting the next, as `peers::Program::Chain`.
     Chain,
+    /// n goroutines each sleep 100 ms (chapter 11): wall time of the whole, RSS per G.
+    Sleep,
 }
 
 impl GoKind {
     /// Every kind, in report order.
-    pub const ALL: [GoKind; 6] = [
+    pub const ALL: [GoKind; 7] = [
         GoKind::SpawnJoin,
         GoKind::PingPong,
         GoKind::Yield,
         GoKind::Parked,
         GoKind::Fib,
         GoKind::Chain,
+        GoKind::Sleep,
     ];
 
     /// The name the Go program takes on its command line and prints in `"kind"`.
@@ -72,6 +76,7 @@ impl GoKind {
             GoKind::Parked => "parked",
             GoKind::Fib => "fib",
             GoKind::Chain => "chain",
+            GoKind::Sleep => "sleep",
         }
     }
 
@@ -90,7 +95,8 @@ pub struct GoFigure {
     pub n: u64,
     /// Nanoseconds per operation; see the table in the module docs for what one is.
     pub ns_per_op: f64,
-    /// Resident bytes each parked goroutine adds ([`GoKind::Parked`] only; 0 otherwise).
+    /// Resident bytes each parked (or, for [`GoKind::Sleep`], sleeping) goroutine adds; 0
+    /// for the other kinds.
     pub rss_bytes_per_g: f64,
     /// The number of Ps the Go runtime ran with (`runtime.GOMAXPROCS(0)`).
     pub gomaxprocs: usize,

@@ -202,6 +202,70 @@ pub fn parked_gs(n: usize, stack: usize, slab: bool) -> Result<ParkedGs, BenchEr
     })
 }
 
+/// What [`sleeping_gs`] found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SleepingGs {
+    /// Gs that slept.
+    pub n: usize,
+    /// From the first spawn to the last join.
+    pub wall: Duration,
+    /// Resident memory added once every G was started (they sleep then), in bytes.
+    pub rss_bytes: u64,
+    /// Gs that woke before their time (a broken timer; the class bench reports it).
+    pub early: usize,
+}
+
+impl SleepingGs {
+    /// Resident bytes per sleeping G.
+    pub fn rss_per_g(&self) -> f64 {
+        self.rss_bytes as f64 / self.n.max(1) as f64
+    }
+}
+
+/// `n` Gs that each sleep `nap` (chapter 11's row, Go's `gobench sleep` twin) on a runtime
+/// of `procs` Ps: the wall time from the first spawn to the last join, and the RSS they
+/// added, read once every G has started. Run it in a fresh process (the class bench does).
+pub fn sleeping_gs(n: usize, nap: Duration, procs: usize) -> Result<SleepingGs, BenchError> {
+    let before = rss_bytes()?;
+    let rt = Runtime::builder()
+        .procs(procs)
+        .build()
+        .map_err(|e| BenchError::new("starting the runtime", e))?;
+    rt.block_on(move || {
+        let started = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now();
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let started = started.clone();
+                gmp::go(move || {
+                    let t = Instant::now();
+                    started.fetch_add(1, Relaxed);
+                    gmp::time::sleep(nap);
+                    t.elapsed() < nap
+                })
+            })
+            .collect();
+        // Every G has started (and is asleep: starting them all takes less than the nap).
+        while started.load(Relaxed) < n && start.elapsed() < nap {
+            gmp::yield_now();
+        }
+        let after = rss_bytes()?;
+        let mut early = 0;
+        for h in handles {
+            match h.join() {
+                Ok(woke_early) => early += usize::from(woke_early),
+                Err(e) => return Err(BenchError::new("a sleeping G", e)),
+            }
+        }
+        Ok(SleepingGs {
+            n,
+            wall: start.elapsed(),
+            rss_bytes: after.saturating_sub(before),
+            early,
+        })
+    })
+}
+
 fn rss_bytes() -> Result<u64, BenchError> {
     procinfo::status(procinfo::Pid::Current)
         .map(|s| s.vm_rss_kib * 1024)

@@ -46,10 +46,12 @@ pub const MINE: &[u8] = &[
     7,
     #[cfg(feature = "mine-08")]
     8,
+    #[cfg(feature = "mine-11")]
+    11,
 ];
 
 /// The parts that have a `mine-NN` feature here, so the class bench can run on them.
-pub const SWAPPABLE: &[u8] = &[1, 2, 3, 4, 5, 6, 7, 8];
+pub const SWAPPABLE: &[u8] = &[1, 2, 3, 4, 5, 6, 7, 8, 11];
 
 /// A group of class-bench rows measured together; `--only` picks groups by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -75,11 +77,13 @@ pub enum Section {
     Programs,
     /// Chapters 7–8: the same five on Go, tokio and may.
     Peers,
+    /// Chapter 11: 100k Gs sleeping, wall time and RSS, beside Go.
+    Timers,
 }
 
 impl Section {
     /// Every section, in the order the class bench runs them.
-    pub const ALL: [Section; 10] = [
+    pub const ALL: [Section; 11] = [
         Section::Process,
         Section::Spawn,
         Section::Handoff,
@@ -90,6 +94,7 @@ impl Section {
         Section::Parked,
         Section::Programs,
         Section::Peers,
+        Section::Timers,
     ];
 
     /// The name `--only` takes.
@@ -105,6 +110,7 @@ impl Section {
             Section::Parked => "parked",
             Section::Programs => "programs",
             Section::Peers => "peers",
+            Section::Timers => "timers",
         }
     }
 
@@ -193,6 +199,14 @@ pub const ROWS: &[RowParts] = &[
     row("g.handoff.asm.", Section::G, &[4, 6, 7, 8], ""),
     row("g.yield.corosensei.", Section::G, &[6, 7, 8], ""),
     row("g.yield.asm.", Section::G, &[4, 6, 7, 8], ""),
+    row(
+        "g.sleep.go.",
+        Section::Timers,
+        &[],
+        "Go's sleeping goroutines are Go's runtime and timers",
+    ),
+    // Stacks, park/ready, the rings, the find order and the timer heap.
+    row("g.sleep.", Section::Timers, &[5, 6, 7, 8, 11], ""),
     row(
         "g.parked.go_",
         Section::Parked,

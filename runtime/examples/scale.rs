@@ -4,12 +4,15 @@
 //! ```text
 //! cargo run --release -p gmp --example scale -- parked 1000000
 //! cargo run --release -p gmp --example scale -- yield2 100000
+//! cargo run --release -p gmp --example scale -- sleep 100000
 //! ```
 //!
 //! `parked N`: N Gs park on one channel at once; prints the RSS they added per G (VmRSS,
 //! through part 01), the mappings they added and the page tables (VmPTE). `yield2 N`: N Gs
-//! each yield twice, then the main G joins them all. Both print the stack layout the
-//! default builder chose.
+//! each yield twice, then the main G joins them all. `sleep N`: N Gs each sleep 100 ms
+//! (`gmp::time::sleep`, chapter 11) and are joined: the wall time from the first spawn to the
+//! last join, the peak RSS per G and the OS threads, as Go's twin in `benches/go` measures.
+//! Each prints the stack layout the default builder chose.
 
 use std::time::Instant;
 
@@ -35,12 +38,13 @@ fn main() {
     match what {
         "parked" => parked(&rt, n),
         "yield2" => yield2(&rt, n),
+        "sleep" => sleepers(&rt, n),
         other => usage(&format!("unknown measurement {other:?}")),
     }
 }
 
 fn usage(why: &str) -> ! {
-    eprintln!("scale: {why}; usage: scale parked N | scale yield2 N");
+    eprintln!("scale: {why}; usage: scale parked N | scale yield2 N | scale sleep N");
     std::process::exit(2)
 }
 
@@ -104,6 +108,36 @@ fn yield2(rt: &Runtime, n: usize) {
     println!("when every G was spawned:");
     before.report(&spawned, n);
     println!("after every G was joined:");
+    before.report(&Reading::now(), n);
+}
+
+fn sleepers(rt: &Runtime, n: usize) {
+    let before = Reading::now();
+    let start = Instant::now();
+    let (threads, early) = rt.block_on(move || {
+        let nap = std::time::Duration::from_millis(100);
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                gmp::go(move || {
+                    let start = Instant::now();
+                    gmp::time::sleep(nap);
+                    start.elapsed() < nap
+                })
+            })
+            .collect();
+        let threads = gmp::metrics().map_or(0, |m| m.os_threads);
+        let early = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|&e| e)
+            .count();
+        (threads, early)
+    });
+    println!(
+        "{n} Gs slept 100 ms each: {:.0?} from the first spawn to the last join, {threads} OS \
+         threads, {early} woke early (this machine, shared: not a final figure)",
+        start.elapsed()
+    );
     before.report(&Reading::now(), n);
 }
 

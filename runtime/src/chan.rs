@@ -5,13 +5,16 @@
 //! puts a slot that lives in its own frame on the queue, and the other side hands the value
 //! over directly through it, then wakes the waiter: one hand-off, no buffer.
 //!
-//! Not here: buffering, select, timeouts (chapter 13).
+//! [`Receiver::recv_timeout`] bounds a receive with a part 11 timer (chapter 11).
+//!
+//! Not here: buffering, select (chapter 13).
 
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering::Acquire, Ordering::Release};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::g::Waiter;
 use crate::lock;
@@ -75,8 +78,27 @@ impl fmt::Display for RecvError {
     }
 }
 
+/// Why [`Receiver::recv_timeout`] returned no value. std: `mpsc::RecvTimeoutError`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecvTimeoutError {
+    /// No sender handed a value over before the deadline.
+    Timeout,
+    /// Every sender is dropped and none is waiting.
+    Disconnected,
+}
+
+impl fmt::Display for RecvTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RecvTimeoutError::Timeout => "no value arrived before the receive timed out",
+            RecvTimeoutError::Disconnected => "receive on a channel whose senders are all dropped",
+        })
+    }
+}
+
 impl<T> std::error::Error for SendError<T> {}
 impl std::error::Error for RecvError {}
+impl std::error::Error for RecvTimeoutError {}
 
 struct Chan<T> {
     /// No user code runs under this lock (values are moved, not dropped, inside it), so
@@ -127,9 +149,16 @@ impl<T> Chan<T> {
     }
 
     /// Puts `slot` on a queue, waits until the other side completes it, and takes it off
-    /// the queue if the wait is unwound or cannot wait (a G torn down at shutdown): the
-    /// caller then finds its slot as a closed channel leaves it.
-    fn wait(&self, slot: &Slot<T>, receiving: bool, mut state: MutexGuard<'_, State<T>>) {
+    /// the queue if the wait is unwound, cannot wait (a G torn down at shutdown) or reaches
+    /// `deadline`: the caller then finds its slot as a closed channel leaves it, unless
+    /// `done` says the other side completed it first.
+    fn wait(
+        &self,
+        slot: &Slot<T>,
+        receiving: bool,
+        mut state: MutexGuard<'_, State<T>>,
+        deadline: Option<Instant>,
+    ) {
         let ptr: *const Slot<T> = slot;
         if receiving {
             state.receivers.push_back(ptr);
@@ -156,7 +185,14 @@ impl<T> Chan<T> {
             WaitReason::ChanSend
         };
         while !slot.done.load(Acquire) {
-            if slot.waiter.wait(reason).is_err() {
+            let waited = match deadline {
+                None => slot.waiter.wait(reason),
+                // Timed out: the guard takes the slot off the queue under the lock, so
+                // either the other side completed it first (`done`) or it never will.
+                Some(d) if Instant::now() >= d => return,
+                Some(d) => crate::time::wait_until(&slot.waiter, reason, d),
+            };
+            if waited.is_err() {
                 // A destructor of a G torn down at shutdown: no M will ever run it to finish
                 // this wait. The guard takes the slot off the queue under the lock, so
                 // either the other side completed it first or it never will.
@@ -196,7 +232,7 @@ impl<T: Send> Sender<T> {
             done: AtomicBool::new(false),
             waiter: Waiter::current(),
         };
-        self.chan.wait(&slot, false, state);
+        self.chan.wait(&slot, false, state, None);
         // A receiver took the value, or the last receiver left it with us.
         match slot.value.into_inner() {
             None => Ok(()),
@@ -232,8 +268,62 @@ impl<T: Send> Receiver<T> {
             done: AtomicBool::new(false),
             waiter: Waiter::current(),
         };
-        self.chan.wait(&slot, true, state);
+        self.chan.wait(&slot, true, state, None);
         slot.value.into_inner().ok_or(RecvError)
+    }
+
+    /// [`recv`](Receiver::recv) that gives up after `timeout`. On a G the wait is a part 11
+    /// timer on the G's P, taken out again when a value comes first. std:
+    /// `mpsc::Receiver::recv_timeout`; Go: `select` with `time.After`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use gmp::chan::RecvTimeoutError;
+    /// gmp::run(|| {
+    ///     let (tx, rx) = gmp::chan::rendezvous::<u8>();
+    ///     assert_eq!(rx.recv_timeout(Duration::from_millis(1)), Err(RecvTimeoutError::Timeout));
+    ///     drop(tx);
+    ///     assert_eq!(rx.recv_timeout(Duration::from_millis(1)), Err(RecvTimeoutError::Disconnected));
+    /// });
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`RecvTimeoutError::Timeout`] if no sender handed a value over in time;
+    /// [`RecvTimeoutError::Disconnected`] if every sender is dropped and none is waiting
+    /// (or the caller is a G torn down at shutdown, as for `recv`).
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        let Some(deadline) = Instant::now().checked_add(timeout) else {
+            return self.recv().map_err(|_| RecvTimeoutError::Disconnected);
+        };
+        let mut state = lock(&self.chan.state);
+        if let Some(sender) = state.senders.pop_front() {
+            // SAFETY: a queued sender's slot is alive and holds its value until completed.
+            let (value, waiter) = unsafe {
+                let value = (*(*sender).value.get()).take();
+                (value, Chan::complete(sender))
+            };
+            drop(state);
+            waiter.wake();
+            return value.ok_or(RecvTimeoutError::Disconnected);
+        }
+        if state.senders_alive == 0 {
+            return Err(RecvTimeoutError::Disconnected);
+        }
+        let slot = Slot {
+            value: UnsafeCell::new(None),
+            done: AtomicBool::new(false),
+            waiter: Waiter::current(),
+        };
+        self.chan.wait(&slot, true, state, Some(deadline));
+        // `done` is read after the wait took the slot off the queue (or the other side did):
+        // a value handed over at the last moment is still ours.
+        let completed = slot.done.load(Acquire);
+        match slot.value.into_inner() {
+            Some(value) => Ok(value),
+            None if completed || Instant::now() < deadline => Err(RecvTimeoutError::Disconnected),
+            None => Err(RecvTimeoutError::Timeout),
+        }
     }
 }
 

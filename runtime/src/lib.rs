@@ -30,6 +30,7 @@
 //! | `g` | 6 | each G's state, [`park`] / [`GHandle::unpark`], run-twice and lost-wake-up checks |
 //! | `runq` | 7 | each P's run queue: a 256-slot ring with runnext, overflow to the global queue |
 //! | `steal` | 8 | where an M looks for work, stealing, spinning Ms, [`default_procs`] from cgroups |
+//! | `timer` | 11 | each P's timer heap: [`time::sleep`], [`time::Ticker`], [`time::timeout`], `recv_timeout` |
 //!
 //! Each part comes from `solutions/` unless its `mine-NN` feature is on; [`PARTS`] says
 //! which. This is stage 2 of the runtime (chapters 7 and 8): Go's G-M-P with a run queue per
@@ -51,6 +52,7 @@ mod parts;
 mod sched;
 pub mod sync;
 mod task;
+pub mod time;
 
 pub use builder::{BuildError, Builder, StackLayout, StackSize, default_procs};
 pub use engine::Engine;

@@ -43,6 +43,11 @@ pub(crate) use steal_mine as steal;
 #[cfg(not(feature = "mine-08"))]
 pub(crate) use steal_ref as steal;
 
+#[cfg(feature = "mine-11")]
+pub(crate) use timer_mine as timer;
+#[cfg(not(feature = "mine-11"))]
+pub(crate) use timer_ref as timer;
+
 /// Where a part's code comes from in this build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -121,6 +126,15 @@ pub const PARTS: &[(u8, &str, Source)] = &[
         8,
         "steal",
         if cfg!(feature = "mine-08") {
+            Source::Mine
+        } else {
+            Source::Solution
+        },
+    ),
+    (
+        11,
+        "timer",
+        if cfg!(feature = "mine-11") {
             Source::Mine
         } else {
             Source::Solution

@@ -40,6 +40,7 @@ impl Shared {
             self.spinning.count(),
             if shutdown { ", shutting down" } else { "" }
         );
+        let _ = writeln!(out, "  {}", self.timer_summary());
         for (i, m) in self.ms.iter().enumerate() {
             let _ = write!(
                 out,

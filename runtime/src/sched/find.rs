@@ -103,6 +103,11 @@ impl Sources for Look<'_> {
         if victim == self.p {
             return None;
         }
+        if runnext_too {
+            // Go: `stealWork`'s last round runs a victim's due timers, so a timer never waits
+            // behind a long G on its own P (`timer.rs`, "Who runs a P's timers").
+            self.shared.run_due_timers(victim);
+        }
         let stealer = self.shared.stealer(victim)?;
         let got = stealer.steal_into(self.runq, false);
         if got.is_some() || !runnext_too || stealer.is_empty() {
@@ -130,6 +135,11 @@ pub(super) fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
     loop {
         if shared.shutdown.load(Ordering::Acquire) {
             return None;
+        }
+        // Go: `checkTimers` at the top of `findRunnable`: this P's due timers ready their Gs
+        // before the M looks at its queues (`timer.rs`, "Who runs a P's timers").
+        if let Some(p) = with_m(shared.id, |m| m.p.as_ref().map(|p| p.id)).flatten() {
+            shared.run_due_timers(p);
         }
         let found = with_m(shared.id, |m| {
             let p = m.p.as_mut()?;
@@ -291,21 +301,47 @@ fn stop_m(shared: &Shared, index: usize) -> bool {
     }
     me.set_state(index, MState::Idle);
     loop {
-        me.idle.park();
+        // One parked M sleeps until the next timer and runs the due ones (`timer.rs`);
+        // the others sleep until handed a P.
+        shared.idle_sleep(index);
         let mut s = lock(&shared.sched);
         if let Some((p, spinning)) = s.next_p[index].take() {
             drop(s);
+            shared.leave_idle(index);
             hold_p(shared, index, p, spinning);
             me.set_state(index, MState::Scheduling);
             return true;
         }
         if s.shutdown {
             drop(s);
+            shared.leave_idle(index);
             me.set_state(index, MState::Scheduling);
             return false;
         }
-        // A wake-up meant for an earlier wait (the Parker keeps one): park again.
+        drop(s);
+        // The timers this M just ran may have readied its own Gs (`ready` queues them
+        // privately here): like any M with started Gs waiting, it needs a P back.
+        if own_gs_waiting(shared, index) && take_p_back(shared, index) {
+            shared.leave_idle(index);
+            me.set_state(index, MState::Scheduling);
+            return true;
+        }
+        // A wake-up meant for an earlier wait (the Parker keeps one), a timer that readied
+        // nobody here, or no P free for our Gs yet (`release_p` brings one): sleep again.
     }
+}
+
+/// Moves Gs that `ready` queued in M `index`'s private queues while it was parked into its
+/// shared queue, where `release_p` sees them; `true` if that queue holds any.
+fn own_gs_waiting(shared: &Shared, index: usize) -> bool {
+    let pinned = &shared.ms[index].pinned;
+    with_m(shared.id, |m| {
+        m.runnable
+            .drain(..)
+            .chain(m.yielded.drain(..))
+            .for_each(|t| pinned.push(t));
+    });
+    !pinned.is_empty()
 }
 
 /// Work appeared while M `index` was giving up: takes a P back if it is still listed as

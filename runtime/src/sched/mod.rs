@@ -89,6 +89,7 @@ mod gtable;
 mod m;
 mod p;
 mod stackalloc;
+pub(crate) mod timer;
 
 pub use dump::{dump, dump_all};
 use globrunq::GlobalQueue;
@@ -110,7 +111,8 @@ pub struct Runtime {
 /// another (the channel, join-slot and WaitGroup locks are released before their wakers
 /// call `ready`, which may take it). A G-table slot's lock (`gtable.rs`) is a leaf too. `stack_refusal` is held
 /// while `maps.rs` takes its `READER`, never the other way round. `broken`, `main_waiter`
-/// and `RUNTIMES` are each taken alone.
+/// and `RUNTIMES` are each taken alone. A P's timer lock (`timer.rs`) is taken alone too,
+/// except by `fail`, which takes `sched` under it when a broken heap stops the runtime.
 pub(crate) struct Shared {
     // Set at start, then read without a lock.
     id: u64,
@@ -133,6 +135,11 @@ pub(crate) struct Shared {
     /// The thieves' end of every P's run queue, by P id, for every P ever made (a P retired
     /// by `set_procs` keeps its slot and is reused). Go: `allp[i].runq`.
     stealers: Box<[OnceLock<Stealer<CAPACITY>>]>,
+    /// Every P's timers (part 11's heap behind its own lock), by P id, made on first use;
+    /// a P's heap outlives the P's retirement (`timer.rs`). Go: `allp[i].timers`.
+    timers: Box<[OnceLock<Box<timer::PTimers>>]>,
+    /// The clock, the token counter and the M that sleeps until the next timer.
+    sleeper: timer::Sleeper,
 
     // Lock-free.
     /// Go: `sched.runq`, the global run queue (part 07's overflow goes here).
@@ -247,6 +254,8 @@ impl Runtime {
                         .map_or_else(OnceLock::new, OnceLock::from)
                 })
                 .collect(),
+            timers: (0..MAX_PROCS).map(|_| OnceLock::new()).collect(),
+            sleeper: timer::Sleeper::new(),
             global: GlobalQueue::new(),
             npidle: AtomicUsize::new(0),
             spinning: Spinning::new(),
@@ -387,12 +396,15 @@ impl Drop for Runtime {
         if lock(&self.shared.broken).is_some() {
             // A G may have been mid-switch when its M died: leave the Gs alone.
             std::mem::forget(live);
+            self.shared.clear_timers();
             return;
         }
         for g in live {
             // SAFETY: every M has exited, so no M runs this G or ever will.
             unsafe { g.tear_down() };
         }
+        // Armed timers hold their Gs, which hold this runtime (`timer.rs`).
+        self.shared.clear_timers();
     }
 }
 

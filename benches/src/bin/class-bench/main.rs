@@ -56,6 +56,7 @@ use gmp_benches::{
 mod gs;
 mod mine;
 mod programs;
+mod timers;
 
 use gmp_benches::parts::{self, MINE, Section};
 use gmp_benches::peers;
@@ -65,13 +66,14 @@ const USAGE: &str = "usage: class-bench [--quick] [--json] [--pause] [--only SEC
                    [--mine-out FILE | --mine-rows FILE]
        class-bench --switch-count asm|fiber|corosensei N
        class-bench --parked N slab|guarded STACK_BYTES
+       class-bench --sleeping N
        class-bench --peer gmp|tokio|may PROGRAM PROCS N REPEAT
   --quick  a short run (about half a minute on 2 cores): 1,000 sleeping threads, fewer rounds
   --json   print the report as JSON on stdout (progress goes to stderr)
   --pause  wait for Enter after each prediction question (when stdin is a terminal)
   --only SECTIONS
            run only these (comma list): process, spawn, handoff, sleepers, switch, g,
-           go, parked, programs, peers
+           go, parked, programs, peers, timers
   --mine-out FILE
            (a build with mine-NN features) measure only the rows that run the learner's
            parts and write them to FILE
@@ -81,6 +83,8 @@ const USAGE: &str = "usage: class-bench [--quick] [--json] [--pause] [--only SEC
            run N user-space switch round trips and exit (what callgrind counts)
   --parked N MODE STACK_BYTES
            park N gmp Gs, print their memory and exit (run fresh for each measurement)
+  --sleeping N
+           N gmp Gs each sleep 100 ms at P=2; print wall time and memory and exit
   --peer PEER PROGRAM PROCS N REPEAT
            run one program (spawn-join, pingpong, yield, fib, chain) on gmp, tokio or may
            with PROCS Ps and print its time (the programs section runs each this way)";
@@ -256,6 +260,9 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("--parked") {
         return gs::parked_main(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("--sleeping") {
+        return timers::sleeping_main(&args[1..]);
+    }
     if args.first().map(String::as_str) == Some(peers::CHILD_FLAG) {
         return peers::child_main(&args[1..]);
     }
@@ -394,6 +401,13 @@ fn main() -> ExitCode {
         || programs::Programs::skipped(plan),
         || programs::measure(&out, plan, &dir, program_sections),
     );
+    let timers = guarded(
+        (&mut failures, &mut times),
+        "sleeping Gs",
+        section(Section::Timers),
+        timers::Timers::skipped,
+        || timers::measure(&out, &dir),
+    );
 
     out.line("");
     out.line(&format!("Time per section: {}", times.join(", ")));
@@ -407,6 +421,7 @@ fn main() -> ExitCode {
     gs::ratios(&mut report, &gs);
     programs::rows(&mut report, &programs);
     programs::ratios(&mut report, &programs);
+    timers::rows(&mut report, &timers);
     // Rows of sections that did not run are not figures: leave them out.
     report
         .rows
@@ -1573,6 +1588,7 @@ mod tests {
         rows_switches(&mut report, &Switches::skipped());
         gs::rows(&mut report, &gs::Gs::skipped());
         programs::rows(&mut report, &programs::Programs::skipped(Plan::TINY));
+        timers::rows(&mut report, &timers::Timers::skipped());
         let mut keys: Vec<String> = report.rows.into_iter().map(|r| r.key).collect();
         // Rows written only when measured.
         keys.extend(gs::parked_keys());
@@ -1691,6 +1707,11 @@ mod tests {
             Some((Section::Parked, &[1, 5, 6, 7, 8][..]))
         );
         assert_eq!(of("thread.yield.same_core.ns"), Some((Section::G, &[][..])));
+        assert_eq!(
+            of("g.sleep.gmp.wall_ms"),
+            Some((Section::Timers, &[5, 6, 7, 8, 11][..]))
+        );
+        assert_eq!(of("g.sleep.go.rss_kib"), Some((Section::Timers, &[][..])));
         assert_eq!(
             of("peer.fib.gmp.p2.ms"),
             Some((Section::Programs, &[5, 6, 7, 8][..]))
