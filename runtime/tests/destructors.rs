@@ -414,11 +414,20 @@ fn a_runtime_dropped_while_panicking_is_freed_with_its_reusable_g_records() {
                     assert_eq!(gmp::go(move || i).join().unwrap(), i);
                 }
             });
+            // The M that ran the main G removes it from the G table just after block_on
+            // has its result; the panicking drop leaves live Gs alone (it cannot know who
+            // still uses them), so wait for that first: this test is about the records.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while !rt.dump().contains(" 0 live G(s)") && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let quiet = std::panic::take_hook();
             std::panic::set_hook(Box::new(|_| {}));
             let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
                 let _rt = rt;
                 panic!("a test failing while it holds a runtime");
             }));
+            std::panic::set_hook(quiet);
             assert!(unwound.is_err());
             // The Ms exit on their own threads; give them time (bounded).
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
