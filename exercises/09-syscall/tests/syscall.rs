@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::thread;
 use std::time::Duration;
 
-use syscall::{Bound, Exit, Observed, SyscallSlot, Sysmon};
+use syscall::{Bound, Exit, MAX_CALL, Observed, SyscallSlot, Sysmon};
 use testkit::{DEFAULT_LIMIT, Progress, Step, watch_with};
 
 const STEP1: &str = "ch09-syscall.html#step-1";
@@ -117,6 +117,46 @@ fn step1_every_call_gets_the_next_number_and_keeps_the_p() {
             "after call {n} ended the slot is in no call (book: {STEP1})"
         );
     }
+}
+
+#[test]
+fn step1_the_call_number_wraps_after_max_call() {
+    let _outcome = testkit::record!();
+    let slot = SyscallSlot::new_at(MAX_CALL - 1);
+    let last = slot.enter();
+    assert_eq!(
+        last.call(),
+        MAX_CALL,
+        "the call after MAX_CALL - 1 (book: {STEP1})"
+    );
+    assert_eq!(
+        slot.exit(last),
+        Exit::Kept,
+        "call MAX_CALL ends like any other (book: {STEP1})"
+    );
+    let wrapped = slot.enter();
+    assert_eq!(
+        wrapped.call(),
+        0,
+        "after MAX_CALL the number wraps to 0: use next_call, which keeps it in the word's \
+         62 bits, not call + 1 (book: {STEP1})"
+    );
+    assert_eq!(
+        slot.observe().map(Observed::call),
+        Some(0),
+        "the look during the wrapped call names call 0 (book: {STEP1})"
+    );
+    assert_eq!(
+        slot.exit(wrapped),
+        Exit::Kept,
+        "a call number that did not fit the word would make the exit's compare fail: the \
+         M would be told Retaken for a call nobody took (book: {STEP1})"
+    );
+    assert_eq!(
+        slot.enter().call(),
+        1,
+        "and on: 0, 1, 2, ... (book: {STEP1})"
+    );
 }
 
 #[test]

@@ -116,9 +116,12 @@ fn state_of(word: u64) -> u64 {
     word & STATE_MASK
 }
 
+/// The largest call number; the one after it is 0. 62 bits: the rest of the word is state.
+pub const MAX_CALL: u64 = u64::MAX >> STATE_BITS;
+
 /// The number after `call`, wrapping within the word's 62 bits (see "One winner per call").
 fn next_call(call: u64) -> u64 {
-    call.wrapping_add(1) & (u64::MAX >> STATE_BITS)
+    call.wrapping_add(1) & MAX_CALL
 }
 
 fn state_name(state: u64) -> &'static str {
@@ -188,8 +191,23 @@ pub enum Exit {
 impl SyscallSlot {
     /// A slot whose P is held by an M, not in a call; no call made yet.
     pub fn new() -> SyscallSlot {
+        SyscallSlot::new_at(0)
+    }
+
+    /// Like [`new`](SyscallSlot::new), as if `calls` calls had been made: the next call is
+    /// `calls + 1`. The tests start near [`MAX_CALL`] to check that the counter wraps
+    /// (after 2^62 calls, which no test could make).
+    ///
+    /// # Panics
+    ///
+    /// If `calls` is above [`MAX_CALL`]: it would not fit beside the state.
+    pub fn new_at(calls: u64) -> SyscallSlot {
+        assert!(
+            calls <= MAX_CALL,
+            "SyscallSlot::new_at({calls}): a call number has 62 bits, at most {MAX_CALL}"
+        );
         SyscallSlot {
-            word: AtomicU64::new(pack(0, HELD)),
+            word: AtomicU64::new(pack(calls, HELD)),
             // Relaxed: a name, not a synchronisation.
             id: NEXT_SLOT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
