@@ -88,11 +88,11 @@ fn a_chapter_marked_written_without_its_page_in_summary_is_named() {
     let root = copy.path();
     let data = root.join("book/figures.toml");
     let text = fs::read_to_string(&data).unwrap();
-    // A chapter that is still a draft: 9.
-    let draft = "slug = \"ch09-syscall\"\npart = \"III\"\nlib = \"syscall\"\nstatus = \"draft\"";
+    // A chapter that is still a draft: 12 (chapters 9 to 11 are being written).
+    let draft = "slug = \"ch12-preempt\"\npart = \"IV\"\nlib = \"preempt\"\nstatus = \"draft\"";
     assert!(
         text.contains(draft),
-        "chapter 9 is a draft in the data file"
+        "chapter 12 is a draft in the data file"
     );
     // Written, but without the instructor table's minutes: the data file is refused.
     let written = draft.replace("draft", "written");
@@ -101,22 +101,22 @@ fn a_chapter_marked_written_without_its_page_in_summary_is_named() {
     assert_eq!(problems.len(), 1, "{}", listing(&problems));
     assert!(
         problems[0].subject == "book/figures.toml"
-            && problems[0].message.contains(
-                "chapter 9 (\"Blocking calls and native code\") is written but lacks reading"
-            ),
+            && problems[0]
+                .message
+                .contains("chapter 12 (\"Preemption\") is written but lacks reading"),
         "{}",
         problems[0]
     );
     // With its minutes, but SUMMARY.md still has the draft entry
-    // `- [Blocking calls and native code]()`.
-    let minutes = format!("{written}\nreading = 30\nexercise = 60\ndiscussion = 30");
+    // `- [Preemption]()`.
+    let minutes = format!("{written}\nreading = 30\nexercise = 75\ndiscussion = 45");
     fs::write(&data, text.replace(draft, &minutes)).unwrap();
     let problems = verify::check_figures(root);
     assert_eq!(problems.len(), 1, "{}", listing(&problems));
     assert!(
         problems[0]
             .message
-            .contains("SUMMARY.md does not link ch09-syscall.md"),
+            .contains("SUMMARY.md does not link ch12-preempt.md"),
         "{}",
         problems[0]
     );
