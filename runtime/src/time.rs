@@ -156,17 +156,21 @@ impl Ticker {
     pub fn tick(&mut self) -> Instant {
         let me = Waiter::current();
         self.timer.set_waiter(me.clone());
-        loop {
+        let taken = loop {
             let fired = self.timer.fired();
             if fired > self.seen {
                 self.seen = fired;
-                return Instant::now();
+                break Instant::now();
             }
             if me.wait(WaitReason::Sleep).is_err() {
                 // Torn down at shutdown: no tick will ever come.
-                return Instant::now();
+                break Instant::now();
             }
-        }
+        };
+        // Between reads nobody waits: a tick must not wake this G in whatever it waits for
+        // next (each such wait would take a spurious wake-up per tick).
+        self.timer.clear_waiter();
+        taken
     }
 
     /// Stops the ticker: no tick after this one returns. Go: `Ticker.Stop`.
@@ -182,7 +186,13 @@ impl Ticker {
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.stop();
+        if std::thread::panicking() {
+            // A second panic here (a broken heap's named error) would abort the process and
+            // hide the first message: the runtime has recorded it; let the unwind go on.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.stop()));
+        } else {
+            self.stop();
+        }
     }
 }
 

@@ -97,6 +97,11 @@ impl Timer {
         *lock(&self.waiter) = Some(waiter);
     }
 
+    /// Nobody waits any more: later firings wake nobody (a ticker between reads).
+    pub(crate) fn clear_waiter(&self) {
+        *lock(&self.waiter) = None;
+    }
+
     /// Counts a firing, then wakes the waiter: a waiter checks `fired` after it registered,
     /// so it either sees the count or gets the wake-up (part 06 keeps a wake-up that comes
     /// before the park).
@@ -170,6 +175,18 @@ pub(crate) enum TimerError {
     },
     /// `cancel` of an armed timer returned false.
     CancelRefused { token: u64 },
+    /// `next_deadline` disagrees with what is armed: `None` with timers armed, a deadline
+    /// with none, or later than a timer just added (`added`).
+    Next {
+        next: Option<u64>,
+        armed: usize,
+        added: Option<u64>,
+    },
+    /// A method of the heap panicked (a `todo!()` left in, say).
+    Panicked {
+        method: &'static str,
+        message: String,
+    },
 }
 
 impl fmt::Display for TimerError {
@@ -228,11 +245,67 @@ impl fmt::Display for TimerError {
                 "cancel of the armed timer with token {token} returned false: the heap lost \
                  it, or its id names another timer (book: ch11-timer.html#step-3)"
             ),
+            Next {
+                next,
+                armed,
+                added: Some(added),
+            } => write!(
+                f,
+                "next_deadline() is {next:?} just after add({added}) with {armed} timers \
+                 armed: the earliest deadline can be no later than the one just added \
+                 (book: ch11-timer.html#step-1)"
+            ),
+            Next {
+                next,
+                armed,
+                added: None,
+            } => write!(
+                f,
+                "next_deadline() is {next:?} with {armed} timers armed: it must be Some \
+                 exactly when a timer is armed, or the runtime would sleep past it (book: \
+                 ch11-timer.html#step-1)"
+            ),
+            Panicked {
+                method,
+                ref message,
+            } => write!(
+                f,
+                "{method} panicked: {message} (the runtime calls it with the P's heap \
+                 locked; book: ch11-timer.html)"
+            ),
         }
     }
 }
 
+/// Runs a method of the learner's heap, turning a panic into a named error: a panic there
+/// would unwind through the runtime with the P's heap locked (or, from a `Ticker`'s drop
+/// during an unwind, abort the process).
+fn heap_call<R>(method: &'static str, f: impl FnOnce() -> R) -> Result<R, TimerError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        TimerError::Panicked {
+            method,
+            message: crate::task::payload_message(&*payload)
+                .unwrap_or("a non-string payload")
+                .to_string(),
+        }
+    })
+}
+
 impl TimerState {
+    /// `next_deadline`, checked against what the runtime knows is armed (and, after an
+    /// `add`, against the deadline just added): a wrong answer would let the runtime sleep
+    /// past a due timer without any error.
+    fn checked_next(&mut self, added: Option<u64>) -> Result<u64, TimerError> {
+        let next = heap_call("next_deadline", || self.heap.next_deadline())?;
+        let armed = self.entries.len();
+        let wrong = next.is_some() == self.entries.is_empty()
+            || matches!((next, added), (Some(n), Some(a)) if n > a);
+        if wrong {
+            return Err(TimerError::Next { next, armed, added });
+        }
+        Ok(next.unwrap_or(NEVER))
+    }
+
     fn new() -> TimerState {
         TimerState {
             heap: TimerHeap::new(),
@@ -275,7 +348,8 @@ impl TimerState {
 
     /// `len` must match the armed timers.
     fn check_len(&self) -> Result<(), TimerError> {
-        let (len, armed) = (self.heap.len(), self.entries.len());
+        let len = heap_call("len", || self.heap.len())?;
+        let armed = self.entries.len();
         if len == armed {
             Ok(())
         } else {
@@ -353,7 +427,8 @@ impl Shared {
     fn arm_locked(&self, pt: &PTimers, st: &mut TimerState, timer: &Arc<Timer>, when: u64) {
         let token = self.sleeper.next_token.fetch_add(1, Relaxed);
         let nz = NonZeroU64::new(token).expect("tokens start at 1");
-        let id = st.heap.add(when, Token::new(nz));
+        let id = heap_call("add", || st.heap.add(when, Token::new(nz)))
+            .unwrap_or_else(|e| self.fail(format!("timer (part 11): {e}")));
         st.entries.insert(
             token,
             Entry {
@@ -366,7 +441,9 @@ impl Shared {
         if let Err(e) = st.check_len() {
             self.fail(format!("timer (part 11): {e}"));
         }
-        let next = st.heap.next_deadline().unwrap_or(NEVER);
+        let next = st
+            .checked_next(Some(when))
+            .unwrap_or_else(|e| self.fail(format!("timer (part 11): {e}")));
         pt.next.store(next, SeqCst);
     }
 
@@ -377,21 +454,28 @@ impl Shared {
         let pt = self.p_timers(timer.p);
         let mut st = lock(&pt.state);
         let token = timer.token.load(Relaxed);
-        let Some(entry) = st.entries.remove(&token) else {
+        let Some(id) = st.entries.get(&token).map(|entry| entry.id) else {
             return false; // fired already (or never armed)
         };
-        timer.token.store(0, Relaxed);
-        if !st.heap.cancel(entry.id) {
+        // The heap first, the entry after: if the learner's cancel panics or refuses, the
+        // runtime still knows the timer is armed and names the error for it.
+        let cancelled = heap_call("cancel", || st.heap.cancel(id))
+            .unwrap_or_else(|e| self.fail(format!("timer (part 11): {e}")));
+        if !cancelled {
             self.fail(format!(
                 "timer (part 11): {}",
                 TimerError::CancelRefused { token }
             ));
         }
+        st.entries.remove(&token);
+        timer.token.store(0, Relaxed);
         st.retire(token, Retired::Cancelled);
         if let Err(e) = st.check_len() {
             self.fail(format!("timer (part 11): {e}"));
         }
-        let next = st.heap.next_deadline().unwrap_or(NEVER);
+        let next = st
+            .checked_next(None)
+            .unwrap_or_else(|e| self.fail(format!("timer (part 11): {e}")));
         pt.next.store(next, SeqCst);
         true
     }
@@ -425,7 +509,10 @@ impl Shared {
         }
         let mut st = lock(&pt.state);
         let mut tokens = Vec::new();
-        let returned = st.heap.run_expired(now, |t| tokens.push(t.get().get()));
+        let returned = heap_call("run_expired", || {
+            st.heap.run_expired(now, |t| tokens.push(t.get().get()))
+        })
+        .unwrap_or_else(|e| self.fail(format!("timer (part 11): {e}")));
         let fired = self
             .check_fired(&mut st, &tokens, returned, now)
             .unwrap_or_else(|e| self.fail(format!("timer (part 11): {e}")));
@@ -440,7 +527,9 @@ impl Shared {
                 rearmed = rearmed.min(next);
             }
         }
-        let next = st.heap.next_deadline().unwrap_or(NEVER);
+        let next = st
+            .checked_next(None)
+            .unwrap_or_else(|e| self.fail(format!("timer (part 11): {e}")));
         pt.next.store(next, SeqCst);
         drop(st);
         if rearmed != NEVER {
@@ -476,7 +565,7 @@ impl Shared {
             fired.push((entry.timer, entry.when));
         }
         st.check_len()?;
-        let next = st.heap.next_deadline();
+        let next = heap_call("next_deadline", || st.heap.next_deadline())?;
         if next.is_some_and(|n| n <= now) || next.is_none() != st.entries.is_empty() {
             return Err(TimerError::LeftDue {
                 next,
@@ -610,7 +699,15 @@ impl Shared {
         let ps: Vec<String> = self
             .timer_ps()
             .filter_map(|(p, pt)| {
-                let n = lock(&pt.state).entries.len();
+                // A dump is what a watchdog prints about a stuck program: it must not wait
+                // for a heap lock that a stuck heap method holds.
+                let n = match pt.state.try_lock() {
+                    Ok(st) => st.entries.len(),
+                    Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner().entries.len(),
+                    Err(std::sync::TryLockError::WouldBlock) => {
+                        return Some(format!("P{p}: heap lock held (a heap method running)"));
+                    }
+                };
                 let next = pt.next.load(SeqCst);
                 (n > 0).then(|| {
                     let due = if next <= now {
@@ -684,6 +781,32 @@ mod tests {
         assert!(st.take_fired(5, 200, 0).is_err());
         let msg = TimerError::Len { len: 3, armed: 2 }.to_string();
         assert!(msg.contains("len() is 3 but 2 timers"), "{msg}");
+    }
+
+    /// A `next_deadline` that disagrees with what is armed would let the runtime sleep past
+    /// a due timer with no error at all; the runtime checks it where it reads it.
+    #[test]
+    fn a_next_deadline_that_hides_an_armed_timer_is_a_named_error() {
+        let mut st = TimerState::new();
+        // Armed in the runtime's table, absent from the heap: the heap says None.
+        st.entries.insert(7, entry(100));
+        let msg = st.checked_next(None).unwrap_err().to_string();
+        assert!(
+            msg.contains("must be Some exactly when a timer is armed") && msg.contains("step-1"),
+            "{msg}"
+        );
+        // In the heap at 500, then "added" at 100: a correct heap could never answer 500.
+        let id = st.heap.add(500, Token::new(NonZeroU64::new(8).unwrap()));
+        let msg = st.checked_next(Some(100)).unwrap_err().to_string();
+        assert!(msg.contains("no later than the one just added"), "{msg}");
+        // And a correct answer passes.
+        assert_eq!(st.checked_next(Some(600)).unwrap(), 500);
+        assert!(st.heap.cancel(id));
+        // A heap method that panics is named, not unwound through the runtime.
+        let msg = heap_call("cancel", || -> bool { panic!("not yet") })
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("cancel panicked: not yet"), "{msg}");
     }
 
     /// A G asleep at shutdown is torn down, and its armed timer (which holds the G, which
