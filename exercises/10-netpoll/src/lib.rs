@@ -80,7 +80,7 @@ pub use limit::{fd_limit_error, nofile_limit};
 pub use mio;
 pub use mio::Interest;
 pub use pd::{Closed, Dir, PollDesc, Prepared, State};
-pub use poller::{Poller, Ready};
+pub use poller::{Poller, Ready, WakeFlag};
 
 /// An opaque name the runtime gives a G (in a [`PollDesc`]) or a registered socket (in a
 /// [`Poller`]). At most [`Token::MAX`]: a descriptor keeps a parked G's token and a two-bit
