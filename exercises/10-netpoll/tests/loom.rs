@@ -217,8 +217,10 @@ fn loom_a_read_loop_gets_both_of_two_readiness_events() {
                 wake.notify();
             })
         };
-        let (mut got, mut parks) = (0, 0);
-        while got < 2 {
+        // A failure is kept and reported after the join: a panic while the poller thread
+        // still runs makes loom abort the whole test binary.
+        let (mut got, mut parks, mut failure) = (0, 0, None::<String>);
+        'reading: while got < 2 {
             let n = data.swap(0, SeqCst); // the read
             if n > 0 {
                 got += n;
@@ -233,26 +235,34 @@ fn loom_a_read_loop_gets_both_of_two_readiness_events() {
                             parks += 1;
                             // Sleep until handed out (loom's Notify may also wake spuriously).
                             while handouts.load(SeqCst) < parks {
-                                let finished = done.load(SeqCst) == 1;
-                                assert!(
-                                    !(finished && handouts.load(SeqCst) < parks),
-                                    "netpoll: lost wake-up: the G committed its park, and the \
-                                     poller delivered its last readiness without handing it out \
-                                     (book: ch10-netpoll.html#step-2)"
-                                );
+                                if done.load(SeqCst) == 1 && handouts.load(SeqCst) < parks {
+                                    failure = Some(
+                                        "lost wake-up: the G committed its park, and the poller \
+                                         delivered its last readiness without handing it out \
+                                         (book: ch10-netpoll.html#step-2)"
+                                            .to_string(),
+                                    );
+                                    break 'reading;
+                                }
                                 wake.wait();
                             }
                         } // false: readiness came first; prepare again consumes it
                     }
-                    other => panic!(
-                        "netpoll: the only reader of a socket got {other:?} from prepare \
-                         (the direction must be Idle or Ready whenever that G is running) \
-                         (book: ch10-netpoll.html#step-1)"
-                    ),
+                    other => {
+                        failure = Some(format!(
+                            "the only reader of a socket got {other:?} from prepare (the \
+                             direction must be Idle or Ready whenever that G is running) \
+                             (book: ch10-netpoll.html#step-1)"
+                        ));
+                        break 'reading;
+                    }
                 }
             }
         }
         poller.join().unwrap();
+        if let Some(failure) = failure {
+            panic!("netpoll: {failure}");
+        }
         assert_eq!(
             handouts.load(SeqCst),
             parks,
