@@ -68,7 +68,7 @@ fn loom_park_against_ready() {
              wake (book: ch10-netpoll.html#step-2)"
         );
         assert!(
-            !(!slept && woken.is_some()),
+            slept || woken.is_none(),
             "netpoll: ready() returned G {woken:?}, which never slept: the runtime would wake a \
              running G (book: ch10-netpoll.html#step-2)"
         );
