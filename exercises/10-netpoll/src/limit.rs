@@ -26,9 +26,12 @@ fn show(limit: Option<u64>) -> String {
 
 /// `err` from `what` (e.g. "accept", "creating the poller"), explained when it is a limit on
 /// file descriptors: `EMFILE` (this process is at `ulimit -n`), `ENFILE` (the whole system's
-/// table is full) and `ENOSPC` from registering (epoll's `max_user_watches`). The message
-/// names the limit, its current value and how to raise it; the error keeps its kind. Any
-/// other error comes back unchanged.
+/// table is full) and `ENOSPC` from registering (epoll's `max_user_watches`).
+///
+/// Each of the three messages names `what`, `ulimit -n` and its current soft value (from
+/// [`nofile_limit`], "unlimited" if none); the `ENFILE` one also names the system-wide
+/// limit `fs.file-max`, the `ENOSPC` one `max_user_watches`. The error keeps its kind. Any
+/// other error, and one with no OS code, comes back unchanged.
 pub fn fd_limit_error(err: io::Error, what: &str) -> io::Error {
     todo!(
         "ch10 step 5: explain EMFILE, ENFILE and ENOSPC with `ulimit -n` and the limit from nofile_limit(); anything else unchanged (book: ch10-netpoll.html#step-5)"

@@ -1,18 +1,19 @@
 //! [`Poller`]: the kernel's side of the netpoller, epoll through mio. Sockets are registered
 //! once with a [`Token`]; one thread at a time waits in [`Poller::poll`] for all of them;
-//! any thread can break that wait with [`Poller::wake`]. Go: `netpollinit`, `netpollopen`,
-//! `netpoll(delay)`, `netpollBreak` (`runtime/netpoll_epoll.go`).
+//! any thread can break that wait with [`Poller::wake`], whose writes [`WakeFlag`]
+//! coalesces. Go: `netpollinit`, `netpollopen`, `netpoll(delay)`, `netpollBreak`,
+//! `netpollWakeSig` (`runtime/netpoll_epoll.go`).
 
 use std::io;
 use std::num::NonZeroU64;
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::{AcqRel, Release};
 use std::sync::{Mutex, TryLockError};
 use std::time::Duration;
 
 use mio::event::Source;
 use mio::{Events, Interest, Poll, Registry, Waker};
 
+use crate::sync::AtomicBool;
+use crate::sync::Ordering::{AcqRel, Release};
 use crate::{Token, fd_limit_error};
 
 /// mio's token for the waker. A [`Token`] is never 0, so no socket can have it.
@@ -49,8 +50,51 @@ pub struct Poller {
     registry: Registry,
     /// Writes to an eventfd the poll watches. Go: `netpollEventFd`.
     waker: Waker,
-    /// A wake is on its way and the poll has not consumed it yet. Go: `netpollWakeSig`.
-    wake_pending: AtomicBool,
+    /// Whether a wake is on its way. Go: `netpollWakeSig`.
+    wake_pending: WakeFlag,
+}
+
+/// "A wake is on its way and no poll has consumed it yet": the flag that lets
+/// [`Poller::wake`] write the eventfd once for many callers. Go: `netpollWakeSig`. On its
+/// own so that the loom models check it without an epoll instance.
+///
+/// The promise it keeps: a thread that makes work runnable and then calls
+/// [`claim`](WakeFlag::claim) either writes the eventfd itself, or the poller that
+/// [`consume`](WakeFlag::consume)s the pending wake sees that work when it looks at its
+/// queues afterwards. Both sides are read-modify-writes (swaps) for that: a poller that only
+/// stored `false` would not synchronise with a `claim` that found `true`, and could miss the
+/// work while that waker wrote nothing (a lost wake-up).
+#[derive(Debug, Default)]
+pub struct WakeFlag(AtomicBool);
+
+impl WakeFlag {
+    /// No wake pending.
+    pub fn new() -> WakeFlag {
+        WakeFlag(AtomicBool::new(false))
+    }
+
+    /// The waker's side: `true` if no wake was pending, so this caller must write the
+    /// eventfd; `false` if one is on its way, and the poll it ends serves this caller too.
+    pub fn claim(&self) -> bool {
+        todo!(
+            "ch10 step 4: set the flag and say whether it was clear, in one read-modify-write (book: ch10-netpoll.html#step-4)"
+        )
+    }
+
+    /// The poller's side, when the waker's event came out of `epoll`: the next
+    /// [`claim`](WakeFlag::claim) must write again. Afterwards the caller looks at its queues
+    /// again: a claim that found the wake pending is ordered before this, so its work is seen.
+    pub fn consume(&self) {
+        todo!(
+            "ch10 step 4: clear the flag so that a claim that found it set is seen (not a plain store: the loom model loom_wake_flag_against_a_consuming_poll fails on it) (book: ch10-netpoll.html#step-4)"
+        )
+    }
+
+    /// The waker's side when its write failed after a successful claim: the next claim
+    /// tries again. (Given: a plain store is enough here, since no wake is on its way.)
+    pub fn unclaim(&self) {
+        self.0.store(false, Release);
+    }
 }
 
 impl std::fmt::Debug for Poller {
@@ -97,7 +141,8 @@ impl Poller {
 
     /// Watches `source` for `interest`; its events come out of [`poll`](Poller::poll) as
     /// `token`. Edge-triggered, like Go's `EPOLLET`: one event per change, so the G reads
-    /// until `WouldBlock` before it waits again. Go: `netpollopen`.
+    /// until `WouldBlock` before it waits again. mio registers every source edge-triggered
+    /// (there is no flag to ask for it, nor one to turn it off). Go: `netpollopen`.
     pub fn register<S>(&self, source: &mut S, token: Token, interest: Interest) -> io::Result<()>
     where
         S: Source + ?Sized,
@@ -131,15 +176,23 @@ impl Poller {
     ///
     /// One thread waits at a time. A caller that finds another thread inside returns
     /// `Ok(0)` at once: the thread inside is taking the events, and will return with them.
-    /// A [`wake`](Poller::wake), or a signal that interrupts the wait, also ends it with
-    /// `Ok(0)` (or fewer events than were ready: the rest come next time).
+    /// So a runtime names one thread its blocking poller (Go: `sched.lastpoll`); the others
+    /// poll with `Some(ZERO)` or not at all.
+    ///
+    /// A [`wake`](Poller::wake) ends the wait with `Ok(0)` (or fewer events than were ready:
+    /// the rest come next time), and so does a signal (`EINTR`): the caller computes its
+    /// timeout again from the clock and polls again. Every poll that takes the waker's event
+    /// consumes the pending wake, `poll(Some(ZERO))` too: mio's eventfd is edge-triggered,
+    /// so the event comes out once. Therefore the caller must look at its run queues (and
+    /// timers) again after **every** return of `poll`, before it blocks in the next one: the
+    /// work a waker made runnable is visible then, and no second wake will come for it.
     pub fn poll(
         &self,
         timeout: Option<Duration>,
         out: &mut Vec<(Token, Ready)>,
     ) -> io::Result<usize> {
         todo!(
-            "ch10 step 3: mio poll into the Events, one (Token, Ready) per socket event; step 4: try_lock, and the WAKE event (book: ch10-netpoll.html#step-3)"
+            "ch10 step 3: mio poll into the Events, one (Token, Ready) per socket event; step 4: try_lock, and wake_pending.consume() on the WAKE event (book: ch10-netpoll.html#step-3)"
         )
     }
 
@@ -148,7 +201,7 @@ impl Poller {
     /// poll has consumed one, more calls write nothing. Go: `netpollBreak`.
     pub fn wake(&self) -> io::Result<()> {
         todo!(
-            "ch10 step 4: wake through the Waker unless a wake is already pending (book: ch10-netpoll.html#step-4)"
+            "ch10 step 4: write through the Waker only if wake_pending.claim() says so; unclaim if the write fails (book: ch10-netpoll.html#step-4)"
         )
     }
 }

@@ -9,7 +9,8 @@
 //! Every socket is on 127.0.0.1; every loop is bounded in rounds and watched by
 //! `testkit::watch`, which fails a body that makes no progress for 5 s naming the step.
 //!
-//! The loom models of the descriptor are `tests/loom.rs` (chapter 10, "How to check").
+//! The loom models of the descriptor and of the wake flag are `tests/loom.rs` (chapter 10,
+//! "How to check").
 //! Whole-runtime tests come when the runtime polls through this part (`gmp::net`).
 #![cfg(not(loom))]
 
@@ -22,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use netpoll::{Closed, Dir, Interest, PollDesc, Poller, Prepared, Ready, State, Token};
+use netpoll::{Closed, Dir, Interest, PollDesc, Poller, Prepared, Ready, State, Token, WakeFlag};
 use testkit::{DEFAULT_LIMIT, Progress, Step, watch, watch_with};
 
 testkit::side_by_side!();
@@ -789,6 +790,33 @@ const MINI_RUNTIME: Step = Step {
 };
 
 #[test]
+fn step4_the_wake_flag_says_write_once_until_a_poll_consumes_it() {
+    let _outcome = testkit::record!();
+    let flag = WakeFlag::new();
+    for round in 1..=2 {
+        assert!(
+            flag.claim(),
+            "round {round}: WakeFlag::claim with no wake pending must return true (this caller \
+             writes the eventfd) (book: {STEP4})"
+        );
+        for _ in 0..2 {
+            assert!(
+                !flag.claim(),
+                "round {round}: WakeFlag::claim with a wake pending must return false (the \
+                 pending wake serves this caller too) (book: {STEP4})"
+            );
+        }
+        flag.consume();
+    }
+    assert!(flag.claim(), "book: {STEP4}");
+    flag.unclaim();
+    assert!(
+        flag.claim(),
+        "after unclaim (the write failed), the next claim must write (book: {STEP4})"
+    );
+}
+
+#[test]
 fn step4_wake_unblocks_a_poll_that_waits_forever_every_time() {
     let _outcome = testkit::record!();
     watch(
@@ -1132,17 +1160,32 @@ fn step5_emfile_names_ulimit_and_the_limit() {
 }
 
 #[test]
-fn step5_enfile_is_explained_and_other_errors_pass_through() {
+fn step5_enfile_and_enospc_name_their_limits_other_errors_pass_through() {
     let _outcome = testkit::record!();
     let (soft, _) = netpoll::nofile_limit().expect("getrlimit");
     let soft = soft.map_or("unlimited".to_string(), |s| s.to_string());
-    let err = netpoll::fd_limit_error(io::Error::from_raw_os_error(libc::ENFILE), "accept");
-    let text = err.to_string();
-    assert!(
-        text.contains("ulimit -n") && text.contains(&soft) && text.contains("accept"),
-        "fd_limit_error(ENFILE, \"accept\") said \"{text}\"; it must name what failed, \
-         `ulimit -n` and its value {soft} (book: {STEP5})"
-    );
+    let cases = [
+        (libc::ENFILE, "ENFILE", "accept", "fs.file-max"),
+        (libc::ENOSPC, "ENOSPC", "registering", "max_user_watches"),
+    ];
+    for (code, name, what, limit) in cases {
+        let err = netpoll::fd_limit_error(io::Error::from_raw_os_error(code), what);
+        let text = err.to_string();
+        assert!(
+            text.contains(what)
+                && text.contains("ulimit -n")
+                && text.contains(&soft)
+                && text.contains(limit),
+            "fd_limit_error({name}, \"{what}\") said \"{text}\"; it must name what failed \
+             (\"{what}\"), `ulimit -n` and its value {soft}, and the system-wide limit \
+             `{limit}` (book: {STEP5})"
+        );
+        assert_eq!(
+            err.kind(),
+            io::Error::from_raw_os_error(code).kind(),
+            "fd_limit_error({name}) must keep the error's kind (book: {STEP5})"
+        );
+    }
     let refused =
         netpoll::fd_limit_error(io::Error::from_raw_os_error(libc::ECONNREFUSED), "connect");
     assert_eq!(

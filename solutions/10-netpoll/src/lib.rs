@@ -31,10 +31,23 @@
 //!         }
 //!     }
 //! }
-//! // An M in findRunnable, poller side:
+//! // An M in findRunnable, poller side (only the one blocking poller passes a timeout):
 //! poller.poll(timeout, &mut out)?;
 //! for (reg, ready) in out { if ready.read { if let Some(g) = pd_of(reg).ready(Dir::Read) { make_runnable(g) } } ... }
+//! // then look at the run queues and timers again, whatever poll returned
 //! ```
+//!
+//! Three things the runtime must do around `poll`:
+//!
+//! - Look at its queues again after **every** return, `Ok(0)` included, before it blocks
+//!   again: a [`wake`](Poller::wake) is consumed by the poll that takes its event, also by
+//!   `poll(Some(ZERO))` (mio's eventfd is edge-triggered, so the event comes out once), and
+//!   the work of a waker whose wake was coalesced into it is visible only then.
+//! - Treat `Ok(0)` as "look again", not "the timeout passed": a signal (`EINTR`) and a wake
+//!   end the wait early, so the next timeout is computed again from the clock.
+//! - Let one thread at a time block in `poll`: a second caller gets `Ok(0)` at once, and an M
+//!   that loops on that would spin. Go marks the blocking poller in `sched.lastpoll`; the
+//!   other Ms poll with `Some(ZERO)` or not at all.
 //!
 //! Go: `pollDesc`, `rg`/`wg` with `pdReady`/`pdWait`, `netpollblock`,
 //! `netpollblockcommit`, `netpollunblock`, `poll_runtime_pollUnblock`, `netpoll(delay)`,
@@ -57,7 +70,7 @@ pub use limit::{fd_limit_error, nofile_limit};
 pub use mio;
 pub use mio::Interest;
 pub use pd::{Closed, Dir, PollDesc, Prepared, State};
-pub use poller::{Poller, Ready};
+pub use poller::{Poller, Ready, WakeFlag};
 
 /// An opaque name the runtime gives a G (in a [`PollDesc`]) or a registered socket (in a
 /// [`Poller`]). At most [`Token::MAX`]: a descriptor keeps a parked G's token and a two-bit
