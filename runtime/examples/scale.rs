@@ -11,12 +11,13 @@
 //! through part 01), the mappings they added and the page tables (VmPTE). `yield2 N`: N Gs
 //! each yield twice, then the main G joins them all. `sleep N`: N Gs each sleep 100 ms
 //! (`gmp::time::sleep`, chapter 11) and are joined: the wall time from the first spawn to the
-//! last join, the peak RSS per G and the OS threads, as Go's twin in `benches/go` measures.
-//! Each prints the stack layout the default builder chose.
+//! last join, the peak RSS per G and the OS threads, as Go's twin in `benches/go` measures;
+//! it first says whose timer heap runs (the solution, or yours with `--features
+//! gmp/mine-11`). Each prints the stack layout the default builder chose.
 
 use std::time::Instant;
 
-use gmp::Runtime;
+use gmp::{PARTS, Runtime, Source};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -112,6 +113,16 @@ fn yield2(rt: &Runtime, n: usize) {
 }
 
 fn sleepers(rt: &Runtime, n: usize) {
+    // Say whose heap this is, so a learner's run on their own part is not taken on trust.
+    match PARTS.iter().find(|&&(number, ..)| number == 11) {
+        Some((_, _, Source::Mine)) => {
+            println!("timer heap: your part 11 (exercises/11-timer, feature gmp/mine-11)")
+        }
+        Some((_, _, Source::Solution)) => println!(
+            "timer heap: the solution (solutions/11-timer); --features gmp/mine-11 runs yours"
+        ),
+        None => println!("timer heap: part 11 is missing from gmp::PARTS"),
+    }
     let before = Reading::now();
     let start = Instant::now();
     let (threads, early) = rt.block_on(move || {

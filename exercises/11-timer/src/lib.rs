@@ -2,7 +2,8 @@
 //!
 //! The private fields below are the design the book walks through (index tracking). They
 //! are yours to change: only the public API is the contract, and Go's lazy deletion is
-//! allowed too, as long as `len` and `next_deadline` stay exact (chapter 11, step 3).
+//! allowed too, as long as `len` and `next_deadline` stay exact (chapter 11, "Taking a
+//! timer out of the middle: index tracking", `ch11-timer.html#index-tracking`).
 //!
 //! Part 11, `timer`: one P's timers, Go's 4-ary min-heap ordered by deadline.
 //!
@@ -17,13 +18,14 @@
 //! G, a ticker), so the heap moves numbers and needs no `unsafe`: a heap that fires a token
 //! early, twice, or after it was cancelled is a wrong answer the runtime reports by name.
 //!
-//! How: a 4-ary heap in a `Vec` (the children of slot `i` are `4i+1 ..= 4i+4`, its parent
-//! `(i-1)/4`): a shallower tree than a binary heap, so `add` and `run_expired` climb fewer
-//! levels, and the four children of a slot sit in one or two cache lines. Cancel and reset
-//! reach a timer in the middle of the heap through a side table, `slots`: a [`TimerId`]
-//! names a slot there, which holds the timer's current index in the heap; every move in the
-//! heap updates it ("Index tracking"). A slot carries a generation, so the id of a timer that
-//! fired or was cancelled never names a later timer that reuses its slot.
+//! How: a 4-ary heap in a `Vec` (the children of heap index `i` are `4i+1 ..= 4i+4`, its
+//! parent `(i-1)/4`): a shallower tree than a binary heap, so `add` and `run_expired` climb
+//! fewer levels, and the four children of an entry sit in one or two cache lines. Cancel
+//! and reset reach a timer in the middle of the heap through a side table, `slots`: a
+//! [`TimerId`] names a slot there, which holds the timer's current index in the heap;
+//! every move in the heap updates it ("Index tracking"). A slot carries a generation, so
+//! the id of a timer that fired or was cancelled never names a later timer that reuses its
+//! slot.
 //!
 //! Rejected: Go's lazy deletion (`deltimer` marks the timer a zombie and `cleantimers` drops
 //! it when it reaches the top). It needs no index, but then `len` counts zombies and

@@ -23,7 +23,8 @@ const STEP3: &str = "ch11-timer.html#step-3";
 const STEP4: &str = "ch11-timer.html#step-4";
 const STEP5: &str = "ch11-timer.html#step-5";
 
-/// The largest heap the sweeps build: deep enough for four levels of a 4-ary heap.
+/// The largest heap the sweeps build: five levels of a 4-ary heap (four hold only 85
+/// entries), so every sift crosses several levels and the last level is partly full.
 const SWEEP: u64 = 300;
 
 fn tok(v: u64) -> Token {
@@ -136,10 +137,10 @@ fn assert_in_deadline_order(fired: &[u64], when_of: impl Fn(u64) -> u64, what: &
         let (a, b) = (when_of(pair[0]), when_of(pair[1]));
         assert!(
             a <= b,
-            "{what}: token {} (due at {a}) fired after token {} (due at {b}): run_expired \
+            "{what}: token {} (due at {b}) fired after token {} (due at {a}): run_expired \
              fires earliest first (book: {step})",
-            pair[0],
-            pair[1]
+            pair[1],
+            pair[0]
         );
     }
 }

@@ -31,9 +31,10 @@
 //! Each arming of a timer gets a token never used before, and the P's `entries` map holds
 //! the armed ones. A token that `run_expired` hands out is looked up and removed: one that
 //! is not there fired twice or after its cancel, one due later than `now` fired early, one
-//! due before the previous token fired out of order; after each run, `len` must equal the
-//! entries' count and `next_deadline` must be past `now`. Each is a [`TimerError`] that
-//! stops the runtime naming the rule (`Shared::fail`), never a G woken by mistake.
+//! due before the previous token fired out of order; after each add, cancel and run, `len`
+//! must equal the entries' count (the error names that call), and after a run
+//! `next_deadline` must be past `now`. Each is a [`TimerError`] that stops the runtime
+//! naming the rule (`Shared::fail`), never a G woken by mistake.
 //!
 //! Not here: the heap itself (part 11); `sleep`, `Ticker` and `timeout` (`time.rs`).
 
@@ -150,6 +151,19 @@ enum Retired {
     Cancelled,
 }
 
+/// The heap call just before a check of `len`, so its error names the call that broke it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Call {
+    Add {
+        when: u64,
+    },
+    /// A `cancel` that returned true.
+    Cancel,
+    RunExpired {
+        now: u64,
+    },
+}
+
 /// A rule of part 11 that a P's heap broke, found by the runtime.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum TimerError {
@@ -165,8 +179,12 @@ pub(crate) enum TimerError {
     OutOfOrder { token: u64, when: u64, before: u64 },
     /// `run_expired` returned another count than it handed to `fire`.
     Count { returned: usize, handed: usize },
-    /// `len` disagrees with the timers armed and not fired or cancelled.
-    Len { len: usize, armed: usize },
+    /// `len` disagrees with the timers armed and not fired or cancelled, right `after` a call.
+    Len {
+        len: usize,
+        armed: usize,
+        after: Call,
+    },
     /// After `run_expired(now)`, `next_deadline` still says a timer is due.
     LeftDue {
         next: Option<u64>,
@@ -196,8 +214,8 @@ impl fmt::Display for TimerError {
             FiredTwice { token } => write!(
                 f,
                 "token {token} fired twice: run_expired handed it out again after it had \
-                 fired (take each timer out of the heap before firing it; book: \
-                 ch11-timer.html#step-2)"
+                 fired (take each timer out of the heap before firing it, and call fire once \
+                 per timer; book: ch11-timer.html#step-2)"
             ),
             FiredAfterCancel { token } => write!(
                 f,
@@ -229,10 +247,45 @@ impl fmt::Display for TimerError {
                 "run_expired returned {returned} but handed {handed} tokens to fire (book: \
                  ch11-timer.html#step-2)"
             ),
-            Len { len, armed } => write!(
+            Len {
+                len,
+                armed,
+                after: Call::Add { when },
+            } => write!(
                 f,
-                "len() is {len} but {armed} timers are armed and neither fired nor \
-                 cancelled (book: ch11-timer.html#step-1)"
+                "after add({when}), len() is {len} but {armed} timers are armed and neither \
+                 fired nor cancelled: add puts exactly one timer in (book: \
+                 ch11-timer.html#step-1)"
+            ),
+            Len {
+                len,
+                armed,
+                after: Call::Cancel,
+            } if len == armed + 1 => write!(
+                f,
+                "after cancel(id) returned true, len() is still {len}: the timer stayed in \
+                 the heap ({armed} timers are armed now); a cancel that returns true takes \
+                 that timer out (book: ch11-timer.html#step-3)"
+            ),
+            Len {
+                len,
+                armed,
+                after: Call::Cancel,
+            } => write!(
+                f,
+                "after cancel(id) returned true, len() is {len} but {armed} timers are armed: \
+                 a cancel takes out exactly the one timer it names (book: \
+                 ch11-timer.html#step-3)"
+            ),
+            Len {
+                len,
+                armed,
+                after: Call::RunExpired { now },
+            } => write!(
+                f,
+                "after run_expired({now}), len() is {len} but {armed} timers are armed and \
+                 neither fired nor cancelled: each timer it fires leaves the heap, the others \
+                 stay (book: ch11-timer.html#step-2)"
             ),
             LeftDue { next, now, armed } => write!(
                 f,
@@ -346,14 +399,14 @@ impl TimerState {
         Ok(entry)
     }
 
-    /// `len` must match the armed timers.
-    fn check_len(&self) -> Result<(), TimerError> {
+    /// `len` must match the armed timers, right `after` that call.
+    fn check_len(&self, after: Call) -> Result<(), TimerError> {
         let len = heap_call("len", || self.heap.len())?;
         let armed = self.entries.len();
         if len == armed {
             Ok(())
         } else {
-            Err(TimerError::Len { len, armed })
+            Err(TimerError::Len { len, armed, after })
         }
     }
 }
@@ -438,7 +491,7 @@ impl Shared {
             },
         );
         timer.token.store(token, Relaxed);
-        if let Err(e) = st.check_len() {
+        if let Err(e) = st.check_len(Call::Add { when }) {
             self.fail(format!("timer (part 11): {e}"));
         }
         let next = st
@@ -470,7 +523,7 @@ impl Shared {
         st.entries.remove(&token);
         timer.token.store(0, Relaxed);
         st.retire(token, Retired::Cancelled);
-        if let Err(e) = st.check_len() {
+        if let Err(e) = st.check_len(Call::Cancel) {
             self.fail(format!("timer (part 11): {e}"));
         }
         let next = st
@@ -564,7 +617,7 @@ impl Shared {
             entry.timer.token.store(0, Relaxed);
             fired.push((entry.timer, entry.when));
         }
-        st.check_len()?;
+        st.check_len(Call::RunExpired { now })?;
         let next = heap_call("next_deadline", || st.heap.next_deadline())?;
         if next.is_some_and(|n| n <= now) || next.is_none() != st.entries.is_empty() {
             return Err(TimerError::LeftDue {
@@ -779,8 +832,55 @@ mod tests {
         }
         // The entries that failed a check are gone from the table: a second look fails too.
         assert!(st.take_fired(5, 200, 0).is_err());
-        let msg = TimerError::Len { len: 3, armed: 2 }.to_string();
-        assert!(msg.contains("len() is 3 but 2 timers"), "{msg}");
+        let twice = TimerError::FiredTwice { token: 1 }.to_string();
+        assert!(twice.contains("call fire once per timer"), "{twice}");
+        // A count check names the call it follows, and the step that call belongs to.
+        let len = |len, armed, after| TimerError::Len { len, armed, after }.to_string();
+        let cases = [
+            (
+                len(3, 2, Call::Add { when: 40 }),
+                "after add(40), len() is 3 but 2 timers",
+                "step-1",
+            ),
+            (
+                len(3, 2, Call::Cancel),
+                "after cancel(id) returned true, len() is still 3",
+                "step-3",
+            ),
+            (
+                len(1, 2, Call::Cancel),
+                "after cancel(id) returned true, len() is 1 but 2 timers",
+                "step-3",
+            ),
+            (
+                len(2, 0, Call::RunExpired { now: 70 }),
+                "after run_expired(70), len() is 2 but 0 timers",
+                "step-2",
+            ),
+            (
+                TimerError::Count {
+                    returned: 3,
+                    handed: 2,
+                }
+                .to_string(),
+                "run_expired returned 3 but handed 2 tokens",
+                "step-2",
+            ),
+        ];
+        for (msg, says, step) in cases {
+            assert!(msg.contains(says) && msg.contains(step), "{msg}");
+        }
+        // And the check itself: after a cancel that returned true but kept the timer.
+        let mut st = TimerState::new();
+        st.heap.add(10, Token::new(NonZeroU64::new(3).unwrap()));
+        assert_eq!(
+            st.check_len(Call::Cancel),
+            Err(TimerError::Len {
+                len: 1,
+                armed: 0,
+                after: Call::Cancel
+            })
+        );
     }
 
     /// A `next_deadline` that disagrees with what is armed would let the runtime sleep past
