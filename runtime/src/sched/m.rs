@@ -413,7 +413,7 @@ pub(super) fn execute(shared: &Shared, index: usize, g: Arc<G>) {
             })
             .unwrap_or_else(|| shared.gtable.remove(&g, None));
             // Nobody else holds the record now (no handle, waiter or table entry): keep it
-            // for this P's next spawn. Go: `gfput`.
+            // for this M's next spawn. Go: `gfput`.
             let mut g = g;
             if Arc::get_mut(&mut g).is_some() {
                 let full = with_m(shared.id, |m| {
