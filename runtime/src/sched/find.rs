@@ -29,6 +29,10 @@ const RUNNEXT_GRACE: Duration = Duration::from_micros(3);
 /// `RUNNEXT_GRACE` pauses).
 const SPIN_FOR: Duration = Duration::from_micros(20);
 
+/// The most `spin_loop` pauses between two looks of a spinning M: the pause doubles from
+/// one, so a busy P's queue lines are not read back-to-back while its owner writes them.
+const SPIN_PAUSE_MAX: u32 = 64;
+
 /// Every this many looks for work, an M that holds a P gives it to a parked M whose own
 /// started Gs wait for one, if there is such an M. Started Gs cannot move to a P's holder
 /// (see "Started Gs stay on their M" in `mod.rs`), so without this a G whose M lost its P
@@ -116,9 +120,15 @@ impl Sources for Look<'_> {
         // Only the victim's runnext holds a G: most likely its P's M is about to run it (a
         // parent that spawned it and now joins). Give that M a moment first, as Go's
         // `runqgrab` does (`usleep(3)`): taking it now sends a G and its parent's wake-up
-        // across Ms for nothing.
+        // across Ms for nothing. And only a G that sat there the whole grace is taken: if the holder put another in
+        // meanwhile, it ran the one seen and is busy with its own chain (Go: `runqgrab`'s
+        // `runnext.cas(next, 0)` after its `usleep(3)` fails and it looks again).
+        let seen = self.shared.runnext_puts(victim);
         let until = Instant::now() + RUNNEXT_GRACE;
-        while !stealer.is_empty() && Instant::now() < until {
+        while Instant::now() < until {
+            if stealer.is_empty() || self.shared.runnext_puts(victim) != seen {
+                return None;
+            }
             std::hint::spin_loop();
         }
         stealer.steal_into(self.runq, true)
@@ -220,11 +230,15 @@ pub(super) fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
             let waiting_here = shared.ms[index].homed.load(Ordering::Relaxed) > 0;
             if token.is_none() && (m.spinning || waiting_here) {
                 let until = Instant::now() + SPIN_FOR;
+                let mut pause = 1u32;
                 while token.is_none()
                     && Instant::now() < until
                     && !shared.shutdown.load(Ordering::Relaxed)
                 {
-                    std::hint::spin_loop();
+                    for _ in 0..pause {
+                        std::hint::spin_loop();
+                    }
+                    pause = (pause * 2).min(SPIN_PAUSE_MAX);
                     token = finder.find(&mut look, m.spinning);
                 }
             }

@@ -135,6 +135,10 @@ pub(crate) struct Shared {
     /// The thieves' end of every P's run queue, by P id, for every P ever made (a P retired
     /// by `set_procs` keeps its slot and is reused). Go: `allp[i].runq`.
     stealers: Box<[OnceLock<Stealer<CAPACITY>>]>,
+    /// How many Gs each P's holder has put in its runnext, by P id: a thief waiting for a
+    /// victim's runnext to be run (`find.rs`, `RUNNEXT_GRACE`) sees whether it is still the
+    /// same G. Go compares the `runnext` pointer itself; part 07's ring does not show it.
+    runnext_puts: Box<[PaddedCounter]>,
     /// Every P's timers (part 11's heap behind its own lock), by P id, made on first use;
     /// a P's heap outlives the P's retirement (`timer.rs`). Go: `allp[i].timers`.
     timers: Box<[OnceLock<Box<timer::PTimers>>]>,
@@ -254,6 +258,7 @@ impl Runtime {
                         .map_or_else(OnceLock::new, OnceLock::from)
                 })
                 .collect(),
+            runnext_puts: (0..MAX_PROCS).map(|_| PaddedCounter::default()).collect(),
             timers: (0..MAX_PROCS).map(|_| OnceLock::new()).collect(),
             sleeper: timer::Sleeper::new(),
             global: GlobalQueue::new(),
@@ -496,6 +501,9 @@ impl Shared {
                     Some(p) => {
                         let mut spill = Vec::new();
                         p.runq.push_next(token, |t| spill.push(t));
+                        // Only this P's holder writes its count: a load and a store, no RMW.
+                        let puts = &self.runnext_puts[p.id].0;
+                        puts.store(puts.load(Relaxed).wrapping_add(1), Relaxed);
                         self.global.push_batch(&mut spill);
                         true
                     }
@@ -707,6 +715,11 @@ impl Shared {
 
     pub(crate) fn procs(&self) -> usize {
         self.procs.load(Relaxed)
+    }
+
+    /// How many Gs P `id`'s holders have put in its runnext (see `runnext_puts`).
+    fn runnext_puts(&self, id: usize) -> u64 {
+        self.runnext_puts.get(id).map_or(0, |c| c.0.load(Relaxed))
     }
 
     /// The thieves' end of P `id`'s queue, if that P was ever made.
@@ -995,3 +1008,9 @@ mod tests {
         });
     }
 }
+
+/// A counter alone on its cache line (two, for the adjacent-line prefetcher), so thieves
+/// reading one P's count do not slow the holders of the others.
+#[derive(Default)]
+#[repr(align(128))]
+struct PaddedCounter(AtomicU64);
