@@ -408,25 +408,26 @@ pub(super) fn execute(shared: &Shared, index: usize, g: Arc<G>) {
             {
                 me.locked.store(false, Relaxed);
             }
-            with_m(shared.id, |m| {
-                shared.gtable.remove(&g, m.p.as_mut().map(|p| &mut p.slots))
-            })
-            .unwrap_or_else(|| shared.gtable.remove(&g, None));
-            // Nobody else holds the record now (no handle, waiter or table entry): keep it
-            // for this M's next spawn. Go: `gfput`.
-            let mut g = g;
-            if Arc::get_mut(&mut g).is_some() {
-                let full = with_m(shared.id, |m| {
-                    if m.free_gs.len() < FREE_GS_MAX {
-                        m.free_gs.push(g);
-                        None
-                    } else {
-                        Some(g)
-                    }
-                });
-                // Dropped outside the M's context.
-                drop(full);
+            // Out of the table, then, if nobody else holds the record now (no handle, waiter
+            // or table entry), kept for this M's next spawn (Go: `gfput`): one visit to the
+            // M's context for both, on this per-G path.
+            let mut g = Some(g);
+            let visited = with_m(shared.id, |m| {
+                let record = g.as_mut().expect("taken only here");
+                shared
+                    .gtable
+                    .remove(record, m.p.as_mut().map(|p| &mut p.slots));
+                if m.free_gs.len() < FREE_GS_MAX && Arc::get_mut(record).is_some() {
+                    m.free_gs.extend(g.take());
+                }
+            });
+            if visited.is_none()
+                && let Some(record) = &g
+            {
+                shared.gtable.remove(record, None);
             }
+            // A record not kept is dropped here, outside the M's context.
+            drop(g);
         }
     }
 }
