@@ -368,6 +368,26 @@ pub fn serve_threads(listener: TcpListener, max_conns: u64) -> Result<u64, Bench
     Ok(accepted)
 }
 
+/// The `echo-threads` server as a whole program: binds `addr` (loopback only), ends the
+/// process by itself after `limit`, and serves a thread per connection until then. The
+/// `echo-threads` bin and the class bench's `--echo-threads` mode both run this.
+pub fn run_threads_server(addr: SocketAddr, limit: Duration) -> Result<(), BenchError> {
+    require_loopback(addr)?;
+    let listener =
+        TcpListener::bind(addr).map_err(|e| io_err(&format!("echo-threads: bind {addr}"), e))?;
+    // The bound: the process ends by itself, whatever its connections are doing.
+    thread::spawn(move || {
+        thread::sleep(limit);
+        eprintln!("echo-threads: {} s are up, exiting", limit.as_secs());
+        std::process::exit(0);
+    });
+    eprintln!(
+        "echo-threads: serving on {addr}, one thread per connection, for at most {} s",
+        limit.as_secs()
+    );
+    serve_threads(listener, u64::MAX).map(drop)
+}
+
 /// Echoes one connection until its peer closes or an error.
 fn echo_one(mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);

