@@ -509,6 +509,15 @@ impl Waiter {
         }
     }
 
+    /// Whether both are the same G, or the same thread.
+    pub(crate) fn is(&self, other: &Waiter) -> bool {
+        match (self, other) {
+            (Waiter::G(a), Waiter::G(b)) => Arc::ptr_eq(a, b),
+            (Waiter::Thread(a), Waiter::Thread(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
     /// Wakes the waiter, from any thread.
     pub(crate) fn wake(&self) {
         match self {

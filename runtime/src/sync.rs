@@ -93,11 +93,43 @@ impl WaitGroup {
                 if inner.count == 0 {
                     return;
                 }
-                inner.waiters.push(me.clone());
+                // Back from an early wake-up, it is listed already: once is enough, or
+                // `done` would wake it twice and the list would grow with each early wake.
+                if !inner.waiters.iter().any(|w| w.is(&me)) {
+                    inner.waiters.push(me.clone());
+                }
             }
             if me.wait(WaitReason::WaitGroup).is_err() {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_waiter_woken_early_is_listed_once() {
+        let wg = WaitGroup::new();
+        wg.add(1);
+        // A wake-up left over from before: this thread's first park returns at once, and
+        // `wait` loops with the count still 1.
+        crate::sched::thread_parker().unpark();
+        let other = wg.clone();
+        let checker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            let listed = lock(&other.inner).waiters.len();
+            other.done();
+            listed
+        });
+        wg.wait();
+        assert_eq!(
+            checker.join().expect("the checking thread ends"),
+            1,
+            "the waiting thread should be listed once after its early wake-up"
+        );
     }
 }
