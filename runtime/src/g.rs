@@ -455,8 +455,21 @@ pub fn park() {
 /// Outside a G.
 pub fn yield_now() {
     let g = running_g("yield_now");
+    refuse_in_call("yield_now");
     if !tearing_down() {
         g.switch_out(SwitchOut::Yield);
+    }
+}
+
+/// A G inside `gmp::blocking` has no P: switching out would leave its call half done on an
+/// M that gives the P away (`sched/syscall.rs`), so a wait there is refused by name.
+fn refuse_in_call(what: &str) {
+    if crate::sched::syscall::in_call() {
+        panic!(
+            "gmp: {what} inside gmp::blocking: the G is in a blocking call and has no P, so it \
+             cannot wait on the runtime there; wait before or after the call, or use std's \
+             blocking waits inside it"
+        );
     }
 }
 
@@ -469,6 +482,7 @@ fn park_current(g: &G, reason: WaitReason) -> Result<(), TornDown> {
     if tearing_down() {
         return Err(TornDown);
     }
+    refuse_in_call("a wait (park, sleep, channel, join, WaitGroup)");
     if g.state.park(reason) {
         g.switch_out(SwitchOut::Park);
     }

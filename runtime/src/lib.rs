@@ -30,6 +30,7 @@
 //! | `g` | 6 | each G's state, [`park`] / [`GHandle::unpark`], run-twice and lost-wake-up checks |
 //! | `runq` | 7 | each P's run queue: a 256-slot ring with runnext, overflow to the global queue |
 //! | `steal` | 8 | where an M looks for work, stealing, spinning Ms, [`default_procs`] from cgroups |
+//! | `syscall` | 9 | [`blocking`] calls: the P hand-off, sysmon's retake and clock, [`Bound`] |
 //! | `timer` | 11 | each P's timer heap: [`time::sleep`], [`time::Ticker`], [`time::timeout`], `recv_timeout` |
 //!
 //! Each part comes from `solutions/` unless its `mine-NN` feature is on; [`PARTS`] says
@@ -42,6 +43,7 @@
 //! started move between Ms. [`Builder::migrate_gs`] is the `unsafe` opt-in to Go's way,
 //! where any G may resume on any M.
 
+mod blocking;
 pub mod builder;
 pub mod chan;
 mod engine;
@@ -54,6 +56,7 @@ pub mod sync;
 mod task;
 pub mod time;
 
+pub use blocking::{BlockingError, Bound, Permit, blocking};
 pub use builder::{BuildError, Builder, StackLayout, StackSize, default_procs};
 pub use engine::Engine;
 pub use g::{GHandle, current, park, stack_bounds, yield_now};
