@@ -102,9 +102,11 @@ where
 /// The count is part 09's [`Bound`](syscall::Bound); the waiting is here.
 ///
 /// Acquire before you spawn: a G that waits for a permit has started, so it stays on its M
-/// (S1), and when that M is in another G's call the permit waits for that call too. Taking
-/// the [`Permit`] in the spawner ([`acquire`](Bound::acquire)) and moving it into a fresh G
-/// lets the call start on any M (chapter 9 measures both).
+/// (S1), and when that M is in another G's call the permit waits for that call too. Take
+/// the [`Permit`] in the spawner ([`acquire`](Bound::acquire)) and move it into a fresh G,
+/// which may start on any M; a spawner that also calls [`lock_os_thread`](crate::lock_os_thread)
+/// keeps the calls off its own M. Chapter 9, "What S1 costs around a call", measures the
+/// three ways.
 ///
 /// ```
 /// gmp::run(|| {
@@ -136,7 +138,7 @@ struct BoundInner {
 }
 
 /// One permit of a [`Bound`], given back on drop (waking the longest waiter). `Send`: take
-/// it in the spawner and move it into the G (chapter 9, "Acquire before you spawn").
+/// it in the spawner and move it into the G (see [`Bound`]).
 #[must_use = "a permit dropped at once bounds nothing: hold it across the call"]
 pub struct Permit {
     permit: Option<syscall::Permit>,

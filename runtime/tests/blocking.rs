@@ -55,14 +55,17 @@ fn a_g_in_a_long_blocking_call_does_not_stop_a_fresh_g_on_the_only_p() {
 }
 
 /// Runs 100 Gs that each make a 100 ms blocking call at 2 Ps: unbounded, or through a
-/// `gmp::Bound` of `n` taken by the spawner before each `go` (chapter 9: "Acquire before
-/// you spawn"); returns (OS threads added, Ms started).
+/// `gmp::Bound` of `n` taken by the spawner before each `go` (chapter 9, "What S1 costs
+/// around a call"); returns (OS threads added, Ms started).
 fn hundred_calls(bound: Option<usize>) -> (usize, usize) {
     let before = gmp::metrics().unwrap().os_threads as usize;
     let start = Instant::now();
     let rt = Runtime::builder().procs(2).build().unwrap();
     let (during, ms) = rt.block_on(move || {
         let bound = bound.map(|n| gmp::Bound::new(n).unwrap());
+        // The spawner keeps its M to itself, so no fresh G makes its call there and holds
+        // the spawner up for a whole call (chapter 9, "What S1 costs around a call").
+        gmp::lock_os_thread();
         let gs: Vec<_> = (0..100)
             .map(|_| {
                 let permit = bound.as_ref().map(|b| b.acquire().unwrap());

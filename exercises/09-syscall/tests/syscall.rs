@@ -816,6 +816,7 @@ fn step4_four_threads_never_hold_more_than_n_permits() {
 // ---------------------------------------------------------------------------------------
 
 const HANDOFF: &str = "ch09-syscall.html#in-the-runtime";
+const S1_COST: &str = "ch09-syscall.html#s1-cost";
 
 const TICKER: Step = Step {
     name: "one P: a Ticker G ticks while another G is in a 200 ms blocking call",
@@ -893,11 +894,13 @@ fn whole_runtime_100_calls_through_a_bound_of_8_use_about_8_threads() {
             let progress = progress.clone();
             let rt = gmp::Runtime::builder().procs(2).build().unwrap();
             rt.block_on(move || {
+                // The spawner takes each permit and keeps its M to itself, so every call
+                // starts in a fresh G on another M (chapter 9, "What S1 costs around a call").
+                gmp::lock_os_thread();
                 let bound = gmp::Bound::new(8).unwrap();
                 let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
                 let gs: Vec<_> = (0..100)
                     .map(|_| {
-                        // Acquire before you spawn (chapter 9): the permit moves into a fresh G.
                         let permit = bound.acquire().unwrap();
                         let (now, most, progress) = (now.clone(), most.clone(), progress.clone());
                         gmp::go(move || {
@@ -928,7 +931,7 @@ fn whole_runtime_100_calls_through_a_bound_of_8_use_about_8_threads() {
     assert!(
         ms_started <= 8 + 2 + 3,
         "100 calls through a Bound of 8 at 2 Ps started {ms_started} Ms; about 8 + 2 are \
-         expected (book: {HANDOFF})"
+         expected (book: {S1_COST})"
     );
 }
 
