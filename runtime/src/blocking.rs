@@ -69,7 +69,8 @@ impl std::error::Error for BlockingError {}
 /// one, waiting for one if needed. Go: what every system call does (`entersyscall`,
 /// `exitsyscall`).
 ///
-/// Each call in flight can cost an OS thread: bound many of them with a [`Bound`].
+/// Each call in flight can cost an OS thread: bound many of them with a [`Bound`]. Dropping
+/// the runtime waits for the calls in flight, as joining a thread waits for its call.
 ///
 /// Outside a G (on a plain thread) it just runs `f`: there is no P to hand on.
 ///

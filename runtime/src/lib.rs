@@ -35,8 +35,9 @@
 //!
 //! Each part comes from `solutions/` unless its `mine-NN` feature is on; [`PARTS`] says
 //! which. This is stage 2 of the runtime (chapters 7 and 8): Go's G-M-P with a run queue per
-//! P and work stealing, a rendezvous channel ([`chan`]) and a WaitGroup ([`sync`]). Blocking
-//! calls, timers, the netpoller and full channels arrive chapter by chapter.
+//! P and work stealing, a rendezvous channel ([`chan`]) and a WaitGroup ([`sync`]), with
+//! blocking calls ([`blocking`], chapter 9: a sysmon thread hands their Ps on) and timers
+//! ([`time`], chapter 11); the netpoller and full channels arrive chapter by chapter.
 //!
 //! A G that has started stays on the M (the OS thread) that first ran it, so a borrow of a
 //! thread-local held across [`park`] or [`yield_now`] stays valid; only Gs that have not

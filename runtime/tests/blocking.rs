@@ -276,3 +276,27 @@ fn a_bound_of_zero_is_refused_and_its_waiters_park_in_turn() {
     assert_eq!(done, 30, "every G got a permit in turn");
     assert!(most <= 2, "{most} calls ran at once through a Bound of 2");
 }
+
+#[test]
+fn sysmon_records_the_cpu_quota_only_when_it_chose_the_p_count() {
+    let set = watched("quota_procs with procs set", || {
+        Runtime::builder()
+            .procs(1)
+            .build()
+            .unwrap()
+            .block_on(|| gmp::metrics().unwrap().quota_procs)
+    });
+    assert_eq!(
+        set, 0,
+        "a runtime whose P count was set does not follow the quota"
+    );
+    if std::env::var("GMP_PROCS").is_err() {
+        let followed = watched("quota_procs with the default P count", || {
+            Runtime::builder()
+                .build()
+                .unwrap()
+                .block_on(|| gmp::metrics().unwrap().quota_procs)
+        });
+        assert_eq!(followed, gmp::default_procs());
+    }
+}

@@ -113,7 +113,9 @@ pub struct Runtime {
 /// Lock order: under `sched`, only `m_handles` and `newm_failed` (by `newm`) and the global
 /// queue's lock (`retire`) are taken, each a leaf; nothing takes `sched` while holding
 /// another (the channel, join-slot and WaitGroup locks are released before their wakers
-/// call `ready`, which may take it). A G-table slot's lock (`gtable.rs`) is a leaf too. `stack_refusal` is held
+/// call `ready`, which may take it). A G-table slot's lock (`gtable.rs`) is a leaf too, and so is a P's
+/// parking place for blocking calls (`CallP::parked`, `syscall.rs`): sysmon releases it before
+/// it takes `sched` to hand the P on. `stack_refusal` is held
 /// while `maps.rs` takes its `READER`, never the other way round. `broken`, `main_waiter`
 /// and `RUNTIMES` are each taken alone. A P's timer lock (`timer.rs`) is taken alone too,
 /// except by `fail`, which takes `sched` under it when a broken heap stops the runtime.
