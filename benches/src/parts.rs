@@ -213,6 +213,12 @@ pub const ROWS: &[RowParts] = &[
     ),
     // Stacks, park/ready, the rings, the find order and the timer heap.
     row("g.sleep.", Section::Timers, &[5, 6, 7, 8, 11], ""),
+    row(
+        "blocking.go.",
+        Section::Blocking,
+        &[],
+        "Go's blocking calls are Go's runtime (benches/go/blocking)",
+    ),
     // Stacks, park/ready, the rings, the find order and the P hand-off around each call.
     row("blocking.", Section::Blocking, &[5, 6, 7, 8, 9], ""),
     row(

@@ -4,14 +4,16 @@
 //! the run added (`/proc/self/task`) and the wall time. Each run happens in a fresh copy of
 //! this program (`--blocking`), so the count holds only that runtime's threads.
 //!
-//! Go's twin is not measured: Go's `time.Sleep` parks a goroutine without a thread, and a
-//! thread-holding call (cgo, or a raw `syscall.Nanosleep`) needs a cgo toolchain or a
-//! platform-specific program; chapter 9 gives Go's behaviour from its source instead.
+//! Go's twin (`benches/go/blocking`, when `go` is on PATH) makes the same calls as raw
+//! `syscall.Nanosleep`s (a thread-holding system call without cgo; Go's `time.Sleep` would
+//! hold no thread), through a channel of 8 as the senior article's semaphore.
 
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use gmp_benches::figures::fig;
+use gmp_benches::go::{GO_SKIP_LINE, GoBench, go_on_path};
 use gmp_benches::report::{Report, Row};
 
 use crate::Out;
@@ -28,18 +30,23 @@ type Run = Result<(usize, Duration), String>;
 pub(crate) struct Blocking {
     unbounded: Run,
     bounded: Run,
+    go_unbounded: Run,
+    go_bounded: Run,
 }
 
 impl Blocking {
     pub(crate) fn skipped() -> Blocking {
+        let skipped = || Err("skipped".to_string());
         Blocking {
-            unbounded: Err("skipped".to_string()),
-            bounded: Err("skipped".to_string()),
+            unbounded: skipped(),
+            bounded: skipped(),
+            go_unbounded: skipped(),
+            go_bounded: skipped(),
         }
     }
 }
 
-pub(crate) fn measure(out: &Out) -> Blocking {
+pub(crate) fn measure(out: &Out, dir: &Path) -> Blocking {
     out.line("");
     out.line(
         "100 blocking calls of 100 ms at P=2 (chapter 9): unbounded, then through a Bound of 8",
@@ -50,16 +57,62 @@ pub(crate) fn measure(out: &Out) -> Blocking {
     );
     let unbounded = in_child(None);
     let bounded = in_child(Some(BOUND));
-    for (what, run) in [("unbounded", &unbounded), ("Bound(8)", &bounded)] {
+    let (go_unbounded, go_bounded) = match go_on_path() {
+        None => (Err(GO_SKIP_LINE.to_string()), Err(GO_SKIP_LINE.to_string())),
+        Some(go) => match GoBench::build_blocking(&go, &dir.join("go")) {
+            Ok(exe) => (go_run(&exe, "unbounded"), go_run(&exe, &BOUND.to_string())),
+            Err(e) => (Err(e.to_string()), Err(e.to_string())),
+        },
+    };
+    for (what, run) in [
+        ("gmp unbounded", &unbounded),
+        ("gmp Bound(8)", &bounded),
+        ("Go unbounded", &go_unbounded),
+        ("Go semaphore of 8", &go_bounded),
+    ] {
         match run {
             Ok((threads, wall)) => out.result(&format!(
                 "{what}: {threads} OS threads added, {:.0} ms wall",
                 wall.as_secs_f64() * 1e3
             )),
-            Err(e) => out.result(&format!("{what}: failed: {e}")),
+            Err(e) => out.result(&format!("{what}: {e}")),
         }
     }
-    Blocking { unbounded, bounded }
+    Blocking {
+        unbounded,
+        bounded,
+        go_unbounded,
+        go_bounded,
+    }
+}
+
+/// Runs the Go twin once (`unbounded` or a bound) with GOMAXPROCS=2.
+fn go_run(exe: &Path, arg: &str) -> Run {
+    let out = Command::new(exe)
+        .arg(arg)
+        .env("GOMAXPROCS", PROCS.to_string())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "Go's blocking program failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let field = |name: &str| -> Option<f64> {
+        text.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?
+            .parse()
+            .ok()
+    };
+    match (field("threads_added"), field("wall_ms")) {
+        (Some(t), Some(ms)) if t >= 0.0 => Ok((t as usize, Duration::from_secs_f64(ms / 1e3))),
+        _ => Err(format!(
+            "unexpected output of Go's blocking program: {text}"
+        )),
+    }
 }
 
 /// Runs `--blocking unbounded|N` in a fresh copy of this program and parses its line.
@@ -175,11 +228,14 @@ pub(crate) fn rows(report: &mut Report, b: &Blocking) {
         "Blocking calls: {CALLS} Gs each call gmp::blocking(|| std::thread::sleep(100 ms)) at \
          P={PROCS}, in a fresh process (`class-bench --blocking`); bounded, a spawner that \
          called lock_os_thread takes each permit of a gmp::Bound of {BOUND} before its go. \
-         Threads are /proc/self/task added while the calls ran (the Ms and sysmon). Go is not \
-         measured here: its time.Sleep holds no thread (chapter 9 says what Go does)."
+         Threads are /proc/self/task added while the calls ran (the Ms and sysmon). Go \
+         (benches/go/blocking, GOMAXPROCS={PROCS}) makes raw syscall.Nanosleep calls (Go's \
+         time.Sleep would hold no thread), bounded by a channel of {BOUND}; its threads are \
+         Threads: of /proc/self/status at the end minus at the start."
     ));
     let text = |r: &Run, f: fn(&(usize, Duration)) -> f64, digits: usize| match r {
         Ok(v) => (format!("{:.digits$}", f(v)), Some(f(v))),
+        Err(e) if e == GO_SKIP_LINE => ("skipped (no go)".to_string(), None),
         Err(_) => ("failed".to_string(), None),
     };
     let threads = |v: &(usize, Duration)| v.0 as f64;
@@ -216,6 +272,38 @@ pub(crate) fn rows(report: &mut Report, b: &Blocking) {
             wall_s,
             2,
             fig("ref.blocking_wall_bound_locked").text(),
+        ),
+        (
+            "blocking.go.threads.unbounded",
+            "OS threads added, Go unbounded",
+            &b.go_unbounded,
+            threads,
+            0,
+            format!("Go {}", fig("go.blocking_threads_unbounded").text()),
+        ),
+        (
+            "blocking.go.threads.bound8",
+            "OS threads added, Go through a channel of 8",
+            &b.go_bounded,
+            threads,
+            0,
+            format!("Go {}", fig("go.blocking_threads_bound").text()),
+        ),
+        (
+            "blocking.go.wall_s.unbounded",
+            "wall time, Go unbounded (s)",
+            &b.go_unbounded,
+            wall_s,
+            2,
+            format!("Go {}", fig("go.blocking_wall_unbounded").text()),
+        ),
+        (
+            "blocking.go.wall_s.bound8",
+            "wall time, Go through a channel of 8 (s)",
+            &b.go_bounded,
+            wall_s,
+            2,
+            format!("Go {}", fig("go.blocking_wall_bound").text()),
         ),
     ] {
         let (shown, value) = text(run, f, digits);

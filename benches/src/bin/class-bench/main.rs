@@ -414,7 +414,7 @@ fn main() -> ExitCode {
         "blocking calls",
         section(Section::Blocking),
         blocking::Blocking::skipped,
-        || blocking::measure(&out),
+        || blocking::measure(&out, &dir),
     );
     let timers = guarded(
         (&mut failures, &mut times),
