@@ -300,3 +300,33 @@ fn sysmon_records_the_cpu_quota_only_when_it_chose_the_p_count() {
         assert_eq!(followed, gmp::default_procs());
     }
 }
+
+/// A destructor that waits on the runtime while a panic unwinds out of a call must not
+/// panic again (that would abort the process): the wait returns at once.
+#[test]
+fn a_destructor_that_yields_while_a_call_unwinds_does_not_abort() {
+    struct YieldOnDrop;
+    impl Drop for YieldOnDrop {
+        fn drop(&mut self) {
+            gmp::yield_now();
+            gmp::park();
+        }
+    }
+    let message = watched("a yielding destructor in a panicking call", || {
+        let rt = Runtime::builder().procs(1).build().unwrap();
+        rt.block_on(|| {
+            gmp::go(|| {
+                gmp::blocking(|| {
+                    let _guard = YieldOnDrop;
+                    panic!("the call failed with a guard alive");
+                })
+            })
+            .join()
+            .expect_err("the panic must reach the join")
+            .message()
+            .unwrap_or_default()
+            .to_string()
+        })
+    });
+    assert!(message.contains("guard alive"), "{message}");
+}
