@@ -119,6 +119,34 @@ impl GoBench {
         go_build(go, ".", out_dir, "gobench").map(|exe| GoBench { exe })
     }
 
+    /// Builds chapter 9's Go twin (`benches/go/blocking`: 100 goroutines in a blocking
+    /// system call, unbounded or through a channel semaphore) into `out_dir`; returns the
+    /// program's path. It prints `threads_added=N wall_ms=M`.
+    pub fn build_blocking(go: &Path, out_dir: &Path) -> Result<PathBuf, BenchError> {
+        let out_dir = std::path::absolute(out_dir)
+            .map_err(|e| BenchError::new(&format!("finding {}", out_dir.display()), e))?;
+        std::fs::create_dir_all(&out_dir)
+            .map_err(|e| BenchError::new(&format!("creating {}", out_dir.display()), e))?;
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("go");
+        let exe = out_dir.join("go-blocking");
+        let what = format!(
+            "building {}/blocking with `{} build`",
+            source.display(),
+            go.display()
+        );
+        let output = go_command(go, &out_dir)
+            .args(["build", "-o"])
+            .arg(&exe)
+            .arg("./blocking")
+            .current_dir(&source)
+            .output()
+            .map_err(|e| BenchError::new(&what, format!("cannot start go: {e}")))?;
+        if !output.status.success() {
+            return Err(BenchError::new(&what, format!("go {}", exited(&output))));
+        }
+        Ok(exe)
+    }
+
     /// What `go version` says, e.g. `go version go1.27.3 linux/amd64`.
     pub fn version(go: &Path) -> Result<String, BenchError> {
         // Go writes telemetry counters even for `go version`: a scratch dir, not $HOME.

@@ -46,12 +46,14 @@ pub const MINE: &[u8] = &[
     7,
     #[cfg(feature = "mine-08")]
     8,
+    #[cfg(feature = "mine-09")]
+    9,
     #[cfg(feature = "mine-11")]
     11,
 ];
 
 /// The parts that have a `mine-NN` feature here, so the class bench can run on them.
-pub const SWAPPABLE: &[u8] = &[1, 2, 3, 4, 5, 6, 7, 8, 11];
+pub const SWAPPABLE: &[u8] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 11];
 
 /// A group of class-bench rows measured together; `--only` picks groups by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -77,6 +79,8 @@ pub enum Section {
     Programs,
     /// Chapters 7–8: the same five on Go, tokio and may.
     Peers,
+    /// Chapter 9: 100 blocking calls, threads and wall time, unbounded and bounded.
+    Blocking,
     /// Chapter 11: 100k Gs sleeping, wall time and RSS, beside Go.
     Timers,
     /// Chapter 10: echo and HTTP servers under load, gmp beside Go and a thread per
@@ -86,7 +90,7 @@ pub enum Section {
 
 impl Section {
     /// Every section, in the order the class bench runs them.
-    pub const ALL: [Section; 12] = [
+    pub const ALL: [Section; 13] = [
         Section::Process,
         Section::Spawn,
         Section::Handoff,
@@ -97,6 +101,7 @@ impl Section {
         Section::Parked,
         Section::Programs,
         Section::Peers,
+        Section::Blocking,
         Section::Timers,
         Section::Net,
     ];
@@ -114,6 +119,7 @@ impl Section {
             Section::Parked => "parked",
             Section::Programs => "programs",
             Section::Peers => "peers",
+            Section::Blocking => "blocking",
             Section::Timers => "timers",
             Section::Net => "net",
         }
@@ -226,6 +232,14 @@ pub const ROWS: &[RowParts] = &[
     ),
     // Stacks, park/ready, the rings, the find order, the timer heap (read timeouts).
     row("net.gmp.", Section::Net, &[5, 6, 7, 8, 11], ""),
+    row(
+        "blocking.go.",
+        Section::Blocking,
+        &[],
+        "Go's blocking calls are Go's runtime (benches/go/blocking)",
+    ),
+    // Stacks, park/ready, the rings, the find order and the P hand-off around each call.
+    row("blocking.", Section::Blocking, &[5, 6, 7, 8, 9], ""),
     row(
         "g.parked.go_",
         Section::Parked,

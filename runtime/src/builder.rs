@@ -14,6 +14,9 @@ use crate::sched::Runtime;
 /// from starting thousands of threads.
 pub const MAX_PROCS: usize = 1024;
 
+/// Default cap on a runtime's Ms ([`Builder::max_threads`]): Go's `SetMaxThreads` default.
+pub const DEFAULT_MAX_THREADS: usize = 10_000;
+
 /// Default stack of an M: g0 runs on it (Gs have their own), as large as Rust's default for
 /// spawned threads, so a G's code that runs on g0 by mistake still has room.
 pub const DEFAULT_M_STACK: usize = 2 << 20;
@@ -56,6 +59,7 @@ pub struct Builder {
     layout: Option<StackLayout>,
     migrate: bool,
     engine: Option<Engine>,
+    max_threads: usize,
 }
 
 /// Why a runtime could not be built.
@@ -86,6 +90,14 @@ pub enum BuildError {
     Stacks {
         /// Part 05's explanation.
         reason: String,
+    },
+    /// A cap on Ms ([`Builder::max_threads`]) below the P count or above
+    /// [`DEFAULT_MAX_THREADS`].
+    BadMaxThreads {
+        /// The cap as given.
+        value: usize,
+        /// The P count it must be at least.
+        procs: usize,
     },
     /// Part 02 refused to start an M (stack too small, bad CPU, out of threads).
     StartM {
@@ -119,6 +131,11 @@ impl fmt::Display for BuildError {
                 f,
                 "bad G stack setting (Builder::stack_size or the stack layout): {reason}"
             ),
+            BuildError::BadMaxThreads { value, procs } => write!(
+                f,
+                "bad Builder::max_threads({value}): every P needs an M, so it must be from the \
+                 P count ({procs}) to {DEFAULT_MAX_THREADS}; leave it out for {DEFAULT_MAX_THREADS}"
+            ),
             BuildError::StartM { index, reason } => {
                 write!(f, "could not start M {index}: {reason}")
             }
@@ -138,6 +155,7 @@ impl Default for Builder {
             layout: None,
             migrate: false,
             engine: None,
+            max_threads: DEFAULT_MAX_THREADS,
         }
     }
 }
@@ -218,6 +236,17 @@ impl Builder {
         self
     }
 
+    /// The most Ms (OS threads running Gs or blocking calls) the runtime starts. Ms start on
+    /// demand: one per P, plus one for each P handed on while its M is in a
+    /// [`blocking`](crate::blocking) call. A blocking call that could need an M past the cap
+    /// fails with [`BlockingError::TooManyThreads`](crate::BlockingError::TooManyThreads)
+    /// naming it. Default [`DEFAULT_MAX_THREADS`], as Go's `debug.SetMaxThreads`; at least
+    /// the P count. (Go exits the process past its cap; gmp tells the calling G.)
+    pub fn max_threads(mut self, n: usize) -> Builder {
+        self.max_threads = n;
+        self
+    }
+
     /// Pins M `i` to the i-th allowed CPU (wrapping), as the chapter 3 benches do.
     pub fn pin_ms(mut self, pin: bool) -> Builder {
         self.pin_ms = pin;
@@ -226,13 +255,21 @@ impl Builder {
 
     /// Checks every setting and starts the Ms.
     pub fn build(self) -> Result<Runtime, BuildError> {
-        let procs = match self.procs {
-            Some(n) => check_procs("Builder::procs", &n.to_string())?,
+        // `None`: the count is the CPU quota's, which sysmon follows (`sched/sysmon.rs`).
+        let procs_set = match self.procs {
+            Some(n) => Some(check_procs("Builder::procs", &n.to_string())?),
             None => match std::env::var("GMP_PROCS") {
-                Ok(value) => check_procs("GMP_PROCS", &value)?,
-                Err(_) => default_procs(),
+                Ok(value) => Some(check_procs("GMP_PROCS", &value)?),
+                Err(_) => None,
             },
         };
+        let procs = procs_set.unwrap_or_else(default_procs);
+        if !(procs..=DEFAULT_MAX_THREADS).contains(&self.max_threads) {
+            return Err(BuildError::BadMaxThreads {
+                value: self.max_threads,
+                procs,
+            });
+        }
         let cpus = if self.pin_ms {
             osthread::allowed_cpus().map_err(|e| BuildError::StartM {
                 index: 0,
@@ -283,6 +320,8 @@ impl Builder {
         let chunked = layout != StackLayout::Guarded;
         Runtime::start(
             procs,
+            procs_set.is_none(),
+            self.max_threads,
             self.m_stack.0,
             &cpus,
             stacks,

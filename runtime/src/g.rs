@@ -455,9 +455,27 @@ pub fn park() {
 /// Outside a G.
 pub fn yield_now() {
     let g = running_g("yield_now");
-    if !tearing_down() {
+    if !tearing_down() && !refuse_in_call("yield_now") {
         g.switch_out(SwitchOut::Yield);
     }
+}
+
+/// A G inside `gmp::blocking` has no P: switching out would leave its call half done on an
+/// M that gives the P away (`sched/syscall.rs`), so a wait there is refused by name. While
+/// a panic unwinds out of the call (a destructor that waits), a second panic would abort the
+/// process: then returns `true`, and the caller does not wait (as for a torn-down G).
+fn refuse_in_call(what: &str) -> bool {
+    if !crate::sched::syscall::in_call() {
+        return false;
+    }
+    if std::thread::panicking() {
+        return true;
+    }
+    panic!(
+        "gmp: {what} inside gmp::blocking: the G is in a blocking call and has no P, so it \
+         cannot wait on the runtime there; wait before or after the call, or use std's \
+         blocking waits inside it"
+    );
 }
 
 /// A wait that can never end: the waiting G is being torn down, no M will run it again.
@@ -467,6 +485,9 @@ pub(crate) struct TornDown;
 fn park_current(g: &G, reason: WaitReason) -> Result<(), TornDown> {
     // Checked before part 06 sees a park: a torn-down G is not running.
     if tearing_down() {
+        return Err(TornDown);
+    }
+    if refuse_in_call("a wait (park, sleep, channel, join, WaitGroup)") {
         return Err(TornDown);
     }
     if g.state.park(reason) {

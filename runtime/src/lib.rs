@@ -30,18 +30,21 @@
 //! | `g` | 6 | each G's state, [`park`] / [`GHandle::unpark`], run-twice and lost-wake-up checks |
 //! | `runq` | 7 | each P's run queue: a 256-slot ring with runnext, overflow to the global queue |
 //! | `steal` | 8 | where an M looks for work, stealing, spinning Ms, [`default_procs`] from cgroups |
+//! | `syscall` | 9 | [`blocking`] calls: the P hand-off, sysmon's retake and clock, [`Bound`] |
 //! | `timer` | 11 | each P's timer heap: [`time::sleep`], [`time::Ticker`], [`time::timeout`], `recv_timeout` |
 //!
 //! Each part comes from `solutions/` unless its `mine-NN` feature is on; [`PARTS`] says
 //! which. This is stage 2 of the runtime (chapters 7 and 8): Go's G-M-P with a run queue per
-//! P and work stealing, a rendezvous channel ([`chan`]) and a WaitGroup ([`sync`]). Blocking
-//! calls, timers, the netpoller and full channels arrive chapter by chapter.
+//! P and work stealing, a rendezvous channel ([`chan`]) and a WaitGroup ([`sync`]), with
+//! blocking calls ([`blocking`], chapter 9: a sysmon thread hands their Ps on) and timers
+//! ([`time`], chapter 11); the netpoller and full channels arrive chapter by chapter.
 //!
 //! A G that has started stays on the M (the OS thread) that first ran it, so a borrow of a
 //! thread-local held across [`park`] or [`yield_now`] stays valid; only Gs that have not
 //! started move between Ms. [`Builder::migrate_gs`] is the `unsafe` opt-in to Go's way,
 //! where any G may resume on any M.
 
+mod blocking;
 pub mod builder;
 pub mod chan;
 mod engine;
@@ -54,6 +57,7 @@ pub mod sync;
 mod task;
 pub mod time;
 
+pub use blocking::{BlockingError, Bound, Permit, blocking};
 pub use builder::{BuildError, Builder, StackLayout, StackSize, default_procs};
 pub use engine::Engine;
 pub use g::{GHandle, current, park, stack_bounds, yield_now};

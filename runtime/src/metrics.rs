@@ -28,6 +28,10 @@ pub struct Metrics {
     pub procs: usize,
     /// Kernel thread id of each M of that runtime, by M index; empty outside a runtime.
     pub m_tids: Vec<u32>,
+    /// The P count the CPU quota allows, as that runtime's sysmon last read it (once a
+    /// second); 0 outside a runtime or when its P count was set (then sysmon does not
+    /// follow the quota). See chapter 9, "Sysmon".
+    pub quota_procs: usize,
 }
 
 /// `/proc` could not be read; the message is part 01's.
@@ -47,9 +51,9 @@ impl std::error::Error for MetricsError {}
 pub fn metrics() -> Result<Metrics, MetricsError> {
     let status = procinfo::status(Pid::Current).map_err(|e| MetricsError(e.to_string()))?;
     let task_tids = procinfo::thread_ids(Pid::Current).map_err(|e| MetricsError(e.to_string()))?;
-    let (procs, m_tids) = match sched::current() {
-        Some(rt) => (rt.procs(), rt.m_tids()),
-        None => (0, Vec::new()),
+    let (procs, m_tids, quota_procs) = match sched::current() {
+        Some(rt) => (rt.procs(), rt.m_tids(), rt.quota_procs()),
+        None => (0, Vec::new(), 0),
     };
     Ok(Metrics {
         os_threads: status.threads,
@@ -60,5 +64,6 @@ pub fn metrics() -> Result<Metrics, MetricsError> {
         involuntary_switches: status.involuntary_switches,
         procs,
         m_tids,
+        quota_procs,
     })
 }

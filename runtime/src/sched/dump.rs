@@ -41,6 +41,13 @@ impl Shared {
             if shutdown { ", shutting down" } else { "" }
         );
         let _ = writeln!(out, "  {}", self.timer_summary());
+        let _ = writeln!(
+            out,
+            "  blocking calls: {} in flight, {} P retake(s) by sysmon, thread cap {}",
+            self.calls.in_flight.load(Relaxed),
+            self.calls.retakes.load(Relaxed),
+            self.calls.max_threads
+        );
         for (i, m) in self.ms.iter().enumerate() {
             let _ = write!(
                 out,
@@ -50,6 +57,12 @@ impl Shared {
             );
             if m.spinning.load(Relaxed) {
                 let _ = write!(out, ", spinning");
+            }
+            if m.in_call.load(Relaxed) {
+                let _ = write!(out, ", in a blocking call (no P)");
+            }
+            if m.wants_p.load(Relaxed) {
+                let _ = write!(out, ", back from a call, waiting for a P");
             }
             let running = m.running_g.load(Relaxed);
             if running != 0 {

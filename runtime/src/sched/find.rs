@@ -401,7 +401,7 @@ impl Shared {
 
     /// Gives `p`, which has work, to a parked M that may run it, or to a new M. Go:
     /// `handoffp` -> `startm(pp, false)`.
-    fn handoff_p(&self, s: &mut Sched, p: Box<P>) {
+    pub(super) fn handoff_p(&self, s: &mut Sched, p: Box<P>) {
         match self.start_m(s, p, false) {
             Ok(Some(m)) => self.ms[m].idle.unpark(),
             Ok(None) => {}

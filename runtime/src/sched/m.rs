@@ -42,6 +42,11 @@ pub(super) struct MSlot {
     /// A G called `lock_os_thread` here: this M runs only Gs that started on it, and
     /// `wakep` never picks it to look for new work.
     pub(super) locked: AtomicBool,
+    /// In a blocking call, without a P (`syscall.rs`). Written by this M, read by dumps.
+    pub(super) in_call: AtomicBool,
+    /// Back from a blocking call whose P was retaken, on the idle list with its G, waiting
+    /// for a P (`syscall.rs`): `release_p` serves it first. Written by this M.
+    pub(super) wants_p: AtomicBool,
     /// Kernel thread id, set once by `Runtime::start`.
     pub(super) tid: AtomicU32,
     /// An [`MState`], written only by the M itself (`MSlot::set_state`).
@@ -188,6 +193,8 @@ impl MSlot {
             spinning: AtomicBool::new(false),
             homed: AtomicUsize::new(0),
             locked: AtomicBool::new(false),
+            in_call: AtomicBool::new(false),
+            wants_p: AtomicBool::new(false),
             tid: AtomicU32::new(0),
             state: AtomicU8::new(MState::Starting as u8),
             running_g: AtomicU64::new(0),

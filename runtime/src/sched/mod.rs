@@ -20,7 +20,9 @@
 //!   parks (Go: `findRunnable`, `stopm`, `pidleput`);
 //! - `gtable.rs`: the table of live Gs and the tokens that stand for queued Gs (Go: `allgs`);
 //! - `stackalloc.rs`: a G's stack from part 05, charged to the map budget (Go: `stackalloc`);
-//! - `dump.rs`: the picture of a runtime that watchdogs print (Go: `schedtrace`).
+//! - `dump.rs`: the picture of a runtime that watchdogs print (Go: `schedtrace`);
+//! - `syscall.rs`: an M's blocking call and the P hand-off around it (Go: `entersyscall`,
+//!   `exitsyscall`); `sysmon.rs`: the sysmon thread (Go: `sysmon`, `retake`).
 //!
 //! Not here: a G and its thread-local "current G" (`g.rs`), the engine (`engine.rs`).
 //!
@@ -89,6 +91,8 @@ mod gtable;
 mod m;
 mod p;
 mod stackalloc;
+pub(crate) mod syscall;
+mod sysmon;
 pub(crate) mod timer;
 
 pub use dump::{dump, dump_all};
@@ -109,7 +113,9 @@ pub struct Runtime {
 /// Lock order: under `sched`, only `m_handles` and `newm_failed` (by `newm`) and the global
 /// queue's lock (`retire`) are taken, each a leaf; nothing takes `sched` while holding
 /// another (the channel, join-slot and WaitGroup locks are released before their wakers
-/// call `ready`, which may take it). A G-table slot's lock (`gtable.rs`) is a leaf too. `stack_refusal` is held
+/// call `ready`, which may take it). A G-table slot's lock (`gtable.rs`) is a leaf too, and so is a P's
+/// parking place for blocking calls (`CallP::parked`, `syscall.rs`): sysmon releases it before
+/// it takes `sched` to hand the P on. `stack_refusal` is held
 /// while `maps.rs` takes its `READER`, never the other way round. `broken`, `main_waiter`
 /// and `RUNTIMES` are each taken alone. A P's timer lock (`timer.rs`) is taken alone too,
 /// except by `fail`, which takes `sched` under it when a broken heap stops the runtime.
@@ -144,6 +150,10 @@ pub(crate) struct Shared {
     timers: Box<[OnceLock<Box<timer::PTimers>>]>,
     /// The clock, the token counter and the M that sleeps until the next timer.
     sleeper: timer::Sleeper,
+    /// Blocking calls: each P's part 09 slot, the calls in flight, the M cap (`syscall.rs`).
+    calls: syscall::Calls,
+    /// The sysmon thread and the CPU quota it follows (`sysmon.rs`).
+    sysmon: sysmon::SysmonState,
 
     // Lock-free.
     /// Go: `sched.runq`, the global run queue (part 07's overflow goes here).
@@ -226,6 +236,8 @@ impl Runtime {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         procs: usize,
+        follow_quota: bool,
+        max_threads: usize,
         m_stack: usize,
         cpus: &[usize],
         stacks: PoolConfig,
@@ -261,6 +273,8 @@ impl Runtime {
             runnext_puts: (0..MAX_PROCS).map(|_| PaddedCounter::default()).collect(),
             timers: (0..MAX_PROCS).map(|_| OnceLock::new()).collect(),
             sleeper: timer::Sleeper::new(),
+            calls: syscall::Calls::new(max_threads),
+            sysmon: sysmon::SysmonState::new(follow_quota, procs),
             global: GlobalQueue::new(),
             npidle: AtomicUsize::new(0),
             spinning: Spinning::new(),
@@ -296,6 +310,10 @@ impl Runtime {
                 .map_err(|reason| BuildError::StartM { index, reason })?;
         }
         check_m_tids(&shared.m_tids())?;
+        shared.start_sysmon().map_err(|reason| BuildError::StartM {
+            index: shared.ms.len(),
+            reason,
+        })?;
         let mut all = lock(&RUNTIMES);
         all.retain(|w| w.strong_count() > 0);
         all.push(Arc::downgrade(&shared));
@@ -334,7 +352,7 @@ impl Runtime {
     ///
     /// If `n` is 0 or above [`MAX_PROCS`](crate::builder::MAX_PROCS).
     pub fn set_procs(&self, n: usize) -> Result<usize, BuildError> {
-        self.shared.set_procs(n)
+        self.shared.set_procs_by_program(n)
     }
 
     /// The engine its Gs run on.
@@ -359,12 +377,16 @@ impl Drop for Runtime {
             for m in self.shared.ms.iter() {
                 let _ = panic::catch_unwind(AssertUnwindSafe(|| m.idle.unpark()));
             }
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| self.shared.stop_sysmon(false)));
             std::mem::forget(self.shared.gtable.drain());
             return;
         }
         for m in self.shared.ms.iter() {
             m.idle.unpark();
         }
+        // Inside one of its own Gs, sysmon is not joined: it stops at its next look.
+        let inside = g::current_g().is_some_and(|g| Arc::ptr_eq(&g.rt, &self.shared));
+        self.shared.stop_sysmon(!inside);
         if g::current_g().is_some_and(|g| Arc::ptr_eq(&g.rt, &self.shared)) {
             // Dropped inside one of its own Gs: joining the Ms would join the one running
             // this G. The Ms wind down by themselves (each tears down its own Gs); the
@@ -601,10 +623,14 @@ impl Shared {
         Some(p)
     }
 
-    /// Where in the idle list a parked M waits with started Gs queued for it (it can run
-    /// them nowhere else, so it needs a P first).
+    /// Where in the idle list a parked M waits with started Gs queued for it, or with its
+    /// G back from a blocking call (`syscall.rs`): it can run them nowhere else, so it needs
+    /// a P first.
     fn waiting_m(&self, s: &Sched) -> Option<usize> {
-        s.midle.iter().position(|&m| !self.ms[m].pinned.is_empty())
+        s.midle.iter().position(|&m| {
+            let m = &self.ms[m];
+            m.wants_p.load(Relaxed) || !m.pinned.is_empty()
+        })
     }
 
     /// Starts an M holding `p` (Go: `newm`); under the `sched` lock, so shutdown (which
@@ -623,11 +649,13 @@ impl Shared {
                 self.release_p(s, p);
             }
         };
-        let Some(index) = self.ms.push() else {
+        let cap = self.calls.max_threads.min(MAX_MS);
+        let Some(index) = (self.ms.len() < cap).then(|| self.ms.push()).flatten() else {
             give_back(s, p);
             return Err(format!(
-                "cannot start M{MAX_MS}: a runtime starts at most {MAX_MS} Ms (Go's limit too); \
-                 too many Gs have locked their M (lock_os_thread)"
+                "cannot start M{cap}: this runtime starts at most {cap} Ms \
+                 (Builder::max_threads, default {MAX_MS} as Go's); too many Gs have locked \
+                 their M (lock_os_thread) or are in blocking calls (gmp::blocking)"
             ));
         };
         s.next_p.push(None);
@@ -679,7 +707,14 @@ impl Shared {
     /// A broken part or a runtime bug that the runtime caught before it could do harm:
     /// the runtime stops with `why`, and the thread in `block_on` reports it.
     pub(crate) fn fail(&self, why: String) -> ! {
-        lock(&self.broken).get_or_insert_with(|| why.clone());
+        self.stop_broken(why.clone());
+        panic!("gmp: {why}");
+    }
+
+    /// Records `why` as the reason the runtime broke (the first one stays), stops it and
+    /// wakes every M and the thread in `block_on`, which reports it. Any thread.
+    pub(crate) fn stop_broken(&self, why: String) {
+        lock(&self.broken).get_or_insert(why);
         self.begin_shutdown();
         for m in self.ms.iter() {
             let _ = panic::catch_unwind(AssertUnwindSafe(|| m.idle.unpark()));
@@ -687,7 +722,6 @@ impl Shared {
         if let Some(waiter) = lock(&self.main_waiter).clone() {
             waiter.unpark();
         }
-        panic!("gmp: {why}");
     }
 
     /// Takes the G a queue handed out out of the table, or stops the runtime naming the
@@ -725,6 +759,13 @@ impl Shared {
     /// The thieves' end of P `id`'s queue, if that P was ever made.
     fn stealer(&self, id: usize) -> Option<&Stealer<CAPACITY>> {
         self.stealers.get(id)?.get()
+    }
+
+    /// `set_procs` called by the program: from now on the P count no longer follows the
+    /// CPU quota (`sysmon.rs`), as in Go once `GOMAXPROCS` is set.
+    fn set_procs_by_program(&self, n: usize) -> Result<usize, BuildError> {
+        self.sysmon.follow_quota.store(false, Relaxed);
+        self.set_procs(n)
     }
 
     /// Go: `procresize`. Growing adds Ps to the idle list (new, or retired ones back) and
@@ -875,7 +916,7 @@ pub fn unlock_os_thread() {
 ///
 /// Outside a G.
 pub fn set_procs(n: usize) -> Result<usize, BuildError> {
-    g::running("set_procs").rt.set_procs(n)
+    g::running("set_procs").rt.set_procs_by_program(n)
 }
 
 /// The runtime the calling G runs in.

@@ -53,6 +53,7 @@ use gmp_benches::{
     valgrind_on_path,
 };
 
+mod blocking;
 mod gs;
 mod mine;
 mod programs;
@@ -68,6 +69,7 @@ const USAGE: &str = "usage: class-bench [--quick] [--json] [--pause] [--only SEC
        class-bench --switch-count asm|fiber|corosensei N
        class-bench --parked N slab|guarded STACK_BYTES
        class-bench --sleeping N
+       class-bench --blocking unbounded|BOUND
        class-bench --echo-threads ADDR SECONDS
        class-bench --peer gmp|tokio|may PROGRAM PROCS N REPEAT
   --quick  a short run (about half a minute on 2 cores): 1,000 sleeping threads, fewer rounds
@@ -75,7 +77,7 @@ const USAGE: &str = "usage: class-bench [--quick] [--json] [--pause] [--only SEC
   --pause  wait for Enter after each prediction question (when stdin is a terminal)
   --only SECTIONS
            run only these (comma list): process, spawn, handoff, sleepers, switch, g,
-           go, parked, programs, peers, timers, net
+           go, parked, programs, peers, blocking, timers, net
   --mine-out FILE
            (a build with mine-NN features) measure only the rows that run the learner's
            parts and write them to FILE
@@ -87,6 +89,9 @@ const USAGE: &str = "usage: class-bench [--quick] [--json] [--pause] [--only SEC
            park N gmp Gs, print their memory and exit (run fresh for each measurement)
   --sleeping N
            N gmp Gs each sleep 100 ms at P=2; print wall time and memory and exit
+  --blocking unbounded|BOUND
+           100 gmp Gs each make a 100 ms blocking call at P=2 (through a Bound of BOUND);
+           print the OS threads added and the wall time and exit
   --echo-threads ADDR SECONDS
            serve TCP echo with a thread per connection for SECONDS (the net section runs
            its thread-per-connection server this way)
@@ -271,6 +276,9 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some(servers::THREADS_FLAG) {
         return servers::threads_main(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("--blocking") {
+        return blocking::blocking_main(&args[1..]);
+    }
     if args.first().map(String::as_str) == Some(peers::CHILD_FLAG) {
         return peers::child_main(&args[1..]);
     }
@@ -409,6 +417,13 @@ fn main() -> ExitCode {
         || programs::Programs::skipped(plan),
         || programs::measure(&out, plan, &dir, program_sections),
     );
+    let blocking = guarded(
+        (&mut failures, &mut times),
+        "blocking calls",
+        section(Section::Blocking),
+        blocking::Blocking::skipped,
+        || blocking::measure(&out, &dir),
+    );
     let timers = guarded(
         (&mut failures, &mut times),
         "sleeping Gs",
@@ -436,6 +451,7 @@ fn main() -> ExitCode {
     gs::ratios(&mut report, &gs);
     programs::rows(&mut report, &programs);
     programs::ratios(&mut report, &programs);
+    blocking::rows(&mut report, &blocking);
     timers::rows(&mut report, &timers);
     servers::rows(&mut report, &net);
     // Rows of sections that did not run are not figures: leave them out.
@@ -1604,6 +1620,7 @@ mod tests {
         rows_switches(&mut report, &Switches::skipped());
         gs::rows(&mut report, &gs::Gs::skipped());
         programs::rows(&mut report, &programs::Programs::skipped(Plan::TINY));
+        blocking::rows(&mut report, &blocking::Blocking::skipped());
         timers::rows(&mut report, &timers::Timers::skipped());
         let mut keys: Vec<String> = report.rows.into_iter().map(|r| r.key).collect();
         // Rows written only when measured.

@@ -1,0 +1,332 @@
+//! Blocking calls (chapter 9): `gmp::blocking` hands the P on while a call lasts, the M
+//! cap is a named error, `gmp::Bound` keeps the thread count near its permits, a panic in a
+//! call reaches the G's join and the M carries on.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use gmp::{BlockingError, Runtime};
+use testkit::{DEFAULT_LIMIT, watchdog_with};
+
+fn watched<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    watchdog_with(what, DEFAULT_LIMIT, gmp::dump_all, f)
+}
+
+/// Waits (on the OS thread: this runs inside a blocking call) until `flag` is set, at most
+/// 5 s, so a broken hand-off fails the test rather than hanging it.
+fn wait_for(flag: &AtomicBool) {
+    let start = Instant::now();
+    while !flag.load(SeqCst) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_g_in_a_long_blocking_call_does_not_stop_a_fresh_g_on_the_only_p() {
+    let (ran_during_call, retaken) = watched("a blocking call at one P", || {
+        let rt = Runtime::builder().procs(1).build().unwrap();
+        rt.block_on(|| {
+            let ran = Arc::new(AtomicBool::new(false));
+            // Spawned, not started: it is in the P's queue when the call begins, so it can
+            // run on whichever M sysmon hands the P to.
+            let other = {
+                let ran = ran.clone();
+                gmp::go(move || ran.store(true, SeqCst))
+            };
+            let during = {
+                let ran = ran.clone();
+                gmp::blocking(move || {
+                    wait_for(&ran);
+                    ran.load(SeqCst)
+                })
+                .unwrap()
+            };
+            other.join().unwrap();
+            (during, gmp::dump().contains("retake"))
+        })
+    });
+    assert!(
+        ran_during_call,
+        "the other G did not run during a 5 s blocking call at one P: sysmon must retake the \
+         P of a call that lasts and hand it to another M"
+    );
+    assert!(retaken, "the dump should count sysmon's retakes");
+}
+
+/// Runs 100 Gs that each make a 100 ms blocking call at 2 Ps: unbounded, or through a
+/// `gmp::Bound` of `n` taken by the spawner before each `go` (chapter 9, "What S1 costs
+/// around a call"); returns (OS threads added, Ms started).
+fn hundred_calls(bound: Option<usize>) -> (usize, usize) {
+    let before = gmp::metrics().unwrap().os_threads as usize;
+    let start = Instant::now();
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let (during, ms) = rt.block_on(move || {
+        let bound = bound.map(|n| gmp::Bound::new(n).unwrap());
+        // The spawner keeps its M to itself, so no fresh G makes its call there and holds
+        // the spawner up for a whole call (chapter 9, "What S1 costs around a call").
+        gmp::lock_os_thread();
+        let gs: Vec<_> = (0..100)
+            .map(|_| {
+                let permit = bound.as_ref().map(|b| b.acquire().unwrap());
+                gmp::go(move || {
+                    let _permit = permit;
+                    gmp::blocking(|| std::thread::sleep(Duration::from_millis(100)))
+                })
+            })
+            .collect();
+        for g in gs {
+            g.join().unwrap().unwrap();
+        }
+        // Ms never exit before shutdown, so this counts every thread the run started.
+        let m = gmp::metrics().unwrap();
+        (m.os_threads as usize, m.m_tids.len())
+    });
+    drop(rt);
+    let added = during - before;
+    println!(
+        "100 blocking calls of 100 ms at 2 Ps, {}: {added} OS threads added, {ms} Ms, {:?}",
+        bound.map_or("unbounded".to_string(), |n| format!(
+            "through a Bound of {n}"
+        )),
+        start.elapsed()
+    );
+    (added, ms)
+}
+
+/// 2 Ps, 8 permits, and sysmon plus a little slack (an M may wait for a P while another
+/// is started for a retaken one).
+const BOUNDED_MOST: usize = 8 + 2 + 4;
+
+#[test]
+fn a_hundred_unbounded_blocking_calls_start_about_a_hundred_threads() {
+    testkit::isolated(
+        "a_hundred_unbounded_blocking_calls_start_about_a_hundred_threads",
+        DEFAULT_LIMIT,
+        "the runtime crashed under 100 blocking calls",
+        || {
+            let (added, ms) = hundred_calls(None);
+            assert!(
+                ms > BOUNDED_MOST && added > BOUNDED_MOST,
+                "100 unbounded 100 ms calls started only {ms} Ms ({added} threads): each call \
+                 that lasts should have its P handed to another M, which takes the next G"
+            );
+        },
+    );
+}
+
+#[test]
+fn a_hundred_blocking_calls_through_a_bound_of_8_stay_near_8_threads() {
+    testkit::isolated(
+        "a_hundred_blocking_calls_through_a_bound_of_8_stay_near_8_threads",
+        DEFAULT_LIMIT,
+        "the runtime crashed under 100 bounded blocking calls",
+        || {
+            let (added, ms) = hundred_calls(Some(8));
+            assert!(
+                added <= BOUNDED_MOST && ms <= BOUNDED_MOST,
+                "100 calls through a Bound of 8 at 2 Ps took {added} OS threads ({ms} Ms); at \
+                 most {BOUNDED_MOST}: a G waiting for a permit must park, not hold a thread"
+            );
+        },
+    );
+}
+
+#[test]
+fn a_call_past_max_threads_is_a_named_error_to_the_calling_g() {
+    let refused = watched("a blocking call past max_threads(2)", || {
+        let rt = Runtime::builder().procs(1).max_threads(2).build().unwrap();
+        rt.block_on(|| {
+            let done = Arc::new(AtomicBool::new(false));
+            let second = {
+                let done = done.clone();
+                gmp::go(move || {
+                    let r = gmp::blocking(|| ());
+                    done.store(true, SeqCst);
+                    r
+                })
+            };
+            // The first call holds the only extra M the cap allows until the second ran.
+            gmp::blocking(|| wait_for(&done)).unwrap();
+            second.join().unwrap()
+        })
+    });
+    let err = refused.expect_err("1 P + 2 calls in flight is past max_threads(2)");
+    assert_eq!(
+        err,
+        BlockingError::TooManyThreads {
+            max_threads: 2,
+            procs: 1,
+            in_flight: 1
+        }
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("Builder::max_threads(2)") && msg.contains("gmp::Bound"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn max_threads_below_the_p_count_is_refused_at_build() {
+    let err = Runtime::builder()
+        .procs(2)
+        .max_threads(1)
+        .build()
+        .err()
+        .expect("max_threads(1) at 2 Ps must be refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("Builder::max_threads(1)") && msg.contains("(2)"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_panic_inside_a_blocking_call_reaches_the_join_and_the_m_carries_on() {
+    let (message, after, ms_alive) = watched("a panic in a blocking call", || {
+        let rt = Runtime::builder().procs(1).build().unwrap();
+        rt.block_on(|| {
+            let failed = gmp::go(|| gmp::blocking(|| panic!("the native call failed")));
+            let message = failed
+                .join()
+                .expect_err("the panic must reach the join")
+                .message()
+                .unwrap_or_default()
+                .to_string();
+            let after = gmp::go(|| gmp::blocking(|| 7)).join().unwrap().unwrap();
+            let m = gmp::metrics().unwrap();
+            let alive = m.m_tids.iter().all(|t| m.task_tids.contains(t));
+            (message, after, alive)
+        })
+    });
+    assert!(message.contains("the native call failed"), "{message}");
+    assert_eq!(after, 7, "a G after the panic runs its call");
+    assert!(
+        ms_alive,
+        "every M's thread must still run after a G panicked in a call"
+    );
+}
+
+#[test]
+fn blocking_outside_a_g_just_runs_the_call() {
+    assert_eq!(gmp::blocking(|| 5), Ok(5));
+    let bound = gmp::Bound::new(1).unwrap();
+    assert_eq!(bound.blocking(|| 6), Ok(6));
+    assert_eq!(bound.available(), 1);
+}
+
+#[test]
+fn waiting_on_the_runtime_inside_a_blocking_call_is_refused_by_name() {
+    let message = watched("a yield inside a blocking call", || {
+        let rt = Runtime::builder().procs(1).build().unwrap();
+        rt.block_on(|| {
+            gmp::go(|| gmp::blocking(gmp::yield_now))
+                .join()
+                .expect_err("a yield in a call must panic")
+                .message()
+                .unwrap_or_default()
+                .to_string()
+        })
+    });
+    assert!(
+        message.contains("yield_now inside gmp::blocking"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_bound_of_zero_is_refused_and_its_waiters_park_in_turn() {
+    assert!(matches!(
+        gmp::Bound::new(0),
+        Err(BlockingError::ZeroPermits(_))
+    ));
+    let (most, done) = watched("30 Gs through a Bound of 2 at 2 Ps", || {
+        let rt = Runtime::builder().procs(2).build().unwrap();
+        rt.block_on(|| {
+            let bound = gmp::Bound::new(2).unwrap();
+            let (now, most, done) = (
+                Arc::new(AtomicUsize::new(0)),
+                Arc::new(AtomicUsize::new(0)),
+                Arc::new(AtomicUsize::new(0)),
+            );
+            let gs: Vec<_> = (0..30)
+                .map(|_| {
+                    let (bound, now, most, done) =
+                        (bound.clone(), now.clone(), most.clone(), done.clone());
+                    gmp::go(move || {
+                        bound
+                            .blocking(|| {
+                                let n = now.fetch_add(1, SeqCst) + 1;
+                                most.fetch_max(n, SeqCst);
+                                std::thread::sleep(Duration::from_millis(2));
+                                now.fetch_sub(1, SeqCst);
+                                done.fetch_add(1, SeqCst);
+                            })
+                            .unwrap()
+                    })
+                })
+                .collect();
+            for g in gs {
+                g.join().unwrap();
+            }
+            (most.load(SeqCst), done.load(SeqCst))
+        })
+    });
+    assert_eq!(done, 30, "every G got a permit in turn");
+    assert!(most <= 2, "{most} calls ran at once through a Bound of 2");
+}
+
+#[test]
+fn sysmon_records_the_cpu_quota_only_when_it_chose_the_p_count() {
+    let set = watched("quota_procs with procs set", || {
+        Runtime::builder()
+            .procs(1)
+            .build()
+            .unwrap()
+            .block_on(|| gmp::metrics().unwrap().quota_procs)
+    });
+    assert_eq!(
+        set, 0,
+        "a runtime whose P count was set does not follow the quota"
+    );
+    if std::env::var("GMP_PROCS").is_err() {
+        let followed = watched("quota_procs with the default P count", || {
+            Runtime::builder()
+                .build()
+                .unwrap()
+                .block_on(|| gmp::metrics().unwrap().quota_procs)
+        });
+        assert_eq!(followed, gmp::default_procs());
+    }
+}
+
+/// A destructor that waits on the runtime while a panic unwinds out of a call must not
+/// panic again (that would abort the process): the wait returns at once.
+#[test]
+fn a_destructor_that_yields_while_a_call_unwinds_does_not_abort() {
+    struct YieldOnDrop;
+    impl Drop for YieldOnDrop {
+        fn drop(&mut self) {
+            gmp::yield_now();
+            gmp::park();
+        }
+    }
+    let message = watched("a yielding destructor in a panicking call", || {
+        let rt = Runtime::builder().procs(1).build().unwrap();
+        rt.block_on(|| {
+            gmp::go(|| {
+                gmp::blocking(|| {
+                    let _guard = YieldOnDrop;
+                    panic!("the call failed with a guard alive");
+                })
+            })
+            .join()
+            .expect_err("the panic must reach the join")
+            .message()
+            .unwrap_or_default()
+            .to_string()
+        })
+    });
+    assert!(message.contains("guard alive"), "{message}");
+}
