@@ -30,6 +30,7 @@
 //! | `g` | 6 | each G's state, [`park`] / [`GHandle::unpark`], run-twice and lost-wake-up checks |
 //! | `runq` | 7 | each P's run queue: a 256-slot ring with runnext, overflow to the global queue |
 //! | `steal` | 8 | where an M looks for work, stealing, spinning Ms, [`default_procs`] from cgroups |
+//! | `netpoll` | 10 | [`net`]: `TcpListener` / `TcpStream` park their G on `WouldBlock`; idle Ms poll |
 //! | `timer` | 11 | each P's timer heap: [`time::sleep`], [`time::Ticker`], [`time::timeout`], `recv_timeout` |
 //!
 //! Each part comes from `solutions/` unless its `mine-NN` feature is on; [`PARTS`] says
@@ -48,6 +49,7 @@ mod engine;
 mod g;
 mod maps;
 mod metrics;
+pub mod net;
 mod parts;
 mod sched;
 pub mod sync;

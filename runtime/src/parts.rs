@@ -43,6 +43,11 @@ pub(crate) use steal_mine as steal;
 #[cfg(not(feature = "mine-08"))]
 pub(crate) use steal_ref as steal;
 
+#[cfg(feature = "mine-10")]
+pub(crate) use netpoll_mine as netpoll;
+#[cfg(not(feature = "mine-10"))]
+pub(crate) use netpoll_ref as netpoll;
+
 #[cfg(feature = "mine-11")]
 pub(crate) use timer_mine as timer;
 #[cfg(not(feature = "mine-11"))]
@@ -126,6 +131,15 @@ pub const PARTS: &[(u8, &str, Source)] = &[
         8,
         "steal",
         if cfg!(feature = "mine-08") {
+            Source::Mine
+        } else {
+            Source::Solution
+        },
+    ),
+    (
+        10,
+        "netpoll",
+        if cfg!(feature = "mine-10") {
             Source::Mine
         } else {
             Source::Solution

@@ -41,6 +41,7 @@ impl Shared {
             if shutdown { ", shutting down" } else { "" }
         );
         let _ = writeln!(out, "  {}", self.timer_summary());
+        let _ = writeln!(out, "  {}", self.netpoll_summary());
         for (i, m) in self.ms.iter().enumerate() {
             let _ = write!(
                 out,

@@ -87,6 +87,7 @@ mod find;
 mod globrunq;
 mod gtable;
 mod m;
+pub(crate) mod netpoll;
 mod p;
 mod stackalloc;
 pub(crate) mod timer;
@@ -140,6 +141,8 @@ pub(crate) struct Shared {
     timers: Box<[OnceLock<Box<timer::PTimers>>]>,
     /// The clock, the token counter and the M that sleeps until the next timer.
     sleeper: timer::Sleeper,
+    /// The netpoller (part 10), its socket table and its waiting Gs (`netpoll.rs`).
+    netpoll: netpoll::NetPoll,
 
     // Lock-free.
     /// Go: `sched.runq`, the global run queue (part 07's overflow goes here).
@@ -256,6 +259,7 @@ impl Runtime {
                 .collect(),
             timers: (0..MAX_PROCS).map(|_| OnceLock::new()).collect(),
             sleeper: timer::Sleeper::new(),
+            netpoll: netpoll::NetPoll::new(),
             global: GlobalQueue::new(),
             npidle: AtomicUsize::new(0),
             spinning: Spinning::new(),
@@ -354,12 +358,14 @@ impl Drop for Runtime {
             for m in self.shared.ms.iter() {
                 let _ = panic::catch_unwind(AssertUnwindSafe(|| m.idle.unpark()));
             }
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| self.shared.netpoll_break()));
             std::mem::forget(self.shared.gtable.drain());
             return;
         }
         for m in self.shared.ms.iter() {
             m.idle.unpark();
         }
+        self.shared.netpoll_break();
         if g::current_g().is_some_and(|g| Arc::ptr_eq(&g.rt, &self.shared)) {
             // Dropped inside one of its own Gs: joining the Ms would join the one running
             // this G. The Ms wind down by themselves (each tears down its own Gs); the
@@ -550,7 +556,7 @@ impl Shared {
         match self.start_m(&mut s, p, true) {
             Ok(Some(m)) => {
                 drop(s);
-                self.ms[m].idle.unpark();
+                self.unpark_m(m);
             }
             Ok(None) => {}
             Err(why) => {
@@ -658,7 +664,7 @@ impl Shared {
         };
         s.next_p[m] = Some((p, false));
         drop(s);
-        self.ms[m].idle.unpark();
+        self.unpark_m(m);
     }
 
     /// Stops everything: no new G is queued, every M parks no more and exits.
@@ -676,6 +682,7 @@ impl Shared {
         for m in self.ms.iter() {
             let _ = panic::catch_unwind(AssertUnwindSafe(|| m.idle.unpark()));
         }
+        let _ = panic::catch_unwind(AssertUnwindSafe(|| self.netpoll_break()));
         if let Some(waiter) = lock(&self.main_waiter).clone() {
             waiter.unpark();
         }

@@ -426,8 +426,9 @@ pub(crate) struct Sleeper {
     epoch: Instant,
     /// The next token (never reused, so a late duplicate is never mistaken for a new one).
     next_token: AtomicU64,
-    /// The M that sleeps until the next deadline, as index + 1; 0 when none does.
-    m: AtomicUsize,
+    /// The M that sleeps until the next deadline, as index + 1; 0 when none does. It is
+    /// also the M that blocks in the netpoller (`netpoll.rs`).
+    pub(super) m: AtomicUsize,
     /// The deadline it sleeps until, [`COMPUTING`] while it reads them, [`NEVER`] for none.
     until: AtomicU64,
 }
@@ -663,7 +664,7 @@ impl Shared {
         }
         let until = self.sleeper.until.load(SeqCst);
         if until == COMPUTING || when < until {
-            self.ms[m - 1].idle.unpark();
+            self.unpark_m(m - 1);
         }
     }
 
@@ -692,13 +693,14 @@ impl Shared {
         self.sleeper.until.store(until, SeqCst);
         let now = self.now_ns();
         if until > now {
-            // NETPOLL HOOK (chapter 10): block in the poller here, with
-            // `until - now` as its timeout, instead of on the Parker (Go: `netpoll(delay)`;
-            // `timer_armed`'s unpark becomes `netpollBreak`).
-            if until == NEVER {
-                me.idle.park();
-            } else {
-                let _ = me.idle.park_timeout(Duration::from_nanos(until - now));
+            // Once a socket made the poller, this M blocks in it, with the next deadline as
+            // its timeout (Go: `netpoll(delay)`); `unpark_m` ends that wait (`netpollBreak`).
+            if !self.poll_idle(index, until) {
+                if until == NEVER {
+                    me.idle.park();
+                } else {
+                    let _ = me.idle.park_timeout(Duration::from_nanos(until - now));
+                }
             }
         }
         if !self.shutdown.load(Relaxed) {
@@ -719,7 +721,7 @@ impl Shared {
             return;
         }
         self.sleeper.until.store(NEVER, SeqCst);
-        if self.earliest_timer() == NEVER {
+        if self.earliest_timer() == NEVER && !self.netpoll_waiting() {
             return;
         }
         let other = lock(&self.sched)
@@ -728,7 +730,7 @@ impl Shared {
             .copied()
             .find(|&m| m != index);
         if let Some(other) = other {
-            self.ms[other].idle.unpark();
+            self.unpark_m(other);
         }
     }
 
