@@ -474,7 +474,8 @@ impl Shared {
                 lock(&entry.waiters)[i] = None;
                 continue;
             }
-            self.netpoll.waiters.fetch_add(1, SeqCst);
+            // Counted while parked; a guard, since a G torn down at shutdown unwinds here.
+            let _counted = WaitCount::new(&self.netpoll.waiters);
             // With no M polling, the parked G must not wait for one forever: an idle M
             // becomes the poller (Go: `netpollBreak` in `poll_runtime_pollWait`'s callers).
             if self.sleeper_m().is_none() {
@@ -504,7 +505,7 @@ impl Shared {
                     }
                 }
             }
-            self.netpoll.waiters.fetch_sub(1, SeqCst);
+            drop(_counted);
             if let Some(timer) = timer {
                 self.disarm(&timer);
             }
@@ -598,6 +599,22 @@ impl Shared {
     }
 }
 
+/// One G counted in `NetPoll::waiters` for as long as this lives.
+struct WaitCount<'a>(&'a AtomicUsize);
+
+impl<'a> WaitCount<'a> {
+    fn new(n: &'a AtomicUsize) -> WaitCount<'a> {
+        n.fetch_add(1, SeqCst);
+        WaitCount(n)
+    }
+}
+
+impl Drop for WaitCount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
 /// Whether `poll(2)` says `fd` can `dir` without blocking now.
 fn fd_ready(fd: RawFd, dir: Dir) -> bool {
     let events = match dir {
@@ -614,4 +631,131 @@ fn fd_ready(fd: RawFd, dir: Dir) -> bool {
     // reused fd number only gives a wrong answer in a dump, never memory unsafety.
     let n = unsafe { libc::poll(&mut pfd, 1, 0) };
     n == 1 && pfd.revents & events != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant};
+
+    use crate::Runtime;
+    use crate::net::{TcpListener, TcpStream};
+    use mio::unix::SourceFd;
+
+    /// A poller that loses a socket's readiness (here: the socket is taken out of epoll
+    /// behind the runtime's back) leaves its G waiting on a ready socket; the dump that a
+    /// watchdog prints names that G, the socket and the lost readiness.
+    #[test]
+    fn a_g_waiting_on_a_socket_whose_readiness_was_lost_is_named_in_the_dump() {
+        let dump = testkit::watchdog(
+            "a G on a socket whose readiness is lost",
+            testkit::DEFAULT_LIMIT,
+            || {
+                let rt = Runtime::builder().procs(1).build().unwrap();
+                rt.block_on(|| {
+                    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+                    let (server, _) = listener.accept().unwrap();
+                    let rt = crate::g::current_g().unwrap().rt.clone();
+                    let fd = server.as_raw_fd();
+                    rt.poller().unwrap().deregister(&mut SourceFd(&fd)).unwrap();
+                    let reader = crate::go(move || {
+                        let mut b = [0u8; 1];
+                        // Woken only at shutdown (torn down): the error is expected.
+                        let _ = (&server).read(&mut b);
+                    });
+                    crate::time::sleep(Duration::from_millis(50));
+                    client.write_all(b"x").unwrap();
+                    let start = Instant::now();
+                    let mut dump = String::new();
+                    while start.elapsed() < Duration::from_secs(5) {
+                        crate::time::sleep(Duration::from_millis(100));
+                        dump = crate::dump();
+                        if dump.contains("readiness was lost") {
+                            break;
+                        }
+                    }
+                    drop(reader); // left parked: the runtime tears it down at shutdown
+                    dump
+                })
+            },
+        );
+        assert!(
+            dump.contains("waits to read TcpStream")
+                && dump.contains("readiness was lost between Poller::poll and PollDesc::ready"),
+            "the dump must name the G, the socket and the lost readiness:\n{dump}"
+        );
+    }
+
+    /// Readiness that comes out of a poll for a socket closed meanwhile names an old
+    /// generation of its slot: the socket that reuses the slot (and often the fd number)
+    /// never sees it.
+    #[test]
+    fn a_stale_token_for_a_closed_and_reused_slot_readies_nothing() {
+        use crate::parts::netpoll::{Dir, Ready, State};
+        let rt = Runtime::builder().procs(1).build().unwrap();
+        let shared = rt.shared.clone();
+        let mut a = mio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let fd = a.as_raw_fd();
+        let old = shared.register_io(&mut a, fd, "socket A".into()).unwrap();
+        let old_token = old.token;
+        shared.close_io(&old, &mut a);
+        drop(a);
+        let mut b = mio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let fd = b.as_raw_fd();
+        let new = shared.register_io(&mut b, fd, "socket B".into()).unwrap();
+        assert_eq!(
+            new.token.get().get() & super::MAX_SLOTS as u64,
+            old_token.get().get() & super::MAX_SLOTS as u64,
+            "the closed socket's slot is reused"
+        );
+        assert_ne!(new.token, old_token, "with a new generation");
+        let ready = Ready {
+            read: true,
+            write: true,
+            error: false,
+        };
+        shared.dispatch(&[(old_token, ready)]);
+        assert_eq!(
+            new.pd.state(Dir::Read),
+            State::Idle,
+            "the stale event readied B"
+        );
+        shared.dispatch(&[(new.token, ready)]);
+        assert_eq!(
+            new.pd.state(Dir::Read),
+            State::Ready,
+            "B's own event readies it"
+        );
+        shared.close_io(&new, &mut b);
+    }
+
+    /// A G token the runtime never recorded as parked (handed out twice, or stale) stops
+    /// the runtime with the rule's name instead of waking anyone.
+    #[test]
+    fn a_token_nobody_parked_is_a_named_error_not_a_wake_up() {
+        use std::num::NonZeroU64;
+        use std::panic::{AssertUnwindSafe, catch_unwind};
+
+        use crate::parts::netpoll::{Dir, Token};
+        let rt = Runtime::builder().procs(1).build().unwrap();
+        let shared = rt.shared.clone();
+        let mut a = mio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let fd = a.as_raw_fd();
+        let entry = shared.register_io(&mut a, fd, "socket A".into()).unwrap();
+        let stale = Token::new(NonZeroU64::new(99).unwrap());
+        let err = catch_unwind(AssertUnwindSafe(|| {
+            shared.hand_over(&entry, Dir::Read, stale, "ready", true)
+        }))
+        .expect_err("a token nobody parked must stop the runtime");
+        let text = err.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            text.contains("PollDesc::ready returned G token 99")
+                && text.contains("recorded no G")
+                && text.contains("handed out twice"),
+            "{text}"
+        );
+        shared.close_io(&entry, &mut a);
+    }
 }
