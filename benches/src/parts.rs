@@ -77,13 +77,15 @@ pub enum Section {
     Programs,
     /// Chapters 7–8: the same five on Go, tokio and may.
     Peers,
+    /// Chapter 10: TCP echo (gmp, Go, a thread per connection) and HTTP under wrk.
+    Net,
     /// Chapter 11: 100k Gs sleeping, wall time and RSS, beside Go.
     Timers,
 }
 
 impl Section {
     /// Every section, in the order the class bench runs them.
-    pub const ALL: [Section; 11] = [
+    pub const ALL: [Section; 12] = [
         Section::Process,
         Section::Spawn,
         Section::Handoff,
@@ -94,6 +96,7 @@ impl Section {
         Section::Parked,
         Section::Programs,
         Section::Peers,
+        Section::Net,
         Section::Timers,
     ];
 
@@ -110,6 +113,7 @@ impl Section {
             Section::Parked => "parked",
             Section::Programs => "programs",
             Section::Peers => "peers",
+            Section::Net => "net",
             Section::Timers => "timers",
         }
     }
@@ -228,6 +232,15 @@ pub const ROWS: &[RowParts] = &[
         Section::Peers,
         &[],
         "Go, tokio and may run their own runtimes: the yardsticks gmp's programs are set beside",
+    ),
+    // gmp's servers: stacks, park/ready, the rings, the find order, the netpoller, and the
+    // timers its idle poller sleeps until.
+    row("net.*.gmp.", Section::Net, &[5, 6, 7, 8, 10, 11], ""),
+    row(
+        "net.",
+        Section::Net,
+        &[],
+        "Go's servers and the thread-per-connection server run Go's runtime and std::net",
     ),
     row(
         "thread.yield.",

@@ -17,7 +17,7 @@ const ECHO: Step = Step {
     name: "echo: each client G writes a message and reads it back",
     invariant: "a G parked on WouldBlock is readied when its socket becomes ready (poller -> \
                 PollDesc::ready -> the G's M)",
-    book: "ch10-netpoll.html#the-netpoller-inside-findrunnable",
+    book: "ch10-netpoll.html#in-the-runtime",
 };
 
 fn watched<T: Send + 'static>(

@@ -148,7 +148,7 @@ impl fmt::Display for NetpollError {
                      but the runtime recorded {recorded} parked there: a token handed out \
                      twice, or one that never parked (stale). `ready` returns a parked G at \
                      most once and then leaves READY; `close` returns only Gs still parked \
-                     (book: ch10-netpoll.html#the-poll-descriptor)"
+                     (book: ch10-netpoll.html#polldesc)"
                 )
             }
             NetpollError::WaitWhileParked {
@@ -159,7 +159,7 @@ impl fmt::Display for NetpollError {
                 f,
                 "PollDesc::prepare said Wait for the {dir} side of {what} while G token \
                  {recorded} is parked there: a second waiter must get Busy \
-                 (book: ch10-netpoll.html#the-poll-descriptor)"
+                 (book: ch10-netpoll.html#polldesc)"
             ),
         }
     }
@@ -589,7 +589,7 @@ impl Shared {
                         out,
                         "\n      note: poll(2) says this socket can {} now, yet the G still \
                          waits: the readiness was lost between Poller::poll and \
-                         PollDesc::ready (part 10, book: ch10-netpoll.html#the-poller)",
+                         PollDesc::ready (part 10, book: ch10-netpoll.html#poller)",
                         dir_name(dir)
                     );
                 }

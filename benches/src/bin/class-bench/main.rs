@@ -55,6 +55,7 @@ use gmp_benches::{
 
 mod gs;
 mod mine;
+mod net;
 mod programs;
 mod timers;
 
@@ -67,13 +68,14 @@ const USAGE: &str = "usage: class-bench [--quick] [--json] [--pause] [--only SEC
        class-bench --switch-count asm|fiber|corosensei N
        class-bench --parked N slab|guarded STACK_BYTES
        class-bench --sleeping N
+       class-bench --net-server echo|http|threads ADDR
        class-bench --peer gmp|tokio|may PROGRAM PROCS N REPEAT
   --quick  a short run (about half a minute on 2 cores): 1,000 sleeping threads, fewer rounds
   --json   print the report as JSON on stdout (progress goes to stderr)
   --pause  wait for Enter after each prediction question (when stdin is a terminal)
   --only SECTIONS
            run only these (comma list): process, spawn, handoff, sleepers, switch, g,
-           go, parked, programs, peers, timers
+           go, parked, programs, peers, net, timers
   --mine-out FILE
            (a build with mine-NN features) measure only the rows that run the learner's
            parts and write them to FILE
@@ -85,6 +87,9 @@ const USAGE: &str = "usage: class-bench [--quick] [--json] [--pause] [--only SEC
            park N gmp Gs, print their memory and exit (run fresh for each measurement)
   --sleeping N
            N gmp Gs each sleep 100 ms at P=2; print wall time and memory and exit
+  --net-server KIND ADDR
+           serve TCP echo or HTTP hello on gmp at P=2, or echo with a thread per
+           connection, on loopback ADDR for at most 120 s (the net section runs each so)
   --peer PEER PROGRAM PROCS N REPEAT
            run one program (spawn-join, pingpong, yield, fib, chain) on gmp, tokio or may
            with PROCS Ps and print its time (the programs section runs each this way)";
@@ -263,6 +268,9 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("--sleeping") {
         return timers::sleeping_main(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("--net-server") {
+        return net::server_main(&args[1..]);
+    }
     if args.first().map(String::as_str) == Some(peers::CHILD_FLAG) {
         return peers::child_main(&args[1..]);
     }
@@ -401,6 +409,13 @@ fn main() -> ExitCode {
         || programs::Programs::skipped(plan),
         || programs::measure(&out, plan, &dir, program_sections),
     );
+    let net = guarded(
+        (&mut failures, &mut times),
+        "net",
+        section(Section::Net),
+        net::Net::skipped,
+        || net::measure(&out, opts.quick, &dir),
+    );
     let timers = guarded(
         (&mut failures, &mut times),
         "sleeping Gs",
@@ -421,6 +436,7 @@ fn main() -> ExitCode {
     gs::ratios(&mut report, &gs);
     programs::rows(&mut report, &programs);
     programs::ratios(&mut report, &programs);
+    net::rows(&mut report, &net);
     timers::rows(&mut report, &timers);
     // Rows of sections that did not run are not figures: leave them out.
     report
@@ -1588,6 +1604,7 @@ mod tests {
         rows_switches(&mut report, &Switches::skipped());
         gs::rows(&mut report, &gs::Gs::skipped());
         programs::rows(&mut report, &programs::Programs::skipped(Plan::TINY));
+        net::rows(&mut report, &net::Net::skipped());
         timers::rows(&mut report, &timers::Timers::skipped());
         let mut keys: Vec<String> = report.rows.into_iter().map(|r| r.key).collect();
         // Rows written only when measured.
