@@ -46,6 +46,8 @@ pub const MINE: &[u8] = &[
     7,
     #[cfg(feature = "mine-08")]
     8,
+    #[cfg(feature = "mine-10")]
+    10,
     #[cfg(feature = "mine-11")]
     11,
 ];

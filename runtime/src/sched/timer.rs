@@ -11,8 +11,8 @@
 //!    `stealWork`): a P whose M runs a long G does not keep its timers waiting.
 //! 3. The timer sleeper: one parked M (no P needed, the heaps are behind mutexes) sleeps
 //!    until the earliest deadline of every P, then runs what is due everywhere. It stands
-//!    in for Go's M blocked in `netpoll(delay)`; [`Shared::idle_sleep`] is where chapter
-//!    10's poller will block instead.
+//!    in for Go's M blocked in `netpoll(delay)`, and once a socket made the netpoller it
+//!    is that M: [`Shared::idle_sleep`] blocks in `Poller::poll` (`netpoll.rs`).
 //!
 //! Running a timer only readies Gs (`Shared::ready`): a sleeping G goes back to its own M,
 //! which is woken with a P if it is parked. No user code runs under a heap's lock.
@@ -22,8 +22,8 @@
 //! The sleeper stores [`COMPUTING`] in `sleep_until`, reads every P's `next`, stores the
 //! earliest and sleeps until then; `arm` stores the P's `next` and then reads `sleeper` and
 //! `sleep_until` (all SeqCst). So either the sleeper's read sees the new deadline, or `arm`
-//! sees `COMPUTING` or a later deadline and unparks it (Go: `wakeNetPoller` ->
-//! `netpollBreak`). With no sleeper, `arm` calls `wakep`, whose M becomes the sleeper when it
+//! sees `COMPUTING` or a later deadline and unparks it, and wakes its poll (`unpark_m`; Go:
+//! `wakeNetPoller` -> `netpollBreak`). With no sleeper, `arm` calls `wakep`, whose M becomes the sleeper when it
 //! finds nothing to run.
 //!
 //! ## The runtime checks the learner's heap
@@ -709,7 +709,7 @@ impl Shared {
     }
 
     /// M `index` leaves its idle loop (handed a P, or shutdown). If it was the sleeper, the
-    /// role is free again; if timers wait, wake another parked M to take it (Go's sysmon
+    /// role is free again; if timers or Gs on sockets wait, wake another parked M to take it (Go's sysmon
     /// starts an M for overdue timers instead).
     pub(super) fn leave_idle(&self, index: usize) {
         if self
