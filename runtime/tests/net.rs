@@ -20,6 +20,13 @@ const ECHO: Step = Step {
     book: "ch10-netpoll.html#in-the-runtime",
 };
 
+const TIMER_BESIDE_POLL: Step = Step {
+    name: "sleeps of 10 ms while the idle M blocks in Poller::poll",
+    invariant: "a timer armed earlier than the poll's timeout wakes the poll (unpark_m -> \
+                Poller::wake, Go: netpollBreak), or the sleeper keeps waiting for sockets",
+    book: "ch10-netpoll.html#in-the-runtime",
+};
+
 fn watched<T: Send + 'static>(
     what: &str,
     limit: Duration,
@@ -542,4 +549,44 @@ fn nofile_hard() -> u64 {
     // SAFETY: as in `nofile_soft`.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
     lim.rlim_max
+}
+
+/// Once a socket exists, the idle M sleeps in the poller instead of its Parker: a timer
+/// armed while it polls (earlier than anything it waits for) must still wake it on time.
+#[test]
+fn timers_still_fire_while_the_idle_m_blocks_in_the_poller() {
+    // At P=2 the other M is the idle one, blocked in poll(None) when the main G arms its
+    // timer, so only the timer's wake of that poll (Go: netpollBreak) ends the sleep.
+    for procs in [1, 2] {
+        watch_with(
+            "sleeps beside a socket nobody writes to",
+            DEFAULT_LIMIT,
+            TIMER_BESIDE_POLL,
+            gmp::dump_all,
+            move |progress| {
+                let progress = progress.clone();
+                let rt = Runtime::builder().procs(procs).build().unwrap();
+                rt.block_on(move || {
+                    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                    let addr = listener.local_addr().unwrap();
+                    // A reader that waits the whole test: the poller has a socket to watch.
+                    let client = TcpStream::connect(addr).unwrap();
+                    let (server, _) = listener.accept().unwrap();
+                    let reader = gmp::go(move || {
+                        let mut b = [0u8; 1];
+                        (&server).read(&mut b)
+                    });
+                    for _ in 0..20 {
+                        let start = Instant::now();
+                        gmp::time::sleep(Duration::from_millis(10));
+                        let slept = start.elapsed();
+                        assert!(slept >= Duration::from_millis(10), "woke early: {slept:?}");
+                        progress.tick();
+                    }
+                    drop(client); // the reader sees end of stream
+                    assert_eq!(reader.join().unwrap().unwrap(), 0);
+                });
+            },
+        );
+    }
 }
