@@ -489,20 +489,17 @@ impl Shared {
             let mut result = Ok(());
             while entry.parked[i].load(SeqCst) == t {
                 let expired = deadline.is_some_and(|d| Instant::now() >= d);
-                if expired || waiter.wait(WaitReason::Park).is_err() {
-                    if self.take_back(entry, dir, t) {
-                        result = Err(if expired {
-                            IoWait::TimedOut
-                        } else {
-                            IoWait::Closed
-                        });
-                        break;
-                    }
-                    if !expired {
-                        // Torn down, and the poller is handing us over: do not wait.
-                        result = Err(IoWait::Closed);
-                        break;
-                    }
+                if expired && self.take_back(entry, dir, t) {
+                    result = Err(IoWait::TimedOut);
+                    break;
+                }
+                // Not expired, or the poller took the token first: it wakes us once it has
+                // swapped the record (a wake-up that comes before this park is kept).
+                if waiter.wait(WaitReason::Park).is_err() {
+                    // Torn down (shutdown): nobody runs this G again, do not wait.
+                    self.take_back(entry, dir, t);
+                    result = Err(IoWait::Closed);
+                    break;
                 }
             }
             drop(_counted);
