@@ -489,6 +489,14 @@ fn running_out_of_descriptors_names_ulimit_and_the_limit() {
         || {
             let rt = Runtime::builder().procs(1).build().unwrap();
             rt.block_on(|| {
+                // The first socket makes the poller (three descriptors): with one left, the
+                // socket opens and the poller cannot; that error is not kept for later.
+                let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+                set_nofile(open);
+                let e = TcpListener::bind("127.0.0.1:0").expect_err("no room for the poller");
+                assert!(e.to_string().contains("ulimit -n"), "{e}");
+                println!("POLLER {e}");
+                set_nofile(nofile_hard());
                 let listener = TcpListener::bind("127.0.0.1:0").unwrap();
                 let addr = listener.local_addr().unwrap();
                 let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
@@ -535,10 +543,22 @@ fn running_out_of_descriptors_names_ulimit_and_the_limit() {
     );
     assert!(run.success, "the child failed:\n{}", run.output);
     assert!(
-        run.output.contains("FDLIMIT") && run.output.contains("ulimit -n"),
+        run.output.contains("FDLIMIT")
+            && run.output.contains("POLLER")
+            && run.output.contains("ulimit -n"),
         "{}",
         run.output
     );
+}
+
+/// Sets this process's soft descriptor limit (in a child process only).
+fn set_nofile(soft: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: nofile_hard(),
+    };
+    // SAFETY: setrlimit reads one `struct rlimit` from a pointer to a live local.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
 }
 
 fn nofile_hard() -> u64 {

@@ -49,8 +49,11 @@ const LOST_AFTER: Duration = Duration::from_secs(1);
 
 /// The netpoller's state in `Shared`.
 pub(crate) struct NetPoll {
-    /// Made on the first socket (Go: `netpollGenericInit`); the error is kept and repeated.
-    poller: OnceLock<Result<Poller, String>>,
+    /// Made on the first socket (Go: `netpollGenericInit`). A failure is not kept: a
+    /// process out of descriptors may have some again for the next socket.
+    poller: OnceLock<Poller>,
+    /// Held while one thread makes the poller, so two first sockets make one. A leaf lock.
+    making: Mutex<()>,
     /// Set (SeqCst) once `poller` holds one: read by the idle M before it chooses between
     /// its Parker and `poll`, so a poller made meanwhile unparks it (see `register`).
     ready: AtomicBool,
@@ -169,6 +172,7 @@ impl NetPoll {
     pub(crate) fn new() -> NetPoll {
         NetPoll {
             poller: OnceLock::new(),
+            making: Mutex::new(()),
             ready: AtomicBool::new(false),
             table: Mutex::new(Table {
                 slots: Vec::new(),
@@ -182,7 +186,7 @@ impl NetPoll {
 
     /// The poller, if a socket ever made one.
     fn poller(&self) -> Option<&Poller> {
-        self.poller.get().and_then(|p| p.as_ref().ok())
+        self.poller.get()
     }
 }
 
@@ -199,18 +203,24 @@ pub(crate) enum IoWait {
 impl Shared {
     /// The poller, made on first use. Go: `netpollGenericInit`.
     fn poller(&self) -> io::Result<&Poller> {
-        let made = self
-            .netpoll
-            .poller
-            .get_or_init(|| Poller::new().map_err(|e| e.to_string()));
-        if made.is_ok() && !self.netpoll.ready.swap(true, SeqCst) {
+        if let Some(p) = self.netpoll.poller.get() {
+            return Ok(p);
+        }
+        let making = lock(&self.netpoll.making);
+        if self.netpoll.poller.get().is_none() {
+            // Part 10's error names `ulimit -n` when descriptors ran out.
+            let made = Poller::new()?;
+            let _ = self.netpoll.poller.set(made);
+        }
+        drop(making);
+        if !self.netpoll.ready.swap(true, SeqCst) {
             // The idle M may have chosen its Parker before it saw the poller: it must come
             // and poll now (it stored its role before it read `ready`).
             if let Some(m) = self.sleeper_m() {
                 self.ms[m].idle.unpark();
             }
         }
-        made.as_ref().map_err(|e| io::Error::other(e.clone()))
+        Ok(self.netpoll.poller.get().expect("set above"))
     }
 
     /// Registers `source` (readable and writable, edge-triggered) and returns its entry.
@@ -538,11 +548,8 @@ impl Shared {
     /// waits for; a socket that `poll(2)` says is ready while its G has waited over a
     /// second is named as readiness the poller lost.
     pub(super) fn netpoll_summary(&self) -> String {
-        let Some(poller) = self.netpoll.poller.get() else {
+        if self.netpoll.poller.get().is_none() {
             return "netpoll: no poller (no socket yet)".to_string();
-        };
-        if let Err(e) = poller {
-            return format!("netpoll: the poller could not be made: {e}");
         }
         let entries: Vec<Arc<Entry>> = match self.netpoll.table.try_lock() {
             Ok(t) => t.slots.iter().filter_map(|s| s.entry.clone()).collect(),
