@@ -123,28 +123,13 @@ impl GoBench {
     /// system call, unbounded or through a channel semaphore) into `out_dir`; returns the
     /// program's path. It prints `threads_added=N wall_ms=M`.
     pub fn build_blocking(go: &Path, out_dir: &Path) -> Result<PathBuf, BenchError> {
-        let out_dir = std::path::absolute(out_dir)
-            .map_err(|e| BenchError::new(&format!("finding {}", out_dir.display()), e))?;
-        std::fs::create_dir_all(&out_dir)
-            .map_err(|e| BenchError::new(&format!("creating {}", out_dir.display()), e))?;
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("go");
-        let exe = out_dir.join("go-blocking");
-        let what = format!(
-            "building {}/blocking with `{} build`",
-            source.display(),
-            go.display()
-        );
-        let output = go_command(go, &out_dir)
-            .args(["build", "-o"])
-            .arg(&exe)
-            .arg("./blocking")
-            .current_dir(&source)
-            .output()
-            .map_err(|e| BenchError::new(&what, format!("cannot start go: {e}")))?;
-        if !output.status.success() {
-            return Err(BenchError::new(&what, format!("go {}", exited(&output))));
-        }
-        Ok(exe)
+        go_build(go, "blocking", out_dir, "go-blocking")
+    }
+
+    /// Builds chapter 10's servers (`benches/go/servers`: `servers echo|http ADDR SECONDS`)
+    /// into `<out_dir>/servers`, as [`build`](GoBench::build) builds the bench program.
+    pub fn build_servers(go: &Path, out_dir: &Path) -> Result<PathBuf, BenchError> {
+        go_build(go, "servers", out_dir, "servers")
     }
 
     /// What `go version` says, e.g. `go version go1.27.3 linux/amd64`.
@@ -193,12 +178,6 @@ impl GoBench {
         }
         Ok(figure)
     }
-}
-
-/// Builds chapter 10's Go servers (`benches/go/servers`: `servers echo|http ADDR [SECONDS]`)
-/// into `<out_dir>/servers`, as [`GoBench::build`] builds the bench program.
-pub fn build_servers(go: &Path, out_dir: &Path) -> Result<PathBuf, BenchError> {
-    go_build(go, "servers", out_dir, "servers")
 }
 
 /// `go build` of the package in `benches/go/<package>` into `<out_dir>/<name>`, with Go's

@@ -27,6 +27,7 @@ pub mod echo;
 pub mod figures;
 pub mod go;
 pub mod gs;
+pub mod net;
 pub mod parts;
 pub mod peers;
 pub mod report;

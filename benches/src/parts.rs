@@ -48,12 +48,14 @@ pub const MINE: &[u8] = &[
     8,
     #[cfg(feature = "mine-09")]
     9,
+    #[cfg(feature = "mine-10")]
+    10,
     #[cfg(feature = "mine-11")]
     11,
 ];
 
 /// The parts that have a `mine-NN` feature here, so the class bench can run on them.
-pub const SWAPPABLE: &[u8] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 11];
+pub const SWAPPABLE: &[u8] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
 
 /// A group of class-bench rows measured together; `--only` picks groups by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -81,11 +83,10 @@ pub enum Section {
     Peers,
     /// Chapter 9: 100 blocking calls, threads and wall time, unbounded and bounded.
     Blocking,
+    /// Chapter 10: TCP echo (gmp, Go, a thread per connection) and HTTP under wrk.
+    Net,
     /// Chapter 11: 100k Gs sleeping, wall time and RSS, beside Go.
     Timers,
-    /// Chapter 10: echo and HTTP servers under load, gmp beside Go and a thread per
-    /// connection, each server in its own process.
-    Net,
 }
 
 impl Section {
@@ -102,8 +103,8 @@ impl Section {
         Section::Programs,
         Section::Peers,
         Section::Blocking,
-        Section::Timers,
         Section::Net,
+        Section::Timers,
     ];
 
     /// The name `--only` takes.
@@ -120,8 +121,8 @@ impl Section {
             Section::Programs => "programs",
             Section::Peers => "peers",
             Section::Blocking => "blocking",
-            Section::Timers => "timers",
             Section::Net => "net",
+            Section::Timers => "timers",
         }
     }
 
@@ -219,20 +220,6 @@ pub const ROWS: &[RowParts] = &[
     // Stacks, park/ready, the rings, the find order and the timer heap.
     row("g.sleep.", Section::Timers, &[5, 6, 7, 8, 11], ""),
     row(
-        "net.go.",
-        Section::Net,
-        &[],
-        "Go's servers are Go's runtime and netpoller",
-    ),
-    row(
-        "net.threads.",
-        Section::Net,
-        &[],
-        "a thread per connection runs on the OS scheduler, no part",
-    ),
-    // Stacks, park/ready, the rings, the find order, the timer heap (read timeouts).
-    row("net.gmp.", Section::Net, &[5, 6, 7, 8, 11], ""),
-    row(
         "blocking.go.",
         Section::Blocking,
         &[],
@@ -261,6 +248,15 @@ pub const ROWS: &[RowParts] = &[
         Section::Peers,
         &[],
         "Go, tokio and may run their own runtimes: the yardsticks gmp's programs are set beside",
+    ),
+    // gmp's servers: stacks, park/ready, the rings, the find order, the netpoller, and the
+    // timers its idle poller sleeps until.
+    row("net.*.gmp.", Section::Net, &[5, 6, 7, 8, 10, 11], ""),
+    row(
+        "net.",
+        Section::Net,
+        &[],
+        "Go's servers and the thread-per-connection server run Go's runtime and std::net",
     ),
     row(
         "thread.yield.",

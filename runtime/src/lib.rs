@@ -31,6 +31,7 @@
 //! | `runq` | 7 | each P's run queue: a 256-slot ring with runnext, overflow to the global queue |
 //! | `steal` | 8 | where an M looks for work, stealing, spinning Ms, [`default_procs`] from cgroups |
 //! | `syscall` | 9 | [`blocking`] calls: the P hand-off, sysmon's retake and clock, [`Bound`] |
+//! | `netpoll` | 10 | [`net`]: `TcpListener` / `TcpStream` park their G on `WouldBlock`; idle Ms poll |
 //! | `timer` | 11 | each P's timer heap: [`time::sleep`], [`time::Ticker`], [`time::timeout`], `recv_timeout` |
 //!
 //! Each part comes from `solutions/` unless its `mine-NN` feature is on; [`PARTS`] says
@@ -51,6 +52,7 @@ mod engine;
 mod g;
 mod maps;
 mod metrics;
+pub mod net;
 mod parts;
 mod sched;
 pub mod sync;

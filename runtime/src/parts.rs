@@ -43,6 +43,10 @@ pub(crate) use steal_mine as steal;
 #[cfg(not(feature = "mine-08"))]
 pub(crate) use steal_ref as steal;
 
+#[cfg(feature = "mine-10")]
+pub(crate) use netpoll_mine as netpoll;
+#[cfg(not(feature = "mine-10"))]
+pub(crate) use netpoll_ref as netpoll;
 #[cfg(feature = "mine-09")]
 pub(crate) use syscall_mine as syscall;
 #[cfg(not(feature = "mine-09"))]
@@ -140,6 +144,15 @@ pub const PARTS: &[(u8, &str, Source)] = &[
         9,
         "syscall",
         if cfg!(feature = "mine-09") {
+            Source::Mine
+        } else {
+            Source::Solution
+        },
+    ),
+    (
+        10,
+        "netpoll",
+        if cfg!(feature = "mine-10") {
             Source::Mine
         } else {
             Source::Solution

@@ -11,7 +11,9 @@
 //!
 //! The loom models of the descriptor and of the wake flag are `tests/loom.rs` (chapter 10,
 //! "How to check").
-//! Whole-runtime tests come when the runtime polls through this part (`gmp::net`).
+//! `whole_runtime_…` tests, at the end, run the gmp runtime on your part (feature
+//! `mine-10`): `gmp::net`'s sockets park their Gs on your `PollDesc`, and the runtime's idle
+//! M blocks in your `Poller::poll`.
 #![cfg(not(loom))]
 
 use std::collections::HashMap;
@@ -1195,4 +1197,135 @@ fn step5_enfile_and_enospc_name_their_limits_other_errors_pass_through() {
     );
     let other = netpoll::fd_limit_error(io::Error::other("not an OS error"), "connect");
     assert_eq!(other.to_string(), "not an OS error", "book: {STEP5}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Whole-runtime tests: gmp::net runs on YOUR descriptor and poller (feature mine-10 in the
+// exercise). A descriptor that hands a G out twice stops the runtime with a message naming
+// the rule; a poller that loses readiness stalls, and the watchdog names the step and
+// prints the runtime's dump, where the G waiting on a ready socket is named with it.
+// ---------------------------------------------------------------------------------------
+
+const RUNTIME: &str = "ch10-netpoll.html#in-the-runtime";
+
+const ECHO: Step = Step {
+    name: "gmp::net echo: 100 client Gs, 20 round trips each, at 2 Ps",
+    invariant: "a G that got WouldBlock parks on its PollDesc and is readied when the poller \
+                reports its socket (Poller::poll -> PollDesc::ready -> the G): a stall here \
+                with a G waiting on a ready socket is readiness your part lost",
+    book: RUNTIME,
+};
+
+const IDLE_POLLER: Step = Step {
+    name: "Gs parked on sockets, both Ps idle; a thread outside the runtime writes to them",
+    invariant: "with nothing to run, one idle M blocks in Poller::poll and readies the Gs \
+                whose sockets the writes made readable; a G still waiting seconds after its \
+                byte arrived was lost between poll and ready (or poll never returned it)",
+    book: RUNTIME,
+};
+
+#[test]
+fn whole_runtime_an_echo_of_100_connections_round_trips() {
+    let _outcome = testkit::record!();
+    const CLIENTS: usize = 100;
+    const ROUNDS: usize = 20;
+    let served = watch_with(
+        "gmp::net echo on your part",
+        DEFAULT_LIMIT,
+        ECHO,
+        gmp::dump_all,
+        |progress| {
+            let progress = progress.clone();
+            let rt = gmp::Runtime::builder().procs(2).build().unwrap();
+            rt.block_on(move || {
+                let listener = gmp::net::TcpListener::bind(loopback()).unwrap();
+                let addr = listener.local_addr().unwrap();
+                let server = gmp::go(move || {
+                    let handlers: Vec<_> = (0..CLIENTS)
+                        .map(|_| {
+                            let (mut conn, _) = listener.accept().expect("accept");
+                            gmp::go(move || {
+                                let mut buf = [0u8; 256];
+                                loop {
+                                    match conn.read(&mut buf) {
+                                        Ok(0) | Err(_) => break,
+                                        Ok(n) => conn.write_all(&buf[..n]).expect("echo"),
+                                    }
+                                }
+                            })
+                        })
+                        .collect();
+                    for h in handlers {
+                        h.join().unwrap();
+                    }
+                });
+                let clients: Vec<_> = (0..CLIENTS)
+                    .map(|id| {
+                        let progress = progress.clone();
+                        gmp::go(move || {
+                            let mut s = gmp::net::TcpStream::connect(addr).expect("connect");
+                            for round in 0..ROUNDS {
+                                let msg = format!("client {id:4} round {round:3}");
+                                s.write_all(msg.as_bytes()).expect("write");
+                                let mut back = vec![0u8; msg.len()];
+                                s.read_exact(&mut back).expect("read");
+                                assert_eq!(back, msg.as_bytes(), "an echo came back changed");
+                                progress.tick();
+                            }
+                        })
+                    })
+                    .collect();
+                let n = clients.into_iter().map(|c| c.join().unwrap()).count();
+                server.join().unwrap();
+                n
+            })
+        },
+    );
+    assert_eq!(served, CLIENTS, "every client finishes (book: {RUNTIME})");
+}
+
+#[test]
+fn whole_runtime_gs_on_sockets_are_woken_by_the_idle_poller() {
+    let _outcome = testkit::record!();
+    const GS: usize = 50;
+    let woke = watch_with(
+        "Gs on sockets woken by the idle M's poll",
+        DEFAULT_LIMIT,
+        IDLE_POLLER,
+        gmp::dump_all,
+        |progress| {
+            let progress = progress.clone();
+            // The peers are plain std sockets on a plain thread: nothing in the runtime
+            // makes the readers runnable except the poller.
+            let peers = std::net::TcpListener::bind(loopback()).unwrap();
+            let addr = peers.local_addr().unwrap();
+            let writer = thread::spawn(move || {
+                let conns: Vec<_> = (0..GS).map(|_| peers.accept().unwrap().0).collect();
+                thread::sleep(Duration::from_millis(100)); // the readers park meanwhile
+                for (i, mut c) in conns.iter().enumerate() {
+                    c.write_all(&[i as u8]).unwrap();
+                    thread::sleep(Duration::from_millis(2));
+                }
+                conns
+            });
+            let rt = gmp::Runtime::builder().procs(2).build().unwrap();
+            let woke = rt.block_on(move || {
+                let readers: Vec<_> = (0..GS)
+                    .map(|_| {
+                        let s = gmp::net::TcpStream::connect(addr).expect("connect");
+                        let progress = progress.clone();
+                        gmp::go(move || {
+                            let mut b = [0u8; 1];
+                            (&s).read_exact(&mut b).expect("read");
+                            progress.tick();
+                        })
+                    })
+                    .collect();
+                readers.into_iter().map(|r| r.join().unwrap()).count()
+            });
+            drop(writer.join().unwrap());
+            woke
+        },
+    );
+    assert_eq!(woke, GS, "every reader wakes (book: {RUNTIME})");
 }

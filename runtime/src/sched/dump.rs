@@ -48,6 +48,7 @@ impl Shared {
             self.calls.retakes.load(Relaxed),
             self.calls.max_threads
         );
+        let _ = writeln!(out, "  {}", self.netpoll_summary());
         for (i, m) in self.ms.iter().enumerate() {
             let _ = write!(
                 out,

@@ -99,8 +99,17 @@ impl Sources for Look<'_> {
         first.or_else(|| self.yielded.pop_front())
     }
 
+    /// Go: `netpoll(0)` in `findRunnable`: the Gs whose sockets became ready go to their
+    /// Ms' queues (started Gs stay on their M); this M runs one of its own, if any.
     fn netpoll(&mut self) -> Option<Token> {
-        None // chapter 10
+        if !self.shared.poll_ready() {
+            return None;
+        }
+        // Readied from inside this M's look (its context is borrowed), `ready` queued this
+        // M's own Gs in its shared queue.
+        Shared::pop_injector(&self.shared.ms[self.m].pinned)
+            .or_else(|| self.runnable.pop_front())
+            .or_else(|| self.runq.pop())
     }
 
     fn steal(&mut self, victim: usize, runnext_too: bool) -> Option<Token> {
@@ -395,7 +404,7 @@ impl Shared {
         let Some(p) = m.p.take() else { return false };
         let to = self.give_p(&mut s, pos, p, false);
         drop(s);
-        self.ms[to].idle.unpark();
+        self.unpark_m(to);
         true
     }
 
@@ -403,7 +412,7 @@ impl Shared {
     /// `handoffp` -> `startm(pp, false)`.
     pub(super) fn handoff_p(&self, s: &mut Sched, p: Box<P>) {
         match self.start_m(s, p, false) {
-            Ok(Some(m)) => self.ms[m].idle.unpark(),
+            Ok(Some(m)) => self.unpark_m(m),
             Ok(None) => {}
             Err(why) => *lock(&self.newm_failed) = Some(why),
         }
@@ -416,7 +425,7 @@ impl Shared {
         match self.waiting_m(s) {
             Some(pos) => {
                 let m = self.give_p(s, pos, p, false);
-                self.ms[m].idle.unpark();
+                self.unpark_m(m);
             }
             None => {
                 s.pidle.push(p);

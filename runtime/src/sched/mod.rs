@@ -89,6 +89,7 @@ mod find;
 mod globrunq;
 mod gtable;
 mod m;
+pub(crate) mod netpoll;
 mod p;
 mod stackalloc;
 pub(crate) mod syscall;
@@ -154,6 +155,8 @@ pub(crate) struct Shared {
     calls: syscall::Calls,
     /// The sysmon thread and the CPU quota it follows (`sysmon.rs`).
     sysmon: sysmon::SysmonState,
+    /// The netpoller (part 10), its socket table and its waiting Gs (`netpoll.rs`).
+    netpoll: netpoll::NetPoll,
 
     // Lock-free.
     /// Go: `sched.runq`, the global run queue (part 07's overflow goes here).
@@ -275,6 +278,7 @@ impl Runtime {
             sleeper: timer::Sleeper::new(),
             calls: syscall::Calls::new(max_threads),
             sysmon: sysmon::SysmonState::new(follow_quota, procs),
+            netpoll: netpoll::NetPoll::new(),
             global: GlobalQueue::new(),
             npidle: AtomicUsize::new(0),
             spinning: Spinning::new(),
@@ -378,6 +382,7 @@ impl Drop for Runtime {
                 let _ = panic::catch_unwind(AssertUnwindSafe(|| m.idle.unpark()));
             }
             let _ = panic::catch_unwind(AssertUnwindSafe(|| self.shared.stop_sysmon(false)));
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| self.shared.netpoll_break()));
             std::mem::forget(self.shared.gtable.drain());
             return;
         }
@@ -387,6 +392,7 @@ impl Drop for Runtime {
         // Inside one of its own Gs, sysmon is not joined: it stops at its next look.
         let inside = g::current_g().is_some_and(|g| Arc::ptr_eq(&g.rt, &self.shared));
         self.shared.stop_sysmon(!inside);
+        self.shared.netpoll_break();
         if g::current_g().is_some_and(|g| Arc::ptr_eq(&g.rt, &self.shared)) {
             // Dropped inside one of its own Gs: joining the Ms would join the one running
             // this G. The Ms wind down by themselves (each tears down its own Gs); the
@@ -580,7 +586,7 @@ impl Shared {
         match self.start_m(&mut s, p, true) {
             Ok(Some(m)) => {
                 drop(s);
-                self.ms[m].idle.unpark();
+                self.unpark_m(m);
             }
             Ok(None) => {}
             Err(why) => {
@@ -694,7 +700,7 @@ impl Shared {
         };
         s.next_p[m] = Some((p, false));
         drop(s);
-        self.ms[m].idle.unpark();
+        self.unpark_m(m);
     }
 
     /// Stops everything: no new G is queued, every M parks no more and exits.
@@ -719,6 +725,7 @@ impl Shared {
         for m in self.ms.iter() {
             let _ = panic::catch_unwind(AssertUnwindSafe(|| m.idle.unpark()));
         }
+        let _ = panic::catch_unwind(AssertUnwindSafe(|| self.netpoll_break()));
         if let Some(waiter) = lock(&self.main_waiter).clone() {
             waiter.unpark();
         }

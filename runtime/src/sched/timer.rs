@@ -11,8 +11,8 @@
 //!    `stealWork`): a P whose M runs a long G does not keep its timers waiting.
 //! 3. The timer sleeper: one parked M (no P needed, the heaps are behind mutexes) sleeps
 //!    until the earliest deadline of every P, then runs what is due everywhere. It stands
-//!    in for Go's M blocked in `netpoll(delay)`; [`Shared::idle_sleep`] is where chapter
-//!    10's poller will block instead.
+//!    in for Go's M blocked in `netpoll(delay)`, and once a socket made the netpoller it
+//!    is that M: [`Shared::idle_sleep`] blocks in `Poller::poll` (`netpoll.rs`).
 //!
 //! Running a timer only readies Gs (`Shared::ready`): a sleeping G goes back to its own M,
 //! which is woken with a P if it is parked. No user code runs under a heap's lock.
@@ -22,8 +22,8 @@
 //! The sleeper stores [`COMPUTING`] in `sleep_until`, reads every P's `next`, stores the
 //! earliest and sleeps until then; `arm` stores the P's `next` and then reads `sleeper` and
 //! `sleep_until` (all SeqCst). So either the sleeper's read sees the new deadline, or `arm`
-//! sees `COMPUTING` or a later deadline and unparks it (Go: `wakeNetPoller` ->
-//! `netpollBreak`). With no sleeper, `arm` calls `wakep`, whose M becomes the sleeper when it
+//! sees `COMPUTING` or a later deadline and unparks it, and wakes its poll (`unpark_m`; Go:
+//! `wakeNetPoller` -> `netpollBreak`). With no sleeper, `arm` calls `wakep`, whose M becomes the sleeper when it
 //! finds nothing to run.
 //!
 //! ## The runtime checks the learner's heap
@@ -426,8 +426,9 @@ pub(crate) struct Sleeper {
     epoch: Instant,
     /// The next token (never reused, so a late duplicate is never mistaken for a new one).
     next_token: AtomicU64,
-    /// The M that sleeps until the next deadline, as index + 1; 0 when none does.
-    m: AtomicUsize,
+    /// The M that sleeps until the next deadline, as index + 1; 0 when none does. It is
+    /// also the M that blocks in the netpoller (`netpoll.rs`).
+    pub(super) m: AtomicUsize,
     /// The deadline it sleeps until, [`COMPUTING`] while it reads them, [`NEVER`] for none.
     until: AtomicU64,
 }
@@ -663,7 +664,7 @@ impl Shared {
         }
         let until = self.sleeper.until.load(SeqCst);
         if until == COMPUTING || when < until {
-            self.ms[m - 1].idle.unpark();
+            self.unpark_m(m - 1);
         }
     }
 
@@ -692,13 +693,14 @@ impl Shared {
         self.sleeper.until.store(until, SeqCst);
         let now = self.now_ns();
         if until > now {
-            // NETPOLL HOOK (chapter 10): block in the poller here, with
-            // `until - now` as its timeout, instead of on the Parker (Go: `netpoll(delay)`;
-            // `timer_armed`'s unpark becomes `netpollBreak`).
-            if until == NEVER {
-                me.idle.park();
-            } else {
-                let _ = me.idle.park_timeout(Duration::from_nanos(until - now));
+            // Once a socket made the poller, this M blocks in it, with the next deadline as
+            // its timeout (Go: `netpoll(delay)`); `unpark_m` ends that wait (`netpollBreak`).
+            if !self.poll_idle(index, until) {
+                if until == NEVER {
+                    me.idle.park();
+                } else {
+                    let _ = me.idle.park_timeout(Duration::from_nanos(until - now));
+                }
             }
         }
         if !self.shutdown.load(Relaxed) {
@@ -707,7 +709,7 @@ impl Shared {
     }
 
     /// M `index` leaves its idle loop (handed a P, or shutdown). If it was the sleeper, the
-    /// role is free again; if timers wait, wake another parked M to take it (Go's sysmon
+    /// role is free again; if timers or Gs on sockets wait, wake another parked M to take it (Go's sysmon
     /// starts an M for overdue timers instead).
     pub(super) fn leave_idle(&self, index: usize) {
         if self
@@ -719,7 +721,7 @@ impl Shared {
             return;
         }
         self.sleeper.until.store(NEVER, SeqCst);
-        if self.earliest_timer() == NEVER {
+        if self.earliest_timer() == NEVER && !self.netpoll_waiting() {
             return;
         }
         let other = lock(&self.sched)
@@ -728,7 +730,7 @@ impl Shared {
             .copied()
             .find(|&m| m != index);
         if let Some(other) = other {
-            self.ms[other].idle.unpark();
+            self.unpark_m(other);
         }
     }
 

@@ -56,8 +56,8 @@ use gmp_benches::{
 mod blocking;
 mod gs;
 mod mine;
+mod net;
 mod programs;
-mod servers;
 mod timers;
 
 use gmp_benches::parts::{self, MINE, Section};
@@ -70,14 +70,14 @@ const USAGE: &str = "usage: class-bench [--quick] [--json] [--pause] [--only SEC
        class-bench --parked N slab|guarded STACK_BYTES
        class-bench --sleeping N
        class-bench --blocking unbounded|BOUND
-       class-bench --echo-threads ADDR SECONDS
+       class-bench --net-server echo|http|threads ADDR
        class-bench --peer gmp|tokio|may PROGRAM PROCS N REPEAT
   --quick  a short run (about half a minute on 2 cores): 1,000 sleeping threads, fewer rounds
   --json   print the report as JSON on stdout (progress goes to stderr)
   --pause  wait for Enter after each prediction question (when stdin is a terminal)
   --only SECTIONS
            run only these (comma list): process, spawn, handoff, sleepers, switch, g,
-           go, parked, programs, peers, blocking, timers, net
+           go, parked, programs, peers, blocking, net, timers
   --mine-out FILE
            (a build with mine-NN features) measure only the rows that run the learner's
            parts and write them to FILE
@@ -92,9 +92,9 @@ const USAGE: &str = "usage: class-bench [--quick] [--json] [--pause] [--only SEC
   --blocking unbounded|BOUND
            100 gmp Gs each make a 100 ms blocking call at P=2 (through a Bound of BOUND);
            print the OS threads added and the wall time and exit
-  --echo-threads ADDR SECONDS
-           serve TCP echo with a thread per connection for SECONDS (the net section runs
-           its thread-per-connection server this way)
+  --net-server KIND ADDR
+           serve TCP echo or HTTP hello on gmp at P=2, or echo with a thread per
+           connection, on loopback ADDR for at most 120 s (the net section runs each so)
   --peer PEER PROGRAM PROCS N REPEAT
            run one program (spawn-join, pingpong, yield, fib, chain) on gmp, tokio or may
            with PROCS Ps and print its time (the programs section runs each this way)";
@@ -273,11 +273,11 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("--sleeping") {
         return timers::sleeping_main(&args[1..]);
     }
-    if args.first().map(String::as_str) == Some(servers::THREADS_FLAG) {
-        return servers::threads_main(&args[1..]);
-    }
     if args.first().map(String::as_str) == Some("--blocking") {
         return blocking::blocking_main(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("--net-server") {
+        return net::server_main(&args[1..]);
     }
     if args.first().map(String::as_str) == Some(peers::CHILD_FLAG) {
         return peers::child_main(&args[1..]);
@@ -424,19 +424,19 @@ fn main() -> ExitCode {
         blocking::Blocking::skipped,
         || blocking::measure(&out, &dir),
     );
+    let net = guarded(
+        (&mut failures, &mut times),
+        "net",
+        section(Section::Net),
+        net::Net::skipped,
+        || net::measure(&out, opts.quick, &dir),
+    );
     let timers = guarded(
         (&mut failures, &mut times),
         "sleeping Gs",
         section(Section::Timers),
         timers::Timers::skipped,
         || timers::measure(&out, &dir),
-    );
-    let net = guarded(
-        (&mut failures, &mut times),
-        "servers",
-        section(Section::Net),
-        servers::Net::skipped,
-        || servers::measure(&out, &dir, opts.quick),
     );
 
     out.line("");
@@ -452,8 +452,8 @@ fn main() -> ExitCode {
     programs::rows(&mut report, &programs);
     programs::ratios(&mut report, &programs);
     blocking::rows(&mut report, &blocking);
+    net::rows(&mut report, &net);
     timers::rows(&mut report, &timers);
-    servers::rows(&mut report, &net);
     // Rows of sections that did not run are not figures: leave them out.
     report
         .rows
@@ -1621,15 +1621,12 @@ mod tests {
         gs::rows(&mut report, &gs::Gs::skipped());
         programs::rows(&mut report, &programs::Programs::skipped(Plan::TINY));
         blocking::rows(&mut report, &blocking::Blocking::skipped());
+        net::rows(&mut report, &net::Net::skipped());
         timers::rows(&mut report, &timers::Timers::skipped());
         let mut keys: Vec<String> = report.rows.into_iter().map(|r| r.key).collect();
         // Rows written only when measured.
         keys.extend(gs::parked_keys());
         keys.push("g.parked.go_1000.rss_kib".to_string());
-        for server in ["gmp", "go", "threads"] {
-            keys.extend(["1k", "10k"].map(|k| format!("net.{server}.echo_{k}")));
-        }
-        keys.extend(["net.gmp.http".to_string(), "net.go.http".to_string()]);
         keys
     }
 
