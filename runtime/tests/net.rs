@@ -610,3 +610,54 @@ fn timers_still_fire_while_the_idle_m_blocks_in_the_poller() {
         );
     }
 }
+
+#[test]
+fn sysmon_polls_the_network_while_the_only_m_never_runs_out_of_work() {
+    watched("sysmon's network poll", DEFAULT_LIMIT, |_| {
+        let rt = Runtime::builder().procs(1).build().unwrap();
+        rt.block_on(|| {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let got = Arc::new(AtomicUsize::new(0));
+            let reader = {
+                let got = got.clone();
+                gmp::go(move || {
+                    let (mut conn, _) = listener.accept().unwrap();
+                    let mut b = [0u8; 1];
+                    conn.read_exact(&mut b).unwrap();
+                    got.store(1, SeqCst);
+                })
+            };
+            // Two Gs that yield to each other keep the one M busy: it never looks for work
+            // with nothing to run, so only sysmon polls the sockets. Bounded: 5 s each.
+            let busy: Vec<_> = (0..2)
+                .map(|_| {
+                    let got = got.clone();
+                    gmp::go(move || {
+                        let until = Instant::now() + Duration::from_secs(5);
+                        while got.load(SeqCst) == 0 && Instant::now() < until {
+                            gmp::yield_now();
+                        }
+                        got.load(SeqCst) == 1
+                    })
+                })
+                .collect();
+            // The peer is a plain thread: it connects and writes once the Gs are busy.
+            let peer = std::thread::spawn(move || {
+                let mut c = std::net::TcpStream::connect(addr).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+                c.write_all(b"x").unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            });
+            let served: Vec<bool> = busy.into_iter().map(|h| h.join().unwrap()).collect();
+            reader.join().unwrap();
+            peer.join().unwrap();
+            assert_eq!(
+                served,
+                [true, true],
+                "the reader got its byte only after the yielding Gs gave up at 5 s: nobody \
+                 polled the network while the M was busy (sysmon's poll, Go: sysmon netpoll)"
+            );
+        });
+    });
+}

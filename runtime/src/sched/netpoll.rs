@@ -28,7 +28,9 @@ use std::fmt::{self, Write as _};
 use std::io;
 use std::num::NonZeroU64;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::AcqRel, Ordering::SeqCst};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, AtomicUsize, Ordering::AcqRel, Ordering::Relaxed, Ordering::SeqCst,
+};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -62,8 +64,10 @@ pub(crate) struct NetPoll {
     waiters: AtomicUsize,
     /// The next G token a park hands to `PollDesc::park` (never reused).
     next_park: AtomicU64,
-    /// An M is inside a blocking `poll` (for dumps).
+    /// An M is inside a blocking `poll` (for dumps, and sysmon: nobody needs to poll then).
     blocked: AtomicBool,
+    /// When a `poll` last returned, on the runtime's clock (ns). Go: `sched.lastpoll`.
+    last_poll: AtomicU64,
 }
 
 /// The registered sockets: slot `i` of generation `gen` is poller token `gen << 24 | i`.
@@ -181,6 +185,7 @@ impl NetPoll {
             waiters: AtomicUsize::new(0),
             next_park: AtomicU64::new(1),
             blocked: AtomicBool::new(false),
+            last_poll: AtomicU64::new(0),
         }
     }
 
@@ -363,7 +368,9 @@ impl Shared {
             return false;
         };
         let mut events = Vec::new();
-        match poller.poll(Some(Duration::ZERO), &mut events) {
+        let polled = poller.poll(Some(Duration::ZERO), &mut events);
+        self.netpoll.last_poll.store(self.now_ns(), Relaxed);
+        match polled {
             Ok(_) => self.dispatch(&events),
             Err(e) => self.fail(format!("netpoll (part 10): Poller::poll failed: {e}")),
         }
@@ -399,12 +406,27 @@ impl Shared {
         let mut events = Vec::new();
         self.netpoll.blocked.store(true, SeqCst);
         let polled = poller.poll(timeout, &mut events);
+        self.netpoll.last_poll.store(self.now_ns(), Relaxed);
         self.netpoll.blocked.store(false, SeqCst);
         match polled {
             Ok(_) => self.dispatch(&events),
             Err(e) => self.fail(format!("netpoll (part 10): Poller::poll failed: {e}")),
         }
         true
+    }
+
+    /// Sysmon's poll (Go: sysmon's `netpoll(0)`): when Gs wait on sockets, no M blocks in
+    /// `poll` and nobody polled for longer than part 09's `Sysmon` allows, polls without
+    /// blocking and readies what it finds, so sockets are served while every M runs a
+    /// long G. `true` if it readied any.
+    pub(super) fn sysmon_poll(&self, should_poll: impl FnOnce(Duration) -> bool) -> bool {
+        if !self.netpoll_waiting() || self.netpoll.blocked.load(SeqCst) {
+            return false;
+        }
+        let since = self
+            .now_ns()
+            .saturating_sub(self.netpoll.last_poll.load(Relaxed));
+        should_poll(Duration::from_nanos(since)) && self.poll_ready()
     }
 
     /// Whether a G waits on a socket (so some M must poll).

@@ -16,8 +16,8 @@
 //! runtime leaves its sysmon behind. A panic in part 09 on this thread stops the runtime
 //! naming it, as a panic on an M's g0 does.
 //!
-//! Not here: preemption of long-running Gs (chapter 12); the network poll (chapter 10,
-//! the `NETPOLL HOOK (sysmon)` below).
+//! Not here: preemption of long-running Gs (chapter 12); the network poll itself
+//! (`netpoll.rs`; sysmon only decides when nobody has polled for too long).
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, Ordering::Relaxed};
@@ -154,10 +154,11 @@ fn sysmon_loop(shared: &Shared) -> Result<(), String> {
             quota_read = now;
             follow_quota(shared);
         }
-        // NETPOLL HOOK (sysmon): when nobody has polled the network for 10 ms
-        // (`policy.should_poll_network(since_last_poll)`), poll it without blocking and
-        // ready the Gs it returns; count that as work (`retook = true`). Go: sysmon's
-        // `netpoll(0)` and `injectglist`. Chapter 10 fills this in.
+        // When nobody has polled the network for a while (part 09's policy: 10 ms), poll it
+        // without blocking and ready what it finds. Go: sysmon's `netpoll(0)`, `injectglist`.
+        if shared.sysmon_poll(|since| policy.should_poll_network(since)) {
+            retook = true;
+        }
         idle_rounds = if retook {
             0
         } else {
