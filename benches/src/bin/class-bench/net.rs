@@ -19,8 +19,9 @@ use crate::Out;
 
 /// Every server's P count (Go's GOMAXPROCS).
 const PROCS: usize = 2;
-/// Echo load: connections, bytes per message; round trips per connection in a full run.
-const CONNS: usize = 1000;
+/// Echo load: connections (a full run adds the second count; the seeds' "10k connections"
+/// row), bytes per message; round trips per connection in a full run.
+const CONNS: [usize; 2] = [1_000, 10_000];
 const SIZE: usize = 64;
 const ROUNDS: u32 = 100;
 /// `--quick`: fewer round trips per connection.
@@ -42,7 +43,8 @@ const ECHO_SERVERS: [(&str, &str); 3] = [
 
 pub(crate) struct Net {
     rounds: u32,
-    echo: Vec<(&'static str, Figure<LoadReport>)>,
+    /// `(server, connections, figure)`.
+    echo: Vec<(&'static str, usize, Figure<LoadReport>)>,
     http: Vec<(&'static str, Figure<WrkFigure>)>,
 }
 
@@ -50,9 +52,13 @@ impl Net {
     pub(crate) fn skipped() -> Net {
         Net {
             rounds: ROUNDS,
-            echo: ECHO_SERVERS
+            echo: CONNS
                 .iter()
-                .map(|(k, _)| (*k, Err("skipped".to_string())))
+                .flat_map(|&c| {
+                    ECHO_SERVERS
+                        .iter()
+                        .map(move |(k, _)| (*k, c, Err("skipped".to_string())))
+                })
                 .collect(),
             http: ["gmp", "go"]
                 .into_iter()
@@ -168,26 +174,33 @@ pub(crate) fn measure(out: &Out, quick: bool, dir: &Path) -> Net {
         "TCP echo and HTTP (chapter 10): servers at P={PROCS}, each in its own process"
     ));
     out.predict(&format!(
-        "{CONNS} connections each do {rounds} round trips of {SIZE} B: which serves more round \
-         trips per second, and with how many OS threads: gmp, Go, or a thread per connection?"
+        "{} connections each do {rounds} round trips of {SIZE} B (then {} in a full run): \
+         which serves more round trips per second, and with how many OS threads: gmp, Go, or \
+         a thread per connection?",
+        CONNS[0], CONNS[1]
     ));
     let go_servers: Figure<std::path::PathBuf> = match go_on_path() {
         None => Err(GO_SKIP_LINE.to_string()),
         Some(go) => GoBench::build_servers(&go, &dir.join("go")).map_err(|e| e.to_string()),
     };
     let mut echo = Vec::new();
-    for (kind, label) in ECHO_SERVERS {
+    let counts = if quick { &CONNS[..1] } else { &CONNS[..] };
+    for (&conns, (kind, label)) in counts
+        .iter()
+        .flat_map(|c| ECHO_SERVERS.iter().map(move |s| (c, s)))
+    {
         let run = || -> Result<LoadReport, String> {
             let addr = free_addr()?;
-            let command = match kind {
+            let command = match *kind {
                 "go" => go_server(&go_servers, "echo", addr)?,
                 "gmp" => ours("echo", addr)?,
                 _ => ours("threads", addr)?,
             };
-            let server = start(command, addr, &dir.join(format!("server-echo-{kind}.log")))?;
+            let log = dir.join(format!("server-echo-{kind}-{conns}.log"));
+            let server = start(command, addr, &log)?;
             let plan = LoadPlan {
                 addr,
-                conns: CONNS,
+                conns,
                 rounds,
                 size: SIZE,
                 limit: Duration::from_secs(90),
@@ -207,15 +220,16 @@ pub(crate) fn measure(out: &Out, quick: bool, dir: &Path) -> Net {
         let r = run();
         match &r {
             Ok(r) => out.result(&format!(
-                "echo, {label}: {:.0} round trips/s, p99 {:.0} µs, {} threads, {} KiB RSS",
+                "echo {conns} conns, {label}: {:.0} round trips/s, p99 {:.0} µs, {} threads, {} \
+                 KiB RSS",
                 r.per_second(),
                 r.p99_us,
                 r.server_threads.map_or("?".to_string(), |t| t.to_string()),
                 r.server_rss_kib.map_or("?".to_string(), |t| t.to_string()),
             )),
-            Err(e) => out.result(&format!("echo, {label}: {e}")),
+            Err(e) => out.result(&format!("echo {conns} conns, {label}: {e}")),
         }
-        echo.push((kind, r));
+        echo.push((*kind, conns, r));
     }
     let secs = if quick { WRK_SECS.1 } else { WRK_SECS.0 };
     let mut http = Vec::new();
@@ -260,31 +274,43 @@ fn text<T>(r: &Figure<T>, f: impl Fn(&T) -> String) -> String {
 
 pub(crate) fn rows(report: &mut Report, n: &Net) {
     report.notes.push(format!(
-        "Echo: {CONNS} connections × {} round trips × {SIZE} B, one message in flight per \
+        "Echo: {} and {} connections × {} round trips × {SIZE} B, one message in flight per \
          connection, from a mio client in the class bench's own process; each server in its \
          own process at P={PROCS} (Go: GOMAXPROCS={PROCS}); threads and RSS are the server's \
          /proc status with every connection open. HTTP: `wrk -t2 -c{WRK_CONNS} --latency` \
          against gmp's hello server (gmp::net, httparse, keep-alive) and Go's net/http.",
-        n.rounds
+        CONNS[0], CONNS[1], n.rounds
     ));
-    let go_wall = fig("go.echo_1k_wall").text();
-    let go_threads = fig("go.echo_1k_threads").text();
-    for (kind, r) in &n.echo {
+    for (kind, conns, r) in &n.echo {
+        let conns = *conns;
+        // 1k rows keep their first keys; 10k rows are `net.echo10k.*`.
+        let echo = if conns == CONNS[0] { "echo" } else { "echo10k" };
+        let (go_wall, go_threads) = if conns == CONNS[0] {
+            (
+                fig("go.echo_1k_wall").text(),
+                fig("go.echo_1k_threads").text(),
+            )
+        } else {
+            (
+                fig("go.echo_10k_wall").text(),
+                fig("go.echo_10k_threads").text(),
+            )
+        };
         let value = r.as_ref().ok();
         report.rows.push(Row::new(
-            &format!("net.echo.{kind}.round_trips_per_s"),
+            &format!("net.{echo}.{kind}.round_trips_per_s"),
             format!(
-                "echo {CONNS} conns × {} × {SIZE} B, {kind}: round trips per second",
+                "echo {conns} conns × {} × {SIZE} B, {kind}: round trips per second",
                 n.rounds
             ),
             text(r, |r| format!("{:.0}", r.per_second())),
             value.map(|r| r.per_second()),
             "—",
-            &format!("Go {go_wall} for 1k × 100"),
+            &format!("Go {go_wall} for {conns} × 100"),
         ));
         report.rows.push(Row::new(
-            &format!("net.echo.{kind}.p99_us"),
-            format!("echo, {kind}: p99 round trip (µs)"),
+            &format!("net.{echo}.{kind}.p99_us"),
+            format!("echo {conns} conns, {kind}: p99 round trip (µs)"),
             text(r, |r| format!("{:.0}", r.p99_us)),
             value.map(|r| r.p99_us),
             "—",
@@ -292,8 +318,8 @@ pub(crate) fn rows(report: &mut Report, n: &Net) {
         ));
         let threads = value.and_then(|r| r.server_threads);
         report.rows.push(Row::new(
-            &format!("net.echo.{kind}.threads"),
-            format!("echo, {kind}: server OS threads, all connections open"),
+            &format!("net.{echo}.{kind}.threads"),
+            format!("echo {conns} conns, {kind}: server OS threads, all connections open"),
             text(r, |r| {
                 r.server_threads.map_or("?".to_string(), |t| t.to_string())
             }),
@@ -303,8 +329,8 @@ pub(crate) fn rows(report: &mut Report, n: &Net) {
         ));
         let rss = value.and_then(|r| r.server_rss_kib);
         report.rows.push(Row::new(
-            &format!("net.echo.{kind}.rss_kib"),
-            format!("echo, {kind}: server RSS, all connections open (KiB)"),
+            &format!("net.{echo}.{kind}.rss_kib"),
+            format!("echo {conns} conns, {kind}: server RSS, all connections open (KiB)"),
             text(r, |r| {
                 r.server_rss_kib.map_or("?".to_string(), |t| t.to_string())
             }),
@@ -332,11 +358,11 @@ pub(crate) fn rows(report: &mut Report, n: &Net) {
             "—",
         ));
     }
-    let echo_of = |k: &str| {
+    let echo_of = |k: &str, c: usize| {
         n.echo
             .iter()
-            .find(|(kind, _)| *kind == k)
-            .and_then(|(_, r)| r.as_ref().ok())
+            .find(|(kind, conns, _)| *kind == k && *conns == c)
+            .and_then(|(_, _, r)| r.as_ref().ok())
             .map(|r| r.per_second())
     };
     let http_of = |k: &str| {
@@ -349,8 +375,17 @@ pub(crate) fn rows(report: &mut Report, n: &Net) {
     for (key, what, r) in [
         (
             "ratio.net.echo_over_go",
-            "echo round trips per second: gmp / Go",
-            echo_of("gmp").zip(echo_of("go")).map(|(a, b)| a / b),
+            "echo 1k conns, round trips per second: gmp / Go",
+            echo_of("gmp", CONNS[0])
+                .zip(echo_of("go", CONNS[0]))
+                .map(|(a, b)| a / b),
+        ),
+        (
+            "ratio.net.echo10k_over_go",
+            "echo 10k conns, round trips per second: gmp / Go",
+            echo_of("gmp", CONNS[1])
+                .zip(echo_of("go", CONNS[1]))
+                .map(|(a, b)| a / b),
         ),
         (
             "ratio.net.http_over_go",
