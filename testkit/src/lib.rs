@@ -391,7 +391,8 @@ pub fn run_in_child(test_name: &str, limit: Duration, body: fn()) -> ChildRun {
 
 /// Runs `body` in a child process (see [`run_in_child`]), so a crash fails only this test,
 /// with a message; `crash_hint` says what a crash here usually means ("the switch restored
-/// a wrong stack pointer"). A panic in the child fails the test with the child's output.
+/// a wrong stack pointer"). A panic in the child fails the test with the child's output; a
+/// passing child's output is printed too, so `--nocapture` shows what it measured.
 pub fn isolated(test_name: &str, limit: Duration, crash_hint: &str, body: fn()) {
     let run = run_in_child(test_name, limit, body);
     let output = run.output;
@@ -406,6 +407,9 @@ pub fn isolated(test_name: &str, limit: Duration, crash_hint: &str, body: fn()) 
         run.success,
         "`{test_name}` did not pass in its own process.\n--- output of that run ---\n{output}"
     );
+    // Shown only with `--nocapture` (libtest captures it otherwise): what the run printed,
+    // such as the figures a test measures.
+    print!("{output}");
 }
 
 fn signal_name(signal: i32) -> &'static str {

@@ -432,8 +432,11 @@ pub fn check_skeleton(root: &Path, part: &Part, target_dir: Option<&Path>) -> Ve
         }
         Outcome::Passes { total } => problem(format!(
             "the skeleton passes all {total} tests: it must be red until the learner fills it \
-             in (are the todo!() bodies in {}/src gone?)",
-            part.exercise_rel()
+             in (are the todo!() bodies in {rel}/src gone?). If you filled them in yourself, \
+             this check is not for you: `verify` checks an untouched checkout, as CI does; \
+             `cargo workbook status` checks your parts (and `cargo workbook reset` puts a \
+             skeleton back)",
+            rel = part.exercise_rel()
         )),
         Outcome::Crashed { message } => problem(format!(
             "{message}: a learner would meet a crash, not the todo!() message of the step to do"
