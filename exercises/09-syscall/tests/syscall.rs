@@ -718,14 +718,14 @@ fn step4_clones_of_a_bound_share_its_permits() {
 }
 
 const BOUND: Step = Step {
-    name: "four threads taking and giving back permits of a bound of 3",
+    name: "eight threads taking and giving back permits of a bound of 3",
     invariant: "try_acquire returns at once, Some or None; a compare-and-swap loop that \
                 never ends makes no progress",
     book: STEP4,
 };
 
 #[test]
-fn step4_four_threads_never_hold_more_than_n_permits() {
+fn step4_eight_threads_never_hold_more_than_n_permits() {
     let _outcome = testkit::record!();
     const N: usize = 3;
     const TRIES: usize = 100_000;
@@ -733,7 +733,7 @@ fn step4_four_threads_never_hold_more_than_n_permits() {
     let in_use = Arc::new(AtomicUsize::new(0));
     let for_diagnosis = (bound.clone(), in_use.clone());
     let (got, most) = watch_with(
-        "four threads against a bound of 3",
+        "eight threads against a bound of 3",
         DEFAULT_LIMIT,
         BOUND,
         move || {
@@ -745,7 +745,9 @@ fn step4_four_threads_never_hold_more_than_n_permits() {
         },
         move |progress: &Progress| {
             let most = Arc::new(AtomicUsize::new(0));
-            let threads: Vec<_> = (0..4)
+            // More threads than CPUs and permits: a load-then-store race needs a thread to be
+            // preempted between the two, which two CPUs and four threads rarely give.
+            let threads: Vec<_> = (0..8)
                 .map(|t| {
                     let (bound, in_use, most, progress) = (
                         bound.clone(),
@@ -766,6 +768,13 @@ fn step4_four_threads_never_hold_more_than_n_permits() {
                                 continue;
                             };
                             got += 1;
+                            let free = bound.available();
+                            assert!(
+                                free <= N,
+                                "thread {t}: the bound says {free} of {N} permits are free: a \
+                                 permit was counted back twice or taken without a \
+                                 compare-and-swap (book: {STEP4})"
+                            );
                             let now = in_use.fetch_add(1, SeqCst) + 1;
                             most.fetch_max(now, SeqCst);
                             assert!(
@@ -804,7 +813,7 @@ fn step4_four_threads_never_hold_more_than_n_permits() {
     );
     assert!(
         got > 0,
-        "four threads tried {TRIES} times each and got no permit (book: {STEP4})"
+        "eight threads tried {TRIES} times each and got no permit (book: {STEP4})"
     );
     eprintln!("bound of {N}: {got} permits handed out, at most {most} at once");
 }
@@ -862,7 +871,10 @@ fn whole_runtime_a_ticker_keeps_ticking_on_one_p_while_another_g_is_in_a_blockin
             })
         },
     );
-    eprintln!("one P, a 200 ms blocking call: the Ticker ticked {ticks} of 20 times");
+    eprintln!(
+        "one P, a 200 ms blocking call: the Ticker ticked {ticks} times (20 are due during the \
+         call; one more may land as it ends)"
+    );
     // 20 ticks are due in 200 ms; the first retake may wait for one of sysmon's longest
     // sleeps (10 ms), and a loaded machine merges some ticks (a Ticker drops what a slow
     // reader misses), but a P that is never retaken gives the ticker no tick at all.
