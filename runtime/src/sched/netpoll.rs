@@ -343,6 +343,12 @@ impl Shared {
                 handed: t,
                 recorded,
             };
+            if std::thread::panicking() {
+                // `close` from a socket dropped while a panic unwinds: a second panic would
+                // abort the process. Stop the runtime naming the rule, wake nobody.
+                self.stop_broken(format!("netpoll (part 10): {e}"));
+                return;
+            }
             self.fail(format!("netpoll (part 10): {e}"));
         }
         let parked = {
