@@ -119,6 +119,17 @@ impl<S: mio::event::Source + AsRawFd> Io<S> {
                     )));
                 }
             }
+            if crate::sched::syscall::in_call() {
+                // The G has no P inside a blocking call: it cannot park on the poller there.
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "gmp::net::{what} would block inside gmp::blocking: a G there has \
+                         no P and cannot wait for the socket; do socket I/O before or after \
+                         the blocking call"
+                    ),
+                ));
+            }
             match self.rt.wait_io(&self.entry, dir, deadline) {
                 Ok(()) => {}
                 Err(IoWait::TimedOut) => {

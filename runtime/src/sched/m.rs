@@ -325,14 +325,8 @@ pub(super) fn m_main(shared: Arc<Shared>, index: usize) {
         // runtime failing on g0: stop the runtime and tell the thread in block_on.
         let message = task::payload_message(&*payload).unwrap_or("a non-string panic");
         let why = format!("M{index} panicked on g0: {message}");
-        lock(&shared.broken).get_or_insert(why);
-        shared.begin_shutdown();
-        for m in shared.ms.iter() {
-            let _ = panic::catch_unwind(AssertUnwindSafe(|| m.idle.unpark()));
-        }
-        if let Some(waiter) = lock(&shared.main_waiter).clone() {
-            waiter.unpark();
-        }
+        // Also ends the idle M's blocking poll, which an unpark alone would not.
+        shared.stop_broken(why);
     }
 }
 

@@ -93,6 +93,14 @@ pub(crate) struct Entry {
     fd: RawFd,
     /// What the socket is ("TcpStream 127.0.0.1:5000 -> 127.0.0.1:41000"), for messages.
     what: String,
+    /// Calls of `pd.ready` per direction, counted before each call, and `Prepared::Ready`
+    /// answers: a descriptor says Ready at most once per `ready` call.
+    readied: [AtomicU64; 2],
+    ready_seen: [AtomicU64; 2],
+    /// A G is inside `wait_io` for `[read, write]`. The runtime's own one-waiter rule (Go:
+    /// `fdMutex`): a G whose park failed still holds its record while it backs off, and the
+    /// descriptor would already let a second G say Wait.
+    in_wait: [AtomicBool; 2],
 }
 
 struct Parked {
@@ -100,6 +108,14 @@ struct Parked {
     g: u64,
     since: Instant,
     waiter: Waiter,
+}
+
+impl Entry {
+    /// `pd.ready`, counted first (see `readied`).
+    fn ready(&self, dir: Dir) -> Option<Token> {
+        self.readied[slot(dir)].fetch_add(1, SeqCst);
+        self.pd.ready(dir)
+    }
 }
 
 fn slot(dir: Dir) -> usize {
@@ -271,6 +287,9 @@ impl Shared {
             waiters: Mutex::new([None, None]),
             fd,
             what,
+            readied: [AtomicU64::new(0), AtomicU64::new(0)],
+            ready_seen: [AtomicU64::new(0), AtomicU64::new(0)],
+            in_wait: [AtomicBool::new(false), AtomicBool::new(false)],
         });
         slot.entry = Some(entry.clone());
         drop(table);
@@ -324,6 +343,12 @@ impl Shared {
                 handed: t,
                 recorded,
             };
+            if std::thread::panicking() {
+                // `close` from a socket dropped while a panic unwinds: a second panic would
+                // abort the process. Stop the runtime naming the rule, wake nobody.
+                self.stop_broken(format!("netpoll (part 10): {e}"));
+                return;
+            }
             self.fail(format!("netpoll (part 10): {e}"));
         }
         let parked = {
@@ -350,7 +375,7 @@ impl Shared {
                 .filter(|e| e.token == token);
             let Some(entry) = entry else { continue };
             for (dir, on) in [(Dir::Read, ready.read), (Dir::Write, ready.write)] {
-                if on && let Some(t) = entry.pd.ready(dir) {
+                if on && let Some(t) = entry.ready(dir) {
                     self.hand_over(&entry, dir, t, "ready", true);
                 }
             }
@@ -467,12 +492,30 @@ impl Shared {
         deadline: Option<Instant>,
     ) -> Result<(), IoWait> {
         let i = slot(dir);
+        if entry.in_wait[i].swap(true, AcqRel) {
+            return Err(IoWait::Busy);
+        }
+        let _in_wait = InWait(&entry.in_wait[i]);
         loop {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(IoWait::TimedOut);
             }
             match entry.pd.prepare(dir) {
-                Prepared::Ready => return Ok(()),
+                Prepared::Ready => {
+                    let seen = entry.ready_seen[i].fetch_add(1, SeqCst) + 1;
+                    let readied = entry.readied[i].load(SeqCst);
+                    if seen > readied {
+                        self.fail(format!(
+                            "netpoll (part 10): PollDesc::prepare said Ready {seen} times for \
+                             the {} side of {}, but the runtime called ready only {readied} \
+                             times: Ready must consume readiness that `ready` left, and a \
+                             descriptor with none says Wait (book: ch10-netpoll.html#polldesc)",
+                            dir_name(dir),
+                            entry.what
+                        ));
+                    }
+                    return Ok(());
+                }
                 Prepared::Closed => return Err(IoWait::Closed),
                 Prepared::Busy => return Err(IoWait::Busy),
                 Prepared::Wait => {}
@@ -508,6 +551,14 @@ impl Shared {
             }
             // Counted while parked; a guard, since a G torn down at shutdown unwinds here.
             let _counted = WaitCount::new(&self.netpoll.waiters);
+            // A G that leaves by unwinding (torn down at shutdown, or a wait refused inside
+            // gmp::blocking) takes its token back: the socket keeps no G nobody runs.
+            let _undo = UndoPark {
+                shared: self,
+                entry,
+                dir,
+                t,
+            };
             // With no M polling, the parked G must not wait for one forever: an idle M
             // becomes the poller (Go: `netpollBreak` in `poll_runtime_pollWait`'s callers).
             if self.sleeper_m().is_none() {
@@ -548,7 +599,7 @@ impl Shared {
     /// `netpollunblock(ioready=false)`. `true` if it did; `false` if the poller or a close
     /// had taken it first (they will wake it). With `t == 0` it only undoes a `Wait`.
     fn take_back(&self, entry: &Entry, dir: Dir, t: u64) -> bool {
-        let Some(got) = entry.pd.ready(dir) else {
+        let Some(got) = entry.ready(dir) else {
             return false;
         };
         if got.get().get() != t {
@@ -622,6 +673,60 @@ impl Shared {
             }
         }
         out
+    }
+}
+
+/// Ends a G's turn in `wait_io` for one direction, also when it unwinds.
+struct InWait<'a>(&'a AtomicBool);
+
+impl Drop for InWait<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Takes a park's G token back if the parked G unwinds out of `wait_io`.
+struct UndoPark<'a> {
+    shared: &'a Shared,
+    entry: &'a Entry,
+    dir: Dir,
+    t: u64,
+}
+
+impl Drop for UndoPark<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let (entry, i) = (self.entry, slot(self.dir));
+        if entry.parked[i].load(SeqCst) != self.t {
+            return; // the poller or a close took it: they clear the record
+        }
+        match entry.ready(self.dir) {
+            Some(got)
+                if got.get().get() == self.t
+                    && entry.parked[i]
+                        .compare_exchange(self.t, 0, AcqRel, SeqCst)
+                        .is_ok() =>
+            {
+                let mut waiters = lock(&entry.waiters);
+                if waiters[i].as_ref().is_some_and(|p| p.token == self.t) {
+                    waiters[i] = None;
+                }
+            }
+            // Ours, but the record was swapped meanwhile: nobody else clears it either way.
+            Some(got) if got.get().get() == self.t => {}
+            // No second panic while unwinding: record the broken rule and stop.
+            Some(got) => self.shared.stop_broken(format!(
+                "netpoll (part 10): PollDesc::ready returned G token {} for the {} side of \
+                 {}, but G token {} is parked there",
+                got.get(),
+                dir_name(self.dir),
+                entry.what,
+                self.t
+            )),
+            None => {}
+        }
     }
 }
 
