@@ -1,4 +1,7 @@
-//! Scratch tests for the part-10 review (not for merging).
+//! `gmp::net` at its edges, from the part-10 soundness review: a peer that resets while a G
+//! is parked, timeouts racing readiness, a socket wait inside `gmp::blocking`, shutdown with
+//! Gs parked on sockets, sockets that outlive their runtime, descriptors across runtimes,
+//! and two Gs reading one socket. Loopback only; every loop bounded.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -251,6 +254,17 @@ fn no_descriptor_leak_across_runtimes() {
     if asm() {
         return;
     }
+    // In a process of its own: it counts the process's descriptors, which the other tests of
+    // this file open and close meanwhile.
+    testkit::isolated(
+        "no_descriptor_leak_across_runtimes",
+        DEFAULT_LIMIT,
+        "",
+        no_descriptor_leak_across_runtimes_body,
+    );
+}
+
+fn no_descriptor_leak_across_runtimes_body() {
     watched("fd leak", || {
         // Warm up (std's lazy fds, the test harness).
         let rt = Runtime::builder().procs(1).build().unwrap();
@@ -319,10 +333,23 @@ fn leak_matrix() {
     if asm() {
         return;
     }
+    // In a process of its own, as the test above.
+    testkit::isolated("leak_matrix", DEFAULT_LIMIT, "", leak_matrix_body);
+}
+
+fn leak_matrix_body() {
     watched("leak matrix", || {
         for (hold, park) in [(false, false), (true, false), (false, true), (true, true)] {
             let (b, a) = leak_case(hold, park, 10);
             eprintln!("hold={hold} park={park}: fds before {b}, after 10 runtimes {a}");
+            assert_eq!(
+                a,
+                b,
+                "10 runtimes (a socket held past the runtime: {hold}, a G parked on it: {park}) \
+                 left {} descriptors open: the poller's epoll fd and eventfd leak when \
+                 something keeps the runtime alive",
+                a.saturating_sub(b)
+            );
         }
     });
 }
@@ -383,6 +410,11 @@ fn two_readers_of_one_socket_race() {
                     "read {} bytes, {} busy",
                     total.load(std::sync::atomic::Ordering::SeqCst),
                     busy.load(std::sync::atomic::Ordering::SeqCst)
+                );
+                assert_eq!(
+                    total.load(std::sync::atomic::Ordering::SeqCst),
+                    BYTES,
+                    "two readers of one socket must read every byte between them"
                 );
                 writer.join().unwrap();
             });
