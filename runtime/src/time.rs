@@ -102,8 +102,9 @@ pub(crate) fn wait_until(
 /// ```
 /// use std::time::{Duration, Instant};
 /// gmp::run(|| {
-///     let mut ticker = gmp::time::Ticker::new(Duration::from_millis(2));
+///     // Read the clock first: the grid starts when the ticker is made.
 ///     let start = Instant::now();
+///     let mut ticker = gmp::time::Ticker::new(Duration::from_millis(2));
 ///     for _ in 0..3 {
 ///         ticker.tick();
 ///     }
