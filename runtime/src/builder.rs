@@ -99,6 +99,14 @@ pub enum BuildError {
         /// The P count it must be at least.
         procs: usize,
     },
+    /// `set_procs` asked for more Ps than [`Builder::max_threads`] allows Ms: every P needs
+    /// an M, so every blocking call would fail.
+    ProcsAboveMaxThreads {
+        /// The P count asked for.
+        procs: usize,
+        /// The runtime's `Builder::max_threads`.
+        max_threads: usize,
+    },
     /// Part 02 refused to start an M (stack too small, bad CPU, out of threads).
     StartM {
         /// Which M (0-based).
@@ -135,6 +143,12 @@ impl fmt::Display for BuildError {
                 f,
                 "bad Builder::max_threads({value}): every P needs an M, so it must be from the \
                  P count ({procs}) to {DEFAULT_MAX_THREADS}; leave it out for {DEFAULT_MAX_THREADS}"
+            ),
+            BuildError::ProcsAboveMaxThreads { procs, max_threads } => write!(
+                f,
+                "set_procs({procs}) is above the runtime's Builder::max_threads({max_threads}): \
+                 every P needs an M (and each blocking call one more), so ask for at most \
+                 {max_threads} Ps, or build the runtime with a higher Builder::max_threads"
             ),
             BuildError::StartM { index, reason } => {
                 write!(f, "could not start M {index}: {reason}")

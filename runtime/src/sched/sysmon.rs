@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::Shared;
+use super::{SetBy, Shared};
 use crate::builder::{MAX_PROCS, default_procs};
 use crate::lock;
 use crate::parts::parker::Parker;
@@ -178,8 +178,9 @@ fn follow_quota(shared: &Shared) {
     let now = default_procs();
     let before = state.quota_procs.swap(now, Relaxed);
     if let Some(n) = procs_for_quota(state.follow_quota.load(Relaxed), before, now) {
-        // `n` is within 1..=MAX_PROCS (`default_procs` clamps), so this cannot fail.
-        let _ = shared.set_procs(n);
+        // `n` is within 1..=MAX_PROCS (`default_procs` clamps) and, clamped to the M cap,
+        // within what `set_procs` takes, so this cannot fail.
+        let _ = shared.set_procs(n.min(shared.calls.max_threads), SetBy::Quota);
     }
 }
 
