@@ -83,14 +83,16 @@ impl Calls {
     /// P `id`'s call state, made on first use (so a skeleton part 09 is called only when a
     /// program makes a blocking call). Part 09's `SyscallSlot::new` runs here: the caller
     /// guards it, as it does every call into part 09.
-    fn of(&self, id: usize) -> &CallP {
+    /// Returns whether this was the runtime's first call, which wakes sysmon
+    /// (`sysmon.rs`: until then it does not call part 09).
+    fn of(&self, id: usize) -> (&CallP, bool) {
         let made = self.ps[id].get_or_init(|| CallP {
             slot: new_slot(),
             parked: Mutex::new(None),
             retaken: AtomicU64::new(0),
         });
-        self.made.fetch_max(id + 1, Relaxed);
-        made
+        let first = self.made.fetch_max(id + 1, Relaxed) == 0;
+        (made, first)
     }
 }
 
@@ -144,13 +146,16 @@ impl Shared {
         let calls = &self.calls;
         // Part 09 runs on the G's stack; a panic there is a broken part, not the G's. The
         // slot is made before the P leaves the M, so a panic loses no P and counts no call.
-        let call =
+        let (call, first) =
             panic::catch_unwind(AssertUnwindSafe(|| calls.of(id))).unwrap_or_else(|payload| {
                 self.fail(format!(
                     "syscall (part 09): SyscallSlot::new panicked: {}",
                     message(&*payload)
                 ))
             });
+        if first {
+            self.wake_sysmon();
+        }
         let Some(p) = with_m(self.id, |m| m.p.take()).flatten() else {
             return Ok(f());
         };
