@@ -75,8 +75,18 @@ impl std::error::Error for BlockingError {}
 /// Outside a G (on a plain thread) it just runs `f`: there is no P to hand on.
 ///
 /// `f` must not wait on the runtime (`park`, `yield_now`, a channel, a join, a sleep of
-/// `gmp::time`): the G is in a call and has no P; doing so panics, naming the rule. Use
-/// `std::thread::sleep` and friends inside, or end the call first.
+/// `gmp::time`, [`Bound::acquire`]): the G is in a call and has no P; doing so panics,
+/// naming the rule. Use `std::thread::sleep` and friends inside, or end the call first.
+///
+/// **`f` must not wait (with `std`'s waits) for a G that started on this M**: such a G
+/// runs only on this M (S1), which is busy with the call, so the call never ends. Gs not
+/// started yet are fine: they ride along with the P. The dump notes an M in a call for
+/// over a second while Gs that started on it wait (chapter 9, "What S1 costs around a
+/// call").
+///
+/// `f` runs on the G's own stack ([`Builder::stack_size`](crate::Builder::stack_size),
+/// 64 KiB by default), not on a big system stack as Go's cgo calls do (on `g0`): a native
+/// call that needs more stack needs a bigger G stack.
 ///
 /// # Errors
 ///

@@ -256,6 +256,9 @@ impl Builder {
     /// fails with [`BlockingError::TooManyThreads`](crate::BlockingError::TooManyThreads)
     /// naming it. Default [`DEFAULT_MAX_THREADS`], as Go's `debug.SetMaxThreads`; at least
     /// the P count. (Go exits the process past its cap; gmp tells the calling G.)
+    ///
+    /// At exactly the P count there is no M to spare, so every blocking call fails; allow
+    /// at least one more. `set_procs` above the cap is refused.
     pub fn max_threads(mut self, n: usize) -> Builder {
         self.max_threads = n;
         self

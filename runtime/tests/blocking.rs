@@ -472,3 +472,29 @@ fn a_sleep_refused_inside_a_call_leaves_no_timer() {
         "the refused sleep left its timer armed:\n{dump}"
     );
 }
+
+/// A call that lasts over a second while a G that started on its M waits to run there (S1)
+/// gets a note in the dump: a call that waits for such a G would never end.
+#[test]
+fn a_long_call_with_gs_waiting_for_its_m_is_noted_in_the_dump() {
+    let dump = watched("a long call with a G waiting for its M", || {
+        let rt = Runtime::builder().procs(1).build().unwrap();
+        rt.block_on(|| {
+            // Starts on this M, then sleeps: its timer readies it during the call, when
+            // only this M may run it.
+            let started = gmp::go(|| gmp::time::sleep(Duration::from_millis(20)));
+            gmp::yield_now();
+            let dump = gmp::blocking(|| {
+                std::thread::sleep(Duration::from_millis(1300));
+                gmp::dump()
+            })
+            .unwrap();
+            started.join().unwrap();
+            dump
+        })
+    });
+    assert!(
+        dump.contains("in a blocking call for") && dump.contains("What S1 costs around a call"),
+        "no note on the long call:\n{dump}"
+    );
+}

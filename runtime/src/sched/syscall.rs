@@ -189,6 +189,7 @@ impl Shared {
                 ));
             }
         };
+        self.ms[index].call_since_ns.store(self.now_ns(), Relaxed);
         self.ms[index].in_call.store(true, Relaxed);
         IN_CALL.with(|c| c.set(true));
         let out = panic::catch_unwind(AssertUnwindSafe(f));
@@ -326,6 +327,13 @@ impl Shared {
             self.handoff_p(&mut s, p);
         } else {
             self.release_p(&mut s, p);
+        }
+        drop(s);
+        // Its timers need an M too: wake the sleeper, or start an M to become one (with the
+        // only M in this call, nobody else would). Go: `handoffp` -> `wakeNetPoller`.
+        let next = self.earliest_timer();
+        if next != super::timer::NEVER {
+            self.timer_armed(next);
         }
         Ok(true)
     }
