@@ -420,8 +420,7 @@ fn bound_waiters_are_served_oldest_first_even_after_a_lost_race() {
             for w in waiters {
                 w.join().unwrap();
             }
-            let order = order.lock().unwrap().clone();
-            order
+            order.lock().unwrap().clone()
         })
     });
     assert_eq!(
