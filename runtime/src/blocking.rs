@@ -75,8 +75,18 @@ impl std::error::Error for BlockingError {}
 /// Outside a G (on a plain thread) it just runs `f`: there is no P to hand on.
 ///
 /// `f` must not wait on the runtime (`park`, `yield_now`, a channel, a join, a sleep of
-/// `gmp::time`): the G is in a call and has no P; doing so panics, naming the rule. Use
-/// `std::thread::sleep` and friends inside, or end the call first.
+/// `gmp::time`, [`Bound::acquire`]): the G is in a call and has no P; doing so panics,
+/// naming the rule. Use `std::thread::sleep` and friends inside, or end the call first.
+///
+/// **`f` must not wait (with `std`'s waits) for a G that started on this M**: such a G
+/// runs only on this M (S1), which is busy with the call, so the call never ends. Gs not
+/// started yet are fine: they ride along with the P. The dump notes an M in a call for
+/// over a second while Gs that started on it wait (chapter 9, "What S1 costs around a
+/// call").
+///
+/// `f` runs on the G's own stack ([`Builder::stack_size`](crate::Builder::stack_size),
+/// 64 KiB by default), not on a big system stack as Go's cgo calls do (on `g0`): a native
+/// call that needs more stack needs a bigger G stack.
 ///
 /// # Errors
 ///
@@ -164,68 +174,55 @@ impl Bound {
         })
     }
 
-    /// Waits for a permit: a G parks, a plain thread sleeps.
+    /// Waits for a permit: a G parks, a plain thread sleeps. Waiters are served oldest
+    /// first.
     ///
     /// "Permit without lost wake-up": a waiter lists itself, then tries once more before it
     /// parks; a dropped permit is counted back first, then wakes the oldest listed waiter.
-    /// So either the retry sees the permit or the drop sees the waiter. A waiter that got a
-    /// permit on its retry although a drop had already taken it off the list passes that
-    /// wake-up on to the next waiter, so none is lost to a waiter that did not need it.
+    /// So either the retry sees the permit or the drop sees the waiter. A waiter that stops
+    /// waiting (a permit on its retry, a shutdown, a panic) takes itself off the list, or,
+    /// if a drop already took it off and woke it, passes that wake-up on, so none is lost
+    /// to a waiter that did not need it. A woken waiter that finds the permit taken goes
+    /// back to its place in the line (by its wait id), not to its end.
     ///
     /// # Errors
     ///
     /// [`BlockingError::ShutDown`] if the runtime shut down during the wait.
+    ///
+    /// # Panics
+    ///
+    /// Inside [`blocking`] (a G in a call cannot wait on the runtime), before it waits.
     pub fn acquire(&self) -> Result<Permit, BlockingError> {
+        g::check_may_wait("gmp::Bound::acquire");
         let inner = &self.inner;
+        if let Some(permit) = inner.permits.try_acquire() {
+            return Ok(self.permit(permit));
+        }
         let wait = inner.next_wait.fetch_add(1, Relaxed);
         let me = Waiter::current();
-        let mut listed = false;
+        // From here on every way out (a permit, an error, an unwind) leaves the list clean.
+        let _listed = Listed { inner, wait };
         loop {
-            if let Some(permit) = inner.permits.try_acquire() {
-                return Ok(self.granted(permit, wait, listed));
-            }
             {
                 let mut waiters = lock(&inner.waiters);
-                if !waiters.iter().any(|(id, _)| *id == wait) {
-                    waiters.push_back((wait, me.clone()));
+                let at = waiters.partition_point(|(id, _)| *id < wait);
+                if waiters.get(at).is_none_or(|(id, _)| *id != wait) {
+                    waiters.insert(at, (wait, me.clone()));
                 }
             }
-            listed = true;
             if let Some(permit) = inner.permits.try_acquire() {
-                return Ok(self.granted(permit, wait, listed));
+                return Ok(self.permit(permit));
             }
             if me.wait(WaitReason::Park).is_err() {
-                self.granted_none(wait);
                 return Err(BlockingError::ShutDown);
             }
         }
     }
 
-    /// A permit for wait `wait`: takes the wait off the list, or, if a drop took it off
-    /// (and woke it), passes that wake-up on.
-    fn granted(&self, permit: syscall::Permit, wait: u64, listed: bool) -> Permit {
-        if listed {
-            self.granted_none(wait);
-        }
+    fn permit(&self, permit: syscall::Permit) -> Permit {
         Permit {
             permit: Some(permit),
             inner: self.inner.clone(),
-        }
-    }
-
-    fn granted_none(&self, wait: u64) {
-        let mut waiters = lock(&self.inner.waiters);
-        match waiters.iter().position(|(id, _)| *id == wait) {
-            Some(pos) => {
-                waiters.remove(pos);
-            }
-            None => {
-                let next = waiters.pop_front();
-                drop(waiters);
-                if let Some((_, w)) = next {
-                    w.wake();
-                }
-            }
         }
     }
 
@@ -250,6 +247,32 @@ impl Bound {
     /// The most permits out at once.
     pub fn limit(&self) -> usize {
         self.inner.permits.limit()
+    }
+}
+
+/// Wait `wait` of an [`Bound::acquire`] in progress: on drop, off the list, or, if a
+/// dropped permit already took it off (and woke it), that wake-up goes to the next waiter.
+/// Go's `semrelease` hands the permit to the waiter instead; here the waiter takes it.
+struct Listed<'a> {
+    inner: &'a BoundInner,
+    wait: u64,
+}
+
+impl Drop for Listed<'_> {
+    fn drop(&mut self) {
+        let mut waiters = lock(&self.inner.waiters);
+        match waiters.iter().position(|(id, _)| *id == self.wait) {
+            Some(pos) => {
+                waiters.remove(pos);
+            }
+            None => {
+                let next = waiters.pop_front();
+                drop(waiters);
+                if let Some((_, w)) = next {
+                    w.wake();
+                }
+            }
+        }
     }
 }
 

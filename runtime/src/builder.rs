@@ -99,6 +99,14 @@ pub enum BuildError {
         /// The P count it must be at least.
         procs: usize,
     },
+    /// `set_procs` asked for more Ps than [`Builder::max_threads`] allows Ms: every P needs
+    /// an M, so every blocking call would fail.
+    ProcsAboveMaxThreads {
+        /// The P count asked for.
+        procs: usize,
+        /// The runtime's `Builder::max_threads`.
+        max_threads: usize,
+    },
     /// Part 02 refused to start an M (stack too small, bad CPU, out of threads).
     StartM {
         /// Which M (0-based).
@@ -135,6 +143,12 @@ impl fmt::Display for BuildError {
                 f,
                 "bad Builder::max_threads({value}): every P needs an M, so it must be from the \
                  P count ({procs}) to {DEFAULT_MAX_THREADS}; leave it out for {DEFAULT_MAX_THREADS}"
+            ),
+            BuildError::ProcsAboveMaxThreads { procs, max_threads } => write!(
+                f,
+                "set_procs({procs}) is above the runtime's Builder::max_threads({max_threads}): \
+                 every P needs an M (and each blocking call one more), so ask for at most \
+                 {max_threads} Ps, or build the runtime with a higher Builder::max_threads"
             ),
             BuildError::StartM { index, reason } => {
                 write!(f, "could not start M {index}: {reason}")
@@ -242,6 +256,9 @@ impl Builder {
     /// fails with [`BlockingError::TooManyThreads`](crate::BlockingError::TooManyThreads)
     /// naming it. Default [`DEFAULT_MAX_THREADS`], as Go's `debug.SetMaxThreads`; at least
     /// the P count. (Go exits the process past its cap; gmp tells the calling G.)
+    ///
+    /// At exactly the P count there is no M to spare, so every blocking call fails; allow
+    /// at least one more. `set_procs` above the cap is refused.
     pub fn max_threads(mut self, n: usize) -> Builder {
         self.max_threads = n;
         self

@@ -460,6 +460,13 @@ pub fn yield_now() {
     }
 }
 
+/// Refuses, by a panic naming `what`, a wait inside `gmp::blocking` before the waiter
+/// registers anywhere (a waiter list, a timer), so the refusal leaves nothing behind to
+/// take a wake-up. While a panic unwinds it returns: the wait itself is refused later.
+pub(crate) fn check_may_wait(what: &str) {
+    let _ = refuse_in_call(what);
+}
+
 /// A G inside `gmp::blocking` has no P: switching out would leave its call half done on an
 /// M that gives the P away (`sched/syscall.rs`), so a wait there is refused by name. While
 /// a panic unwinds out of the call (a destructor that waits), a second panic would abort the

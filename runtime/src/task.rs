@@ -278,6 +278,7 @@ impl<T> JoinHandle<T> {
         self,
         stop: impl Fn() -> Option<E>,
     ) -> Result<Result<T, Panic>, E> {
+        g::check_may_wait("JoinHandle::join");
         let me = Waiter::current();
         loop {
             {

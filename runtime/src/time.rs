@@ -52,6 +52,7 @@ pub fn sleep_until(deadline: Instant) {
         std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
         return;
     };
+    g::check_may_wait("gmp::time::sleep");
     let rt = &g.rt;
     let when = rt.ns_at(deadline);
     if when <= rt.now_ns() || g::tearing_down() {

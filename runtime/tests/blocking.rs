@@ -330,3 +330,170 @@ fn a_destructor_that_yields_while_a_call_unwinds_does_not_abort() {
     });
     assert!(message.contains("guard alive"), "{message}");
 }
+
+/// How many waiters `bound`'s Debug lists.
+fn waiting(bound: &gmp::Bound) -> usize {
+    let text = format!("{bound:?}");
+    let (_, tail) = text.split_once(" free, ").expect("Bound's Debug format");
+    tail.split(' ').next().unwrap().parse().unwrap()
+}
+
+/// Yields until `bound` lists `n` waiters, at most 5 s (then returns, and the test's own
+/// assertion says what is wrong).
+fn until_waiting(bound: &gmp::Bound, n: usize) {
+    let start = Instant::now();
+    while waiting(bound) != n && start.elapsed() < Duration::from_secs(5) {
+        gmp::yield_now();
+    }
+}
+
+/// An acquire refused inside a blocking call leaves no waiter behind: else the next
+/// permit's wake-up goes to that dead entry and a real waiter starves.
+#[test]
+fn an_acquire_refused_inside_a_call_leaves_no_stale_waiter() {
+    let (served, state) = watched("a Bound after a refused acquire", || {
+        let rt = Runtime::builder().procs(2).build().unwrap();
+        rt.block_on(|| {
+            let bound = gmp::Bound::new(1).unwrap();
+            let first = bound.acquire().unwrap();
+            let b = bound.clone();
+            let refused = gmp::go(move || gmp::blocking(|| b.acquire().map(drop))).join();
+            assert!(refused.is_err(), "acquire inside gmp::blocking must panic");
+            let before = waiting(&bound);
+            let done = Arc::new(AtomicBool::new(false));
+            let waiter = {
+                let (b, done) = (bound.clone(), done.clone());
+                gmp::go(move || {
+                    let p = b.acquire().unwrap();
+                    done.store(true, SeqCst);
+                    drop(p);
+                })
+            };
+            until_waiting(&bound, before + 1);
+            drop(first);
+            let start = Instant::now();
+            while !done.load(SeqCst) && start.elapsed() < Duration::from_secs(2) {
+                gmp::time::sleep(Duration::from_millis(2));
+            }
+            let served = done.load(SeqCst);
+            let state = format!("{bound:?}");
+            if !served {
+                // Wake the starved waiter so the runtime can stop and the test report.
+                drop(bound.acquire().unwrap());
+            }
+            waiter.join().unwrap();
+            (served, state)
+        })
+    });
+    assert!(
+        served,
+        "the waiter was not served 2 s after the permit came back ({state}): a stale \
+         entry of the refused acquire took its wake-up"
+    );
+}
+
+/// A woken waiter that finds the permit taken (by an acquire that did not wait) goes back
+/// to its place in the line, not to its end.
+#[test]
+fn bound_waiters_are_served_oldest_first_even_after_a_lost_race() {
+    let order = watched("Bound's order", || {
+        let rt = Runtime::builder().procs(1).build().unwrap();
+        rt.block_on(|| {
+            let bound = gmp::Bound::new(1).unwrap();
+            let first = bound.acquire().unwrap();
+            let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let mut waiters = Vec::new();
+            for name in ["A", "B", "C"] {
+                let (b, order) = (bound.clone(), order.clone());
+                waiters.push(gmp::go(move || {
+                    let permit = b.acquire().unwrap();
+                    order.lock().unwrap().push(name);
+                    drop(permit);
+                }));
+                until_waiting(&bound, waiters.len());
+            }
+            // A is woken, but this G (one P: A has not run yet) takes the permit first.
+            drop(first);
+            let barged = bound.acquire().unwrap();
+            until_waiting(&bound, 3);
+            drop(barged);
+            for w in waiters {
+                w.join().unwrap();
+            }
+            order.lock().unwrap().clone()
+        })
+    });
+    assert_eq!(
+        order,
+        ["A", "B", "C"],
+        "a Bound serves its waiters oldest first"
+    );
+}
+
+/// More Ps than the thread cap would make every blocking call fail: refused by name.
+#[test]
+fn set_procs_above_max_threads_is_refused_by_name() {
+    let rt = Runtime::builder().procs(1).max_threads(2).build().unwrap();
+    let err = rt
+        .set_procs(3)
+        .expect_err("3 Ps at max_threads(2) must be refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("set_procs(3)") && msg.contains("max_threads(2)"),
+        "{msg}"
+    );
+    assert_eq!(rt.procs(), 1, "a refused set_procs changes nothing");
+    assert_eq!(rt.set_procs(2).unwrap(), 1, "up to the cap is fine");
+}
+
+/// A sleep refused inside a call is refused before it arms its timer: no timer is left to
+/// wake a G that no longer waits.
+#[test]
+fn a_sleep_refused_inside_a_call_leaves_no_timer() {
+    let (message, dump) = watched("a sleep inside a blocking call", || {
+        let rt = Runtime::builder().procs(1).build().unwrap();
+        rt.block_on(|| {
+            let message = gmp::go(|| gmp::blocking(|| gmp::time::sleep(Duration::from_secs(60))))
+                .join()
+                .expect_err("a sleep in a call must panic")
+                .message()
+                .unwrap_or_default()
+                .to_string();
+            (message, gmp::dump())
+        })
+    });
+    assert!(
+        message.contains("gmp::time::sleep inside gmp::blocking"),
+        "{message}"
+    );
+    assert!(
+        dump.contains("timers: none"),
+        "the refused sleep left its timer armed:\n{dump}"
+    );
+}
+
+/// A call that lasts over a second while a G that started on its M waits to run there (S1)
+/// gets a note in the dump: a call that waits for such a G would never end.
+#[test]
+fn a_long_call_with_gs_waiting_for_its_m_is_noted_in_the_dump() {
+    let dump = watched("a long call with a G waiting for its M", || {
+        let rt = Runtime::builder().procs(1).build().unwrap();
+        rt.block_on(|| {
+            // Starts on this M, then sleeps: its timer readies it during the call, when
+            // only this M may run it.
+            let started = gmp::go(|| gmp::time::sleep(Duration::from_millis(20)));
+            gmp::yield_now();
+            let dump = gmp::blocking(|| {
+                std::thread::sleep(Duration::from_millis(1300));
+                gmp::dump()
+            })
+            .unwrap();
+            started.join().unwrap();
+            dump
+        })
+    });
+    assert!(
+        dump.contains("in a blocking call for") && dump.contains("What S1 costs around a call"),
+        "no note on the long call:\n{dump}"
+    );
+}

@@ -12,6 +12,9 @@ use super::m::MState;
 use super::{RUNTIMES, Shared, current};
 use crate::lock;
 
+/// A blocking call this long, with Gs waiting for its M, gets a note in the dump.
+const LONG_CALL_NS: u64 = 1_000_000_000;
+
 impl Shared {
     /// What `Runtime::dump`, `gmp::dump` and `dump_all` print for this runtime.
     pub(super) fn dump(&self) -> String {
@@ -75,6 +78,23 @@ impl Shared {
                 m.pinned.len(),
                 m.switches.load(Relaxed)
             );
+        }
+        // S1: Gs that started on an M wait for its call; a call that waits for one of
+        // them never ends (chapter 9, "What S1 costs around a call").
+        let now = self.now_ns();
+        for (i, m) in self.ms.iter().enumerate() {
+            let waiting = m.pinned.len();
+            let lasted = now.saturating_sub(m.call_since_ns.load(Relaxed));
+            if m.in_call.load(Relaxed) && lasted > LONG_CALL_NS && waiting > 0 {
+                let _ = writeln!(
+                    out,
+                    "  note: M{i} has been in a blocking call for {} ms while {waiting} G(s) \
+                     that started on it wait to run there: they wait for the call to end, \
+                     so a call that waits for one of them never ends (chapter 9, \
+                     \"What S1 costs around a call\")",
+                    lasted / 1_000_000
+                );
+            }
         }
         // Facts that, if they last until a watchdog fires, point at a lost wake-up: an M
         // is taken off the idle list (by `wakep`, `wake_home` or `release_p`) only to be

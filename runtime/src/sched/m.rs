@@ -44,6 +44,9 @@ pub(super) struct MSlot {
     pub(super) locked: AtomicBool,
     /// In a blocking call, without a P (`syscall.rs`). Written by this M, read by dumps.
     pub(super) in_call: AtomicBool,
+    /// When the current (or last) blocking call began, on the runtime's clock (`now_ns`).
+    /// Written by this M before `in_call`, read by dumps.
+    pub(super) call_since_ns: AtomicU64,
     /// Back from a blocking call whose P was retaken, on the idle list with its G, waiting
     /// for a P (`syscall.rs`): `release_p` serves it first. Written by this M.
     pub(super) wants_p: AtomicBool,
@@ -194,6 +197,7 @@ impl MSlot {
             homed: AtomicUsize::new(0),
             locked: AtomicBool::new(false),
             in_call: AtomicBool::new(false),
+            call_since_ns: AtomicU64::new(0),
             wants_p: AtomicBool::new(false),
             tid: AtomicU32::new(0),
             state: AtomicU8::new(MState::Starting as u8),

@@ -354,7 +354,9 @@ impl Runtime {
     ///
     /// # Errors
     ///
-    /// If `n` is 0 or above [`MAX_PROCS`](crate::builder::MAX_PROCS).
+    /// If `n` is 0 or above [`MAX_PROCS`](crate::builder::MAX_PROCS), or above the
+    /// runtime's [`Builder::max_threads`](crate::Builder::max_threads)
+    /// ([`BuildError::ProcsAboveMaxThreads`]).
     pub fn set_procs(&self, n: usize) -> Result<usize, BuildError> {
         self.shared.set_procs_by_program(n)
     }
@@ -771,8 +773,7 @@ impl Shared {
     /// `set_procs` called by the program: from now on the P count no longer follows the
     /// CPU quota (`sysmon.rs`), as in Go once `GOMAXPROCS` is set.
     fn set_procs_by_program(&self, n: usize) -> Result<usize, BuildError> {
-        self.sysmon.follow_quota.store(false, Relaxed);
-        self.set_procs(n)
+        self.set_procs(n, SetBy::Program)
     }
 
     /// Go: `procresize`. Growing adds Ps to the idle list (new, or retired ones back) and
@@ -780,15 +781,30 @@ impl Shared {
     /// now and each held one at its M's next look for work (`find_runnable`), moving what
     /// their queues hold to the global queue. Go stops the world for this; gmp does not, so
     /// an M in a long G keeps its P above the count until that G switches out.
-    fn set_procs(&self, n: usize) -> Result<usize, BuildError> {
+    ///
+    /// The follow flag is cleared (program) or re-checked (quota) under the sched lock, so
+    /// a quota change read before the program's `set_procs` cannot undo it.
+    pub(super) fn set_procs(&self, n: usize, by: SetBy) -> Result<usize, BuildError> {
         if !(1..=MAX_PROCS).contains(&n) {
             return Err(BuildError::BadProcs {
                 from: "set_procs",
                 value: n.to_string(),
             });
         }
+        // More Ps than Ms allowed: every blocking call would fail (`call_blocking`'s cap).
+        if n > self.calls.max_threads {
+            return Err(BuildError::ProcsAboveMaxThreads {
+                procs: n,
+                max_threads: self.calls.max_threads,
+            });
+        }
         let mut s = lock(&self.sched);
         let old = self.procs();
+        match by {
+            SetBy::Program => self.sysmon.follow_quota.store(false, Relaxed),
+            SetBy::Quota if !self.sysmon.follow_quota.load(Relaxed) => return Ok(old),
+            SetBy::Quota => {}
+        }
         self.procs.store(n, Relaxed);
         if n > old {
             for id in old..n {
@@ -917,13 +933,22 @@ pub fn unlock_os_thread() {
 ///
 /// # Errors
 ///
-/// If `n` is 0 or above [`MAX_PROCS`](crate::builder::MAX_PROCS).
+/// If `n` is 0 or above [`MAX_PROCS`](crate::builder::MAX_PROCS), or above the
+/// runtime's [`Builder::max_threads`](crate::Builder::max_threads).
 ///
 /// # Panics
 ///
 /// Outside a G.
 pub fn set_procs(n: usize) -> Result<usize, BuildError> {
     g::running("set_procs").rt.set_procs_by_program(n)
+}
+
+/// Who changes the P count: the program (which stops the quota following) or sysmon
+/// following the CPU quota (only while the runtime still follows it).
+#[derive(Clone, Copy)]
+pub(super) enum SetBy {
+    Program,
+    Quota,
 }
 
 /// The runtime the calling G runs in.

@@ -81,16 +81,35 @@ impl Calls {
     }
 
     /// P `id`'s call state, made on first use (so a skeleton part 09 is called only when a
-    /// program makes a blocking call).
-    fn of(&self, id: usize) -> &CallP {
+    /// program makes a blocking call). Part 09's `SyscallSlot::new` runs here: the caller
+    /// guards it, as it does every call into part 09.
+    /// Returns whether this was the runtime's first call, which wakes sysmon
+    /// (`sysmon.rs`: until then it does not call part 09).
+    fn of(&self, id: usize) -> (&CallP, bool) {
         let made = self.ps[id].get_or_init(|| CallP {
-            slot: SyscallSlot::new(),
+            slot: new_slot(),
             parked: Mutex::new(None),
             retaken: AtomicU64::new(0),
         });
-        self.made.fetch_max(id + 1, Relaxed);
-        made
+        let first = self.made.fetch_max(id + 1, Relaxed) == 0;
+        (made, first)
     }
+}
+
+/// Part 09's `SyscallSlot::new`; in this crate's tests, a panic when this thread asked for
+/// one (`SLOT_NEW_PANICS`), to stand for a broken part.
+fn new_slot() -> SyscallSlot {
+    #[cfg(test)]
+    if SLOT_NEW_PANICS.with(Cell::get) {
+        panic!("not yet implemented (a test's broken SyscallSlot::new)");
+    }
+    SyscallSlot::new()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: `SyscallSlot::new` panics on this thread (see `new_slot`).
+    pub(crate) static SLOT_NEW_PANICS: Cell<bool> = const { Cell::new(false) };
 }
 
 thread_local! {
@@ -119,11 +138,27 @@ impl Shared {
     ///
     /// The running G only.
     pub(crate) fn call_blocking<T>(&self, f: impl FnOnce() -> T) -> Result<T, BlockingError> {
-        let Some((index, p)) = with_m(self.id, |m| m.p.take().map(|p| (m.index, p))).flatten()
+        let Some((index, id)) =
+            with_m(self.id, |m| m.p.as_ref().map(|p| (m.index, p.id))).flatten()
         else {
             return Ok(f());
         };
         let calls = &self.calls;
+        // Part 09 runs on the G's stack; a panic there is a broken part, not the G's. The
+        // slot is made before the P leaves the M, so a panic loses no P and counts no call.
+        let (call, first) =
+            panic::catch_unwind(AssertUnwindSafe(|| calls.of(id))).unwrap_or_else(|payload| {
+                self.fail(format!(
+                    "syscall (part 09): SyscallSlot::new panicked: {}",
+                    message(&*payload)
+                ))
+            });
+        if first {
+            self.wake_sysmon();
+        }
+        let Some(p) = with_m(self.id, |m| m.p.take()).flatten() else {
+            return Ok(f());
+        };
         // The cap: one M per P, plus one per call in flight (each call's P may need an M).
         let in_flight = calls.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         let procs = self.procs();
@@ -136,11 +171,14 @@ impl Shared {
                 in_flight: in_flight - 1,
             });
         }
-        let call = calls.of(p.id);
         *lock(&call.parked) = Some(p);
-        // Part 09 runs on the G's stack; a panic there is a broken part, not the G's.
-        let ticket = match panic::catch_unwind(AssertUnwindSafe(|| call.slot.enter())) {
-            Ok(ticket) => ticket,
+        let entered = panic::catch_unwind(AssertUnwindSafe(|| {
+            let ticket = call.slot.enter();
+            let number = ticket.call();
+            (ticket, number)
+        }));
+        let (ticket, number) = match entered {
+            Ok(entered) => entered,
             Err(payload) => {
                 let p = lock(&call.parked).take();
                 with_m(self.id, |m| m.p = p);
@@ -151,7 +189,7 @@ impl Shared {
                 ));
             }
         };
-        let number = ticket.call();
+        self.ms[index].call_since_ns.store(self.now_ns(), Relaxed);
         self.ms[index].in_call.store(true, Relaxed);
         IN_CALL.with(|c| c.set(true));
         let out = panic::catch_unwind(AssertUnwindSafe(f));
@@ -168,7 +206,9 @@ impl Shared {
         let mut parked = lock(&call.parked);
         let retaken = call.retaken.load(Relaxed) >= number;
         match exit {
-            Exit::Kept => match parked.take().filter(|_| !retaken) {
+            // Checked before the take: after a won retake `parked` may hold the P of a
+            // later call on that P, which is not this M's to take.
+            Exit::Kept => match (!retaken).then(|| parked.take()).flatten() {
                 Some(p) => {
                     drop(parked);
                     with_m(self.id, |m| m.p = Some(p));
@@ -288,6 +328,51 @@ impl Shared {
         } else {
             self.release_p(&mut s, p);
         }
+        drop(s);
+        // Its timers need an M too: wake the sleeper, or start an M to become one (with the
+        // only M in this call, nobody else would). Go: `handoffp` -> `wakeNetPoller`.
+        let next = self.earliest_timer();
+        if next != super::timer::NEVER {
+            self.timer_armed(next);
+        }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A part 09 whose `SyscallSlot::new` panics stops the runtime naming it, instead of
+    /// losing the P (taken before the slot was made) and hanging.
+    #[test]
+    fn a_panic_in_syscall_slot_new_stops_the_runtime_by_name() {
+        let got = testkit::watchdog_with(
+            "a panicking SyscallSlot::new",
+            Duration::from_secs(20),
+            crate::dump_all,
+            || {
+                let rt = crate::Runtime::builder().procs(1).build().unwrap();
+                let out = panic::catch_unwind(AssertUnwindSafe(|| {
+                    rt.block_on(|| {
+                        let broken = crate::go(|| {
+                            SLOT_NEW_PANICS.with(|p| p.set(true));
+                            let r = crate::blocking(|| 1);
+                            SLOT_NEW_PANICS.with(|p| p.set(false));
+                            r
+                        });
+                        let _ = broken.join();
+                        crate::go(|| 2).join().unwrap()
+                    })
+                }));
+                out.map_err(|payload| message(&*payload))
+            },
+        );
+        let why = got.expect_err("the runtime went on with a broken part 09");
+        assert!(
+            why.contains("SyscallSlot::new panicked"),
+            "the stop should name part 09's SyscallSlot::new: {why}"
+        );
     }
 }

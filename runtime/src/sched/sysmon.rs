@@ -4,6 +4,11 @@
 //! part 09's `Sysmon` policy says (20 µs while it finds work, up to 10 ms when quiet).
 //! Go: `sysmon` in `proc.go` (`retake`, the `idle`/`delay` loop).
 //!
+//! Until the program's first blocking call sysmon does not call part 09 at all: it sleeps
+//! [`BEFORE_CALLS_DELAY`] between looks and polls the network after [`NETWORK_POLL_AFTER`].
+//! So with `mine-09` an unfinished part 09 breaks only programs that make blocking calls.
+//! The first call wakes sysmon, which then makes its policy.
+//!
 //! ## Following the CPU quota
 //!
 //! A runtime whose P count came from [`default_procs`] (no `Builder::procs`, no
@@ -25,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::Shared;
+use super::{SetBy, Shared};
 use crate::builder::{MAX_PROCS, default_procs};
 use crate::lock;
 use crate::parts::parker::Parker;
@@ -34,6 +39,14 @@ use crate::task;
 
 /// How often sysmon re-reads the CPU quota. Go (1.25): once a second.
 const QUOTA_EVERY: Duration = Duration::from_secs(1);
+
+/// Sysmon's sleep between looks before the first blocking call (no part 09 policy yet):
+/// Go's longest sysmon delay.
+const BEFORE_CALLS_DELAY: Duration = Duration::from_millis(10);
+
+/// Before the first blocking call: poll the network when nobody has for this long (part
+/// 09's `Sysmon::should_poll_network` decides once sysmon has its policy).
+const NETWORK_POLL_AFTER: Duration = Duration::from_millis(10);
 
 /// Sysmon's stack: it runs only the scheduler's own code.
 const SYSMON_STACK: usize = 256 << 10;
@@ -48,6 +61,9 @@ pub(crate) struct SysmonState {
     pub(super) follow_quota: AtomicBool,
     /// The P count the quota allows, as last read (0 before the first reading).
     pub(super) quota_procs: AtomicUsize,
+    /// Tests: sysmon has made part 09's policy.
+    #[cfg(test)]
+    policy_made: AtomicBool,
 }
 
 impl SysmonState {
@@ -57,6 +73,8 @@ impl SysmonState {
             handle: Mutex::new(None),
             follow_quota: AtomicBool::new(follow_quota),
             quota_procs: AtomicUsize::new(if follow_quota { procs } else { 0 }),
+            #[cfg(test)]
+            policy_made: AtomicBool::new(false),
         }
     }
 }
@@ -78,6 +96,11 @@ impl Shared {
             .map_err(|e| format!("cannot start sysmon's thread: {e}"))?;
         *lock(&self.sysmon.handle) = Some(handle);
         Ok(())
+    }
+
+    /// Wakes sysmon for an early look (the first blocking call).
+    pub(super) fn wake_sysmon(&self) {
+        self.sysmon.parker.unpark();
     }
 
     /// Wakes sysmon to see the shutdown flag; with `join`, waits until it has stopped.
@@ -114,7 +137,8 @@ fn sysmon_main(shared: &Shared) {
 
 /// Look, act, sleep, until shutdown. Go: the `for` loop of `sysmon`.
 fn sysmon_loop(shared: &Shared) -> Result<(), String> {
-    let mut policy = Sysmon::new();
+    // Part 09's policy, made once the program has made a blocking call (see the top).
+    let mut policy: Option<Sysmon> = None;
     // Per P: the call seen on an earlier look and when it was first seen. Go: `pd.syscalltick`,
     // `pd.syscallwhen`.
     let mut seen: Vec<Option<(Observed, Instant)>> = Vec::new();
@@ -127,6 +151,17 @@ fn sysmon_loop(shared: &Shared) -> Result<(), String> {
         let now = Instant::now();
         let mut retook = false;
         let made = shared.calls.made.load(Relaxed).min(MAX_PROCS);
+        if made > 0 && policy.is_none() {
+            let made_policy = panic::catch_unwind(Sysmon::new).map_err(|payload| {
+                format!(
+                    "syscall (part 09): Sysmon::new panicked: {}",
+                    task::payload_message(&*payload).unwrap_or("a non-string panic")
+                )
+            })?;
+            #[cfg(test)]
+            shared.sysmon.policy_made.store(true, Relaxed);
+            policy = Some(made_policy);
+        }
         seen.resize(made, None);
         for (id, last) in seen.iter_mut().enumerate() {
             let Some(call) = shared.calls.ps[id].get() else {
@@ -136,6 +171,7 @@ fn sysmon_loop(shared: &Shared) -> Result<(), String> {
                 *last = None;
                 continue;
             };
+            let Some(policy) = &policy else { break };
             match *last {
                 Some((before, since)) if before == observed => {
                     if policy.should_retake(now.duration_since(since))
@@ -156,7 +192,11 @@ fn sysmon_loop(shared: &Shared) -> Result<(), String> {
         }
         // When nobody has polled the network for a while (part 09's policy: 10 ms), poll it
         // without blocking and ready what it finds. Go: sysmon's `netpoll(0)`, `injectglist`.
-        if shared.sysmon_poll(|since| policy.should_poll_network(since)) {
+        let should_poll = |since: Duration| match &policy {
+            Some(policy) => policy.should_poll_network(since),
+            None => since >= NETWORK_POLL_AFTER,
+        };
+        if shared.sysmon_poll(should_poll) {
             retook = true;
         }
         idle_rounds = if retook {
@@ -164,7 +204,10 @@ fn sysmon_loop(shared: &Shared) -> Result<(), String> {
         } else {
             idle_rounds.saturating_add(1)
         };
-        let delay = policy.next_delay(idle_rounds);
+        let delay = match &mut policy {
+            Some(policy) => policy.next_delay(idle_rounds),
+            None => BEFORE_CALLS_DELAY,
+        };
         let _ = shared.sysmon.parker.park_timeout(delay);
     }
 }
@@ -178,8 +221,9 @@ fn follow_quota(shared: &Shared) {
     let now = default_procs();
     let before = state.quota_procs.swap(now, Relaxed);
     if let Some(n) = procs_for_quota(state.follow_quota.load(Relaxed), before, now) {
-        // `n` is within 1..=MAX_PROCS (`default_procs` clamps), so this cannot fail.
-        let _ = shared.set_procs(n);
+        // `n` is within 1..=MAX_PROCS (`default_procs` clamps) and, clamped to the M cap,
+        // within what `set_procs` takes, so this cannot fail.
+        let _ = shared.set_procs(n.min(shared.calls.max_threads), SetBy::Quota);
     }
 }
 
@@ -192,6 +236,38 @@ mod tests {
         assert_eq!(procs_for_quota(true, 4, 2), Some(2));
         assert_eq!(procs_for_quota(true, 2, 2), None);
         assert_eq!(procs_for_quota(false, 4, 2), None);
+    }
+
+    /// Sysmon calls part 09 only once the program has made a blocking call, so with
+    /// `mine-09` an unfinished part 09 breaks no program that makes none.
+    #[test]
+    fn sysmon_calls_part_09_only_after_the_first_blocking_call() {
+        let (before, after) = testkit::watchdog_with(
+            "sysmon's policy on the first call",
+            Duration::from_secs(20),
+            crate::dump_all,
+            || {
+                let rt = crate::Runtime::builder().procs(1).build().unwrap();
+                let made = |rt: &crate::Runtime| rt.shared.sysmon.policy_made.load(Relaxed);
+                // Several sysmon looks (10 ms apart) without a blocking call.
+                rt.block_on(|| std::thread::sleep(Duration::from_millis(50)));
+                let before = made(&rt);
+                rt.block_on(|| crate::blocking(|| ()).unwrap());
+                let start = Instant::now();
+                while !made(&rt) && start.elapsed() < Duration::from_secs(5) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                (before, made(&rt))
+            },
+        );
+        assert!(
+            !before,
+            "sysmon made part 09's policy before any blocking call"
+        );
+        assert!(
+            after,
+            "sysmon did not make its policy after the first blocking call"
+        );
     }
 
     /// No runtime leaves its sysmon thread behind: a count of threads named `gmp-sysmon<id>`.

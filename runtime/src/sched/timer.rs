@@ -639,7 +639,7 @@ impl Shared {
     }
 
     /// The earliest deadline of every P, or [`NEVER`].
-    fn earliest_timer(&self) -> u64 {
+    pub(super) fn earliest_timer(&self) -> u64 {
         self.timer_ps()
             .map(|(_, pt)| pt.next.load(SeqCst))
             .min()
@@ -656,7 +656,7 @@ impl Shared {
 
     /// A timer due at `when` was armed: wake the sleeper if it sleeps past `when`, or, with
     /// no sleeper, start an M that will become one. Go: `wakeNetPoller`.
-    fn timer_armed(&self, when: u64) {
+    pub(super) fn timer_armed(&self, when: u64) {
         let m = self.sleeper.m.load(SeqCst);
         if m == 0 {
             self.wakep();
