@@ -124,9 +124,13 @@ where
 ///     let bound = gmp::Bound::new(8).unwrap();
 ///     let calls: Vec<_> = (0..32)
 ///         .map(|_| {
-///             let bound = bound.clone();
+///             // Taken here, in the spawner, and moved into a fresh G (see above).
+///             let permit = bound.acquire().unwrap();
 ///             gmp::go(move || {
-///                 bound.blocking(|| std::thread::sleep(std::time::Duration::from_millis(1)))
+///                 let nap = std::time::Duration::from_millis(1);
+///                 let done = gmp::blocking(|| std::thread::sleep(nap));
+///                 drop(permit);
+///                 done
 ///             })
 ///         })
 ///         .collect();

@@ -229,7 +229,8 @@ impl Shared {
                     self.fail(format!(
                         "syscall (part 09): exit of call {number} said Exit::Retaken, but sysmon \
                          never retook it (its P was still waiting in the slot): the exit lost a \
-                         call it should have won (book: ch09-syscall.html#step-1)"
+                         call it should have won, or a retake moved the word but returned false \
+                         (book: ch09-syscall.html#step-1, #step-2)"
                     ));
                 }
                 self.wait_for_p(index);

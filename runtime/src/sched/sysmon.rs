@@ -128,7 +128,9 @@ fn sysmon_main(shared: &Shared) {
         Ok(Ok(())) => return,
         Ok(Err(why)) => why,
         Err(payload) => format!(
-            "sysmon panicked: {}",
+            "sysmon panicked: {}. Sysmon calls part 09 (syscall): SyscallSlot::observe and \
+             retake, Sysmon::should_retake, should_poll_network and next_delay; the panic's \
+             first line above names the file and line (book: ch09-syscall.html#step-3)",
             task::payload_message(&*payload).unwrap_or("a non-string panic")
         ),
     };
