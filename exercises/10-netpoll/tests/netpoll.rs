@@ -3,7 +3,7 @@
 //! `stepN_…` tests follow the steps of chapter 10, so the first failing one names the step to
 //! work on: 1, a `PollDesc` on one thread (prepare, park, ready, close); 2, the same
 //! descriptor with threads standing in for Gs and for the poller (the lost wake-up); 3, the
-//! `Poller` on real loopback sockets (register, poll, 1,000 connections); 4, waking the
+//! `Poller` on real loopback sockets (register, poll, write readiness, 1,000 connections); 4, waking the
 //! poller and sharing it between threads, and a small stand-in runtime that parks a reader
 //! and closes its socket; 5, the error when file descriptors run out.
 //! Every socket is on 127.0.0.1; every loop is bounded in rounds and watched by
