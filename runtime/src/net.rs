@@ -201,7 +201,9 @@ impl TcpListener {
         for addr in addr.to_socket_addrs()? {
             match listen(addr) {
                 Ok(sock) => {
-                    let what = format!("TcpListener {addr}");
+                    // The bound address: port 0 becomes the port the kernel chose.
+                    let bound = sock.local_addr().unwrap_or(addr);
+                    let what = format!("TcpListener {bound}");
                     return Ok(TcpListener {
                         io: Io::new(rt, sock, what)?,
                     });

@@ -43,7 +43,16 @@ fn parse() -> Result<LoadPlan, String> {
             "--size" => plan.size = number(&value)? as usize,
             "--limit-secs" => plan.limit = Duration::from_secs(number(&value)?),
             "--server-pid" => {
-                plan.server_pid = Some(u32::try_from(number(&value)?).map_err(|e| e.to_string())?)
+                let pid = u32::try_from(number(&value)?).map_err(|e| e.to_string())?;
+                // Checked now, not after a two-minute run that then prints "-".
+                if !std::path::Path::new(&format!("/proc/{pid}/status")).exists() {
+                    return Err(format!(
+                        "--server-pid {pid}: no process {pid} is running (no /proc/{pid}); \
+                         pass the echo server's pid (e.g. `pgrep -n echo`), or leave the \
+                         flag out"
+                    ));
+                }
+                plan.server_pid = Some(pid);
             }
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
@@ -67,10 +76,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let opt = |v: Option<u64>, unit: &str| v.map_or("-".to_string(), |v| format!("{v}{unit}"));
+    let server = match (
+        plan.server_pid,
+        report.server_threads,
+        report.server_rss_kib,
+    ) {
+        (None, ..) => "server threads and RSS not sampled (no --server-pid)".to_string(),
+        (Some(pid), Some(threads), Some(rss)) => {
+            format!("server (pid {pid}) threads {threads}, RSS {rss} KiB")
+        }
+        (Some(pid), ..) => format!(
+            "server threads and RSS unknown: process {pid} was gone (or its /proc/{pid}/status \
+             unreadable) when sampled"
+        ),
+    };
     let summary = format!(
         "echo {} conns x {} rounds x {} B to {}: {} of {} round trips in {:.3} s ({:.0}/s), \
-         p50 {:.0} us, p99 {:.0} us, max {:.0} us; connect {:.3} s; server threads {}, RSS {}",
+         p50 {:.0} us, p99 {:.0} us, max {:.0} us; connect {:.3} s; {server}",
         plan.conns,
         plan.rounds,
         plan.size,
@@ -83,8 +105,6 @@ fn main() -> ExitCode {
         report.p99_us,
         report.max_us,
         report.connect.as_secs_f64(),
-        opt(report.server_threads, ""),
-        opt(report.server_rss_kib, " KiB"),
     );
     // A closed pipe (`| head -1`) is no reason to panic: the run itself is done.
     let mut out = std::io::stdout().lock();

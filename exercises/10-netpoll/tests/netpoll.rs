@@ -3,7 +3,7 @@
 //! `stepN_…` tests follow the steps of chapter 10, so the first failing one names the step to
 //! work on: 1, a `PollDesc` on one thread (prepare, park, ready, close); 2, the same
 //! descriptor with threads standing in for Gs and for the poller (the lost wake-up); 3, the
-//! `Poller` on real loopback sockets (register, poll, 1,000 connections); 4, waking the
+//! `Poller` on real loopback sockets (register, poll, write readiness, 1,000 connections); 4, waking the
 //! poller and sharing it between threads, and a small stand-in runtime that parks a reader
 //! and closes its socket; 5, the error when file descriptors run out.
 //! Every socket is on 127.0.0.1; every loop is bounded in rounds and watched by
@@ -672,6 +672,84 @@ fn step3_a_deregistered_socket_reports_nothing() {
     );
 }
 
+const POLL_WRITABLE: Step = Step {
+    name: "poll until a socket registered for read and write is writable",
+    invariant: "a socket registered with READABLE | WRITABLE whose send buffer has room \
+                must come out of poll with Ready.write (register must pass the whole \
+                interest on, and poll must report writability)",
+    book: STEP3,
+};
+
+#[test]
+fn step3_a_socket_registered_for_read_and_write_reports_write_readiness() {
+    let _outcome = testkit::record!();
+    watch(
+        "register a connected socket for read + write, fill it, drain it, poll",
+        DEFAULT_LIMIT,
+        POLL_WRITABLE,
+        |progress: &Progress| {
+            let poller =
+                Poller::new().unwrap_or_else(|e| panic!("Poller::new failed: {e} (book: {STEP3})"));
+            let listener = std::net::TcpListener::bind(loopback()).expect("bind 127.0.0.1:0");
+            let mut peer = std::net::TcpStream::connect(listener.local_addr().expect("local_addr"))
+                .expect("connect");
+            let (sock, _) = listener.accept().expect("accept");
+            sock.set_nonblocking(true).expect("set_nonblocking");
+            let mut sock = mio::net::TcpStream::from_std(sock);
+            poller
+                .register(&mut sock, tok(5), Interest::READABLE | Interest::WRITABLE)
+                .unwrap_or_else(|e| panic!("register failed: {e} (book: {STEP3})"));
+            let writable = |e: &[(Token, Ready)]| e.iter().any(|(t, r)| *t == tok(5) && r.write);
+            let events = poll_until(&poller, 200, progress, writable);
+            assert!(
+                writable(&events),
+                "a fresh connection has room to send, yet 200 polls of 10 ms gave no \
+                 Ready.write for token 5, only {events:?}: register must pass on \
+                 Interest::WRITABLE, and poll must set `write` (book: {STEP3})"
+            );
+            // Fill the send buffer until the kernel says "would block" (bounded: 256 MiB).
+            let chunk = [7u8; 64 * 1024];
+            let mut sent = 0usize;
+            loop {
+                match sock.write(&chunk) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("write to a loopback socket failed: {e}"),
+                }
+                assert!(
+                    sent < 256 << 20,
+                    "256 MiB sent and the buffer is not full yet"
+                );
+            }
+            progress.tick();
+            // Nothing is writable while full; the peer drains, and room comes back once.
+            let mut quiet = Vec::new();
+            poller.poll(Some(Duration::ZERO), &mut quiet).expect("poll");
+            let mut got = 0usize;
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut events = Vec::new();
+            for _ in 0..2_000 {
+                if writable(&events) || progress.cancelled() {
+                    break;
+                }
+                if got < sent {
+                    got += peer.read(&mut buf).expect("peer read");
+                    progress.tick();
+                }
+                poller
+                    .poll(Some(Duration::from_millis(1)), &mut events)
+                    .expect("poll");
+            }
+            assert!(
+                writable(&events),
+                "the peer read {got} of the {sent} bytes that filled the send buffer, yet \
+                 poll never said token 5 is writable again: a G writing to this socket \
+                 would wait forever (book: {STEP3})"
+            );
+        },
+    );
+}
+
 /// `n` connected pairs: the client ends (std, blocking) and the server ends registered with
 /// `poller` as tokens 1..=n, readable.
 fn connected_pairs(
@@ -1208,6 +1286,23 @@ fn step5_enfile_and_enospc_name_their_limits_other_errors_pass_through() {
 
 const RUNTIME: &str = "ch10-netpoll.html#in-the-runtime";
 
+const SHUTDOWN: Step = Step {
+    name: "shutdown: the work is done, the runtime stops its Ms",
+    invariant: "shutdown: Poller::wake must end the idle M's poll; a WakeFlag whose consume \
+                does nothing swallows that wake (claim finds it pending and writes \
+                nothing), so the M blocked in Poller::poll never returns",
+    book: RUNTIME,
+};
+
+const SLOW_READER: Step = Step {
+    name: "a writer G fills its socket's buffer; the peer starts reading 300 ms later",
+    invariant: "a G whose write got WouldBlock parks on the write side of its PollDesc and \
+                is readied when the poller reports the socket writable again (Ready.write \
+                -> PollDesc::ready(Dir::Write)); a writer still waiting while the peer has \
+                read everything was never told of the room",
+    book: RUNTIME,
+};
+
 const ECHO: Step = Step {
     name: "gmp::net echo: 100 client Gs, 20 round trips each, at 2 Ps",
     invariant: "a G that got WouldBlock parks on its PollDesc and is readied when the poller \
@@ -1277,6 +1372,7 @@ fn whole_runtime_an_echo_of_100_connections_round_trips() {
                     .collect();
                 let n = clients.into_iter().map(|c| c.join().unwrap()).count();
                 server.join().unwrap();
+                progress.step(SHUTDOWN);
                 n
             })
         },
@@ -1321,11 +1417,72 @@ fn whole_runtime_gs_on_sockets_are_woken_by_the_idle_poller() {
                         })
                     })
                     .collect();
-                readers.into_iter().map(|r| r.join().unwrap()).count()
+                let n = readers.into_iter().map(|r| r.join().unwrap()).count();
+                progress.step(SHUTDOWN);
+                n
             });
+            drop(rt);
             drop(writer.join().unwrap());
             woke
         },
     );
     assert_eq!(woke, GS, "every reader wakes (book: {RUNTIME})");
+}
+
+#[test]
+fn whole_runtime_a_writer_g_waits_for_room_until_a_slow_reader_drains() {
+    let _outcome = testkit::record!();
+    const TOTAL: usize = 16 << 20;
+    let written = watch_with(
+        "a G writes 16 MiB to a reader that starts late",
+        DEFAULT_LIMIT,
+        SLOW_READER,
+        gmp::dump_all,
+        |progress| {
+            let progress = progress.clone();
+            // The reader is a plain std socket on a plain thread: only the poller's write
+            // readiness can wake the writer G once its buffer is full.
+            let peers = std::net::TcpListener::bind(loopback()).unwrap();
+            let addr = peers.local_addr().unwrap();
+            let reader_progress = progress.clone();
+            let reader = thread::spawn(move || {
+                let (mut conn, _) = peers.accept().unwrap();
+                thread::sleep(Duration::from_millis(300)); // the writer fills and parks
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut got = 0usize;
+                while got < TOTAL {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n,
+                    }
+                    reader_progress.tick();
+                }
+                got
+            });
+            let rt = gmp::Runtime::builder().procs(2).build().unwrap();
+            let written = rt.block_on(move || {
+                let writer = gmp::go(move || {
+                    let mut s = gmp::net::TcpStream::connect(addr).expect("connect");
+                    let chunk = vec![0x5au8; 64 * 1024];
+                    let mut sent = 0usize;
+                    while sent < TOTAL {
+                        s.write_all(&chunk).expect("write");
+                        sent += chunk.len();
+                        progress.tick();
+                    }
+                    progress.step(SHUTDOWN);
+                    sent
+                });
+                writer.join().unwrap()
+            });
+            drop(rt);
+            let read = reader.join().unwrap();
+            (written, read)
+        },
+    );
+    assert_eq!(
+        written,
+        (TOTAL, TOTAL),
+        "(written by the G, read by the peer) (book: {RUNTIME})"
+    );
 }

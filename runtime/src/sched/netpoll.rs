@@ -88,6 +88,10 @@ pub(crate) struct Entry {
     pub(crate) pd: PollDesc,
     /// The G token parked in `[read, write]`, 0 for none; changed only by compare-and-swap.
     parked: [AtomicU64; 2],
+    /// How many Gs are inside `wait_io` for `[read, write]`: with a sound descriptor only
+    /// they can leave a side WAIT or parked, so `Busy` with none but the caller is part 10's.
+    /// (`in_wait` admits one G per side, so this is 0 or 1; it keeps the check explicit.)
+    inside: [AtomicUsize; 2],
     /// Who to wake for the token in `parked`, and since when it waits (for dumps).
     waiters: Mutex<[Option<Parked>; 2]>,
     fd: RawFd,
@@ -149,6 +153,14 @@ pub(crate) enum NetpollError {
         what: String,
         recorded: u64,
     },
+    /// `prepare` said `Busy` although no other G waits in that direction: the descriptor
+    /// still holds a waiter it should have let go (`ready` left it parked, or `prepare`
+    /// turned READY into WAIT).
+    BusyWithNobodyParked {
+        dir: &'static str,
+        what: String,
+        state: String,
+    },
 }
 
 impl fmt::Display for NetpollError {
@@ -182,6 +194,14 @@ impl fmt::Display for NetpollError {
                 f,
                 "PollDesc::prepare said Wait for the {dir} side of {what} while G token \
                  {recorded} is parked there: a second waiter must get Busy \
+                 (book: ch10-netpoll.html#polldesc)"
+            ),
+            NetpollError::BusyWithNobodyParked { dir, what, state } => write!(
+                f,
+                "PollDesc::prepare said Busy for the {dir} side of {what}, but no G is \
+                 parked there and no other G waits on it (the descriptor says {state}): \
+                 your descriptor still holds a waiter. `ready` must leave READY (not the \
+                 parked G) when it hands the G out, and `prepare` must turn READY into NIL \
                  (book: ch10-netpoll.html#polldesc)"
             ),
         }
@@ -284,6 +304,7 @@ impl Shared {
             token,
             pd: PollDesc::new(),
             parked: [AtomicU64::new(0), AtomicU64::new(0)],
+            inside: [AtomicUsize::new(0), AtomicUsize::new(0)],
             waiters: Mutex::new([None, None]),
             fd,
             what,
@@ -343,9 +364,10 @@ impl Shared {
                 handed: t,
                 recorded,
             };
+            // A close while this thread unwinds (a socket dropped by a panicking G): a
+            // second panic would abort the process, so stop the runtime without one.
             if std::thread::panicking() {
-                // `close` from a socket dropped while a panic unwinds: a second panic would
-                // abort the process. Stop the runtime naming the rule, wake nobody.
+                eprintln!("gmp: netpoll (part 10): {e}");
                 self.stop_broken(format!("netpoll (part 10): {e}"));
                 return;
             }
@@ -496,6 +518,7 @@ impl Shared {
             return Err(IoWait::Busy);
         }
         let _in_wait = InWait(&entry.in_wait[i]);
+        let _inside = WaitCount::new(&entry.inside[i]);
         loop {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(IoWait::TimedOut);
@@ -517,7 +540,10 @@ impl Shared {
                     return Ok(());
                 }
                 Prepared::Closed => return Err(IoWait::Closed),
-                Prepared::Busy => return Err(IoWait::Busy),
+                Prepared::Busy => {
+                    self.check_busy(entry, dir);
+                    return Err(IoWait::Busy);
+                }
                 Prepared::Wait => {}
             }
             let g = g::current_g().expect("wait_io is called on a G (net.rs checks)");
@@ -594,6 +620,21 @@ impl Shared {
         }
     }
 
+    /// `prepare` said Busy: fine if another G is inside `wait_io` on this side (it may
+    /// sit between its `prepare` and its `park`); with only the caller there the
+    /// descriptor kept a waiter nobody is, and the program is not to blame.
+    fn check_busy(&self, entry: &Entry, dir: Dir) {
+        let i = slot(dir);
+        if entry.inside[i].load(SeqCst) == 1 && entry.parked[i].load(SeqCst) == 0 {
+            let e = NetpollError::BusyWithNobodyParked {
+                dir: dir_name(dir),
+                what: entry.what.clone(),
+                state: format!("{:?}", entry.pd.state(dir)),
+            };
+            self.fail(format!("netpoll (part 10): {e}"));
+        }
+    }
+
     /// The G itself ends its wait on `dir` (its deadline passed, or it is torn down): takes
     /// its G token `t` back through `ready`, as Go's deadline does with
     /// `netpollunblock(ioready=false)`. `true` if it did; `false` if the poller or a close
@@ -632,7 +673,11 @@ impl Shared {
             "netpoll: {} socket(s), {} G(s) waiting on sockets, {}",
             entries.len(),
             self.netpoll.waiters.load(SeqCst),
-            if self.netpoll.blocked.load(SeqCst) {
+            if self.netpoll.blocked.load(SeqCst) && self.shutdown.load(SeqCst) {
+                "shutting down while an M still blocks in Poller::poll (the shutdown's \
+                 Poller::wake did not end that poll: WakeFlag, part 10, \
+                 book: ch10-netpoll.html#poller)"
+            } else if self.netpoll.blocked.load(SeqCst) {
                 "an idle M blocks in Poller::poll"
             } else {
                 "no M blocks in Poller::poll"
@@ -653,8 +698,9 @@ impl Shared {
                 let waited = p.since.elapsed();
                 let _ = write!(
                     out,
-                    "\n    G {} waits to {} {} (fd {}) for {:.1} s, descriptor {:?}",
+                    "\n    G {} (park token {}) waits to {} {} (fd {}) for {:.1} s, descriptor {:?}",
                     p.g,
+                    p.token,
                     dir_name(dir),
                     e.what,
                     e.fd,
@@ -887,6 +933,38 @@ mod tests {
                 && text.contains("handed out twice"),
             "{text}"
         );
+        shared.close_io(&entry, &mut a);
+    }
+
+    /// `prepare` saying Busy while no other G waits on that side is the descriptor's fault
+    /// (it kept a waiter): a part-10 error, not the program's "another G waits"; with a
+    /// second G inside `wait_io` on that side, Busy is the program's and passes.
+    #[test]
+    fn busy_with_nobody_parked_blames_the_descriptor_not_the_program() {
+        use std::panic::{AssertUnwindSafe, catch_unwind};
+        use std::sync::atomic::Ordering::SeqCst;
+
+        use crate::parts::netpoll::{Dir, Prepared};
+        let rt = Runtime::builder().procs(1).build().unwrap();
+        let shared = rt.shared.clone();
+        let mut a = mio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let fd = a.as_raw_fd();
+        let entry = shared.register_io(&mut a, fd, "socket A".into()).unwrap();
+        // A waiter nobody is: the side says WAIT and no G is on its way to park.
+        assert_eq!(entry.pd.prepare(Dir::Read), Prepared::Wait);
+        entry.inside[0].store(2, SeqCst);
+        shared.check_busy(&entry, Dir::Read); // another G could be that waiter: no error
+        entry.inside[0].store(1, SeqCst);
+        let err = catch_unwind(AssertUnwindSafe(|| shared.check_busy(&entry, Dir::Read)))
+            .expect_err("Busy with only the caller inside must stop the runtime");
+        let text = err.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            text.contains("netpoll (part 10): PollDesc::prepare said Busy for the read side")
+                && text.contains("no G is parked there")
+                && text.contains("your descriptor still holds a waiter"),
+            "{text}"
+        );
+        entry.inside[0].store(0, SeqCst);
         shared.close_io(&entry, &mut a);
     }
 }

@@ -12,9 +12,10 @@
 //! at once and another thread can wake it ([`Poller::wake`]). [`fd_limit_error`] turns
 //! "too many open files" into a message that names `ulimit -n` and the limit.
 //!
-//! The items are opaque [`Token`]s: the runtime's names for its Gs (in a `PollDesc`) and for
-//! its registered sockets (in the `Poller`), so nothing here needs `unsafe`: a descriptor
-//! that loses a wake-up or wakes a G twice is a wrong answer the tests report by name.
+//! The items are opaque [`Token`]s: the runtime's numbers for parks of its Gs (in a
+//! `PollDesc`, a fresh one per park) and for its registered sockets (in the `Poller`), so
+//! nothing here needs `unsafe`: a descriptor that loses a wake-up or wakes a G twice is a
+//! wrong answer the tests report by name.
 //!
 //! How the runtime uses it (a G reading a socket registered as `reg`, with descriptor `pd`):
 //!
@@ -26,7 +27,9 @@
 //!             Prepared::Ready => break,                  // readiness came: read again
 //!             Prepared::Closed => return Err(closed),
 //!             Prepared::Busy => return Err(another reader waits),
-//!             // park runs on the M after the switch; false: resume the G at once
+//!             // Go: park runs on the M after the switch; false: resume the G at once.
+//!             // gmp: park runs just before the switch (a fresh park token each time):
+//!             // chapter 6's park keeps an early wake-up as a permit, so that is safe.
 //!             Prepared::Wait => gopark(|g| pd.park(Dir::Read, g)),
 //!         }
 //!     }
@@ -72,8 +75,8 @@ pub use mio::Interest;
 pub use pd::{Closed, Dir, PollDesc, Prepared, State};
 pub use poller::{Poller, Ready, WakeFlag};
 
-/// An opaque name the runtime gives a G (in a [`PollDesc`]) or a registered socket (in a
-/// [`Poller`]). At most [`Token::MAX`]: a descriptor keeps a parked G's token and a two-bit
+/// An opaque number the runtime gives one park of a G (in a [`PollDesc`]) or a registered
+/// socket (in a [`Poller`]). At most [`Token::MAX`]: a descriptor keeps a parked G's token and a two-bit
 /// state in one 64-bit word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Token(NonZeroU64);

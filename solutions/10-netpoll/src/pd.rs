@@ -139,8 +139,9 @@ impl PollDesc {
         }
     }
 
-    /// The G's second half, run once it is off its stack (Go: `netpollblockcommit`, the
-    /// commit function of `gopark`): `WAIT` becomes "`g` is parked". `true`: the G sleeps,
+    /// The G's second half (Go: `netpollblockcommit`, the commit function `gopark` runs
+    /// once the G is off its stack; gmp runs it just before the switch, safe because its
+    /// park keeps an early wake-up as a permit, chapter 6): `WAIT` becomes "`g` is parked". `true`: the G sleeps,
     /// and whoever changes the word next owes it a wake-up. `false`: readiness or a close
     /// came in between, so the G must not sleep; it calls [`prepare`](PollDesc::prepare)
     /// again. Also `false` without a `Prepared::Wait` before it.
