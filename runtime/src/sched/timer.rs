@@ -750,11 +750,13 @@ impl Shared {
         if self.earliest_timer() == NEVER && !self.netpoll_waiting() {
             return;
         }
+        // Not an M back from a blocking call waiting for a P (`wants_p`, set under this
+        // lock): it parks on its Parker until handed one and would never take the role.
         let other = lock(&self.sched)
             .midle
             .iter()
             .copied()
-            .find(|&m| m != index);
+            .find(|&m| m != index && !self.ms[m].wants_p.load(Relaxed));
         if let Some(other) = other {
             self.unpark_m(other);
         }
