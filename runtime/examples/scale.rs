@@ -110,6 +110,10 @@ fn yield2(rt: &Runtime, n: usize) {
     before.report(&spawned, n);
     println!("after every G was joined:");
     before.report(&Reading::now(), n);
+    // Sysmon gives back the pages of free stacks past the hot limit about once a second.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    println!("1.5 s later (sysmon has given back the free stacks' pages past the hot limit):");
+    before.report(&Reading::now(), n);
 }
 
 fn sleepers(rt: &Runtime, n: usize) {

@@ -41,8 +41,10 @@ pub enum StackLayout {
     Slab,
 }
 
-/// Chunks of free G stacks a chunked pool keeps resident (see `build`).
-const HOT_CHUNKS: usize = 32;
+/// Free G stacks whose pages stay resident when sysmon gives the rest back (part 05's hot
+/// limit): a chunk's worth and a little, so a program that keeps about a thousand Gs coming
+/// and going never pays page faults for their stacks again.
+pub(crate) const HOT_STACKS: usize = SLAB_CHUNK + 64;
 
 /// The stack size of each M, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -301,16 +303,14 @@ impl Builder {
             None if stack::guard_regions().is_ok() => StackLayout::GuardedSlab,
             None => StackLayout::Guarded,
         };
-        // A chunked pool's free list also holds a chunk's never-used stacks, and it counts
-        // them against the hot limit: without the extra chunk, every free past the first
-        // chunk's fill would madvise (about 5 µs a spawn+join instead of 0.25). Beyond that,
-        // each madvise in a process running on several CPUs costs a TLB shootdown (an
-        // interrupt to every other CPU running it): a fork-join burst that freed past a small
-        // hot limit ran slower on two Ps than on one. So keep `HOT_CHUNKS` chunks' worth
-        // warm: up to that many finished Gs' touched pages stay resident after a burst.
-        let hot = SLAB_CHUNK * HOT_CHUNKS + 64;
+        // A finished G's stack keeps its pages; sysmon gives back those of the free stacks
+        // past the hot limit about once a second, neighbours in one madvise (part 05's
+        // `release_cold`). Not on the free path: each madvise in a process running on
+        // several CPUs costs a TLB shootdown (an interrupt to every other CPU running it),
+        // and when the free path paid it, 100k sleepers ending took 580 ms instead of 350.
+        let hot = HOT_STACKS;
         let stacks = match layout {
-            StackLayout::Guarded => PoolConfig::guarded(self.g_stack),
+            StackLayout::Guarded => PoolConfig::guarded(self.g_stack).hot_limit(hot),
             StackLayout::GuardedSlab => PoolConfig::guarded_slab(self.g_stack).hot_limit(hot),
             StackLayout::Slab => {
                 // SAFETY: the caller of `slab_stacks` promised that no G overflows.

@@ -31,8 +31,11 @@
 //!   choosing slab mode is `unsafe`.
 //!
 //! Memory: stacks are mapped with `MAP_NORESERVE` and never pre-touched, so a G costs RSS
-//! only for the pages its frames touched. Freed stacks stay "hot" (still resident) up to a
-//! limit; past it, their pages are given back with `madvise(MADV_DONTNEED)`.
+//! only for the pages its frames touched. A freed stack keeps its pages; the owner of the
+//! pool calls [`StackPool::release_cold`] now and then (gmp: sysmon), which gives back with
+//! `madvise(MADV_DONTNEED)` the pages of every free stack past the `hot_limit` most recently
+//! freed, one call per run of neighbouring stacks. Not on the free path: each `madvise` in a
+//! process running on several CPUs interrupts every other one (a TLB shootdown).
 //!
 //! Invariant: a stack is used by one G at a time; its memory outlives every use.
 //!
@@ -126,7 +129,8 @@ impl PoolConfig {
         }
     }
 
-    /// How many freed stacks keep their memory for quick reuse (default 64).
+    /// How many of the most recently freed stacks keep their pages through
+    /// [`StackPool::release_cold`], for quick reuse (default 64).
     pub fn hot_limit(mut self, stacks: usize) -> PoolConfig {
         self.hot_limit = stacks;
         self
@@ -211,8 +215,7 @@ struct Pool {
     /// Usable bytes per stack, a whole number of pages.
     size: usize,
     hot_limit: usize,
-    /// Free stacks, most recently freed last. The first `hot_limit` keep their pages.
-    free: Mutex<Vec<Region>>,
+    free: Mutex<FreeList>,
     mapped: AtomicUsize,
     in_use: AtomicUsize,
     /// Every mapping made, `(address, length)`, unmapped when the pool goes away (every
@@ -232,6 +235,13 @@ impl Drop for Pool {
             unsafe { libc::munmap(addr as *mut libc::c_void, len) };
         }
     }
+}
+
+/// The free stacks, most recently freed (warmest) last: `alloc` pops the last one.
+struct FreeList {
+    stacks: Vec<Region>,
+    /// `stacks[..released]` have had their pages given back since they were freed.
+    released: usize,
 }
 
 /// The usable part of a stack: `[bottom, bottom + size)`.
@@ -263,8 +273,9 @@ impl StackPool {
     /// A stack for G `owner`: a freed one if the pool has one, else freshly mapped.
     pub fn alloc(&self, owner: u64) -> Result<GStack, StackError> {
         todo!(
-            "ch05 step 1: reuse a free stack or map a new one (mmap PROT_NONE, mprotect all but \
-             the lowest page read-write, record it in `mappings`) (book: ch05-stack.html#step-1)"
+            "ch05 step 1: reuse a free stack (pop it, keep `released` within the list) or map a \
+             new one (mmap PROT_NONE, mprotect all but the lowest page read-write, record it in \
+             `mappings`) (book: ch05-stack.html#step-1)"
         )
     }
 
@@ -275,12 +286,26 @@ impl StackPool {
             .free
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .stacks
             .len();
         PoolStats {
             mapped: self.inner.mapped.load(Relaxed),
             in_use: self.inner.in_use.load(Relaxed),
             free,
         }
+    }
+
+    /// Gives back the pages of the free stacks past the `hot_limit` most recently freed,
+    /// unless already given back, and says how many stacks that was. Neighbours go back in
+    /// one `madvise(MADV_DONTNEED)` (the guard page between them keeps its guard), so a
+    /// burst of Gs ending costs a call per run of neighbours, not one per stack.
+    /// Go: the background scavenger (`mgcscavenge.go`) returning free pages to the OS.
+    pub fn release_cold(&self) -> usize {
+        todo!(
+            "ch05 step 2: under the free-list lock, sort stacks[released..len - hot_limit] by \
+             address, one madvise(MADV_DONTNEED) per run of neighbours, then move `released` \
+             (book: ch05-stack.html#step-2)"
+        )
     }
 
     /// Usable bytes of each stack (the size asked for, rounded up to pages).
@@ -392,7 +417,7 @@ impl GStack {
 impl Drop for GStack {
     fn drop(&mut self) {
         todo!(
-            "ch05 step 2: back to the free list; past the hot limit, madvise(MADV_DONTNEED) first \
+            "ch05 step 2: back to the free list (no madvise here: release_cold does that) \
              (book: ch05-stack.html#step-2)"
         )
     }

@@ -262,17 +262,70 @@ fn step2_past_the_hot_limit_pages_go_back_to_the_kernel() {
     touch(&b);
     let (b_lo, b_hi) = (b.bottom(), b.top());
     let (a_lo, a_hi) = (a.bottom(), a.top());
-    drop(a); // the first freed stack stays hot
-    drop(b); // the second is past the limit: madvise(DONTNEED)
+    drop(a); // freed first: past the hot limit of 1 once b is freed too
+    drop(b); // freed last: the warmest, kept
+    assert_eq!(
+        (resident_pages(a_lo, a_hi), resident_pages(b_lo, b_hi)),
+        (8, 8),
+        "a drop keeps the stack's pages: release_cold gives them back, off the free path \
+         (book: {STEP2})"
+    );
+    assert_eq!(
+        pool.release_cold(),
+        1,
+        "expected release_cold to give back the one free stack past the hot limit of 1 \
+         (book: {STEP2})"
+    );
     assert_eq!(
         resident_pages(a_lo, a_hi),
-        8,
-        "expected a hot stack to keep its 8 pages (book: {STEP2})"
+        0,
+        "the stack freed first is past the hot limit: its pages go back (book: {STEP2})"
     );
     assert_eq!(
         resident_pages(b_lo, b_hi),
+        8,
+        "the most recently freed stack is within the hot limit: it keeps its 8 pages \
+         (book: {STEP2})"
+    );
+    assert_eq!(
+        pool.release_cold(),
         0,
-        "a stack past the hot limit gives its pages back (book: {STEP2})"
+        "a stack already given back is not given back again (book: {STEP2})"
+    );
+}
+
+#[test]
+fn step2_a_stack_reused_after_its_release_is_released_again() {
+    let _outcome = testkit::record!();
+    let pool = StackPool::new(PoolConfig::guarded(32 << 10).hot_limit(0))
+        .expect("expected Ok: a valid pool configuration");
+    let s = pool.alloc(1).expect("expected a stack from the pool");
+    touch(&s);
+    let (lo, hi) = (s.bottom(), s.top());
+    drop(s);
+    assert_eq!(
+        pool.release_cold(),
+        1,
+        "hot limit 0: the freed stack goes back (book: {STEP2})"
+    );
+    let again = pool.alloc(2).expect("expected a stack from the pool");
+    assert_eq!(
+        again.bottom(),
+        lo,
+        "the freed stack is reused (book: {STEP2})"
+    );
+    touch(&again);
+    drop(again);
+    assert_eq!(
+        pool.release_cold(),
+        1,
+        "a stack handed out after its release and freed again holds pages again: alloc \
+         must keep `released` within the shortened list (book: {STEP2})"
+    );
+    assert_eq!(
+        resident_pages(lo, hi),
+        0,
+        "the second release gave its pages back (book: {STEP2})"
     );
 }
 
@@ -379,10 +432,65 @@ fn recurse(depth: u64, until: u64) -> u64 {
 }
 
 #[test]
+fn step3_release_cold_spares_a_stack_in_use_between_free_neighbours() {
+    let _outcome = testkit::record!();
+    // SAFETY: the test writes only inside the stacks.
+    let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) }.hot_limit(0))
+        .expect("expected Ok: a valid pool configuration");
+    let size = pool.stack_size();
+    let mut held: Vec<GStack> = (0..16)
+        .map(|g| pool.alloc(g).expect("expected a stack from the pool"))
+        .collect();
+    held.sort_by_key(|s| s.bottom());
+    // Three neighbours in the chunk: free the outer two, keep the middle one in use.
+    let i = (1..held.len() - 1)
+        .find(|&i| {
+            held[i - 1].bottom() + size == held[i].bottom()
+                && held[i].bottom() + size == held[i + 1].bottom()
+        })
+        .expect("expected neighbouring stacks among 16 from one slab chunk (book: ch05-stack.html#step-3)");
+    let right = held.remove(i + 1);
+    let middle = held.remove(i);
+    let left = held.remove(i - 1);
+    for s in [&left, &middle, &right] {
+        touch(s);
+    }
+    // SAFETY: the top word of the middle stack is inside it; nothing else runs on it.
+    unsafe { ((middle.top() - 8) as *mut u64).write_volatile(0x5eed) };
+    let (left_range, right_range) = ((left.bottom(), left.top()), (right.bottom(), right.top()));
+    drop(left);
+    drop(right);
+    assert!(
+        pool.release_cold() >= 2,
+        "hot limit 0: both freed neighbours go back (book: ch05-stack.html#step-2)"
+    );
+    assert_eq!(
+        (
+            resident_pages(left_range.0, left_range.1),
+            resident_pages(right_range.0, right_range.1)
+        ),
+        (0, 0),
+        "the freed neighbours gave their pages back (book: ch05-stack.html#step-2)"
+    );
+    assert_eq!(
+        resident_pages(middle.bottom(), middle.top()),
+        size / PAGE,
+        "a stack in use between two free ones kept its pages: a run of neighbours must end \
+         at the first stack that is not free (book: ch05-stack.html#step-2)"
+    );
+    // SAFETY: as above.
+    let word = unsafe { ((middle.top() - 8) as *const u64).read_volatile() };
+    assert_eq!(
+        word, 0x5eed,
+        "the stack in use lost its contents (book: ch05-stack.html#step-2)"
+    );
+}
+
+#[test]
 fn step3_a_stack_with_a_dead_canary_is_not_reused() {
     let _outcome = testkit::record!();
-    // Hot limit 0: every freed stack has its pages given back, which zeroes the canary
-    // zone; the check must come first.
+    // Hot limit 0: release_cold gives back every free stack's pages, which zeroes the
+    // canary zone; the check must come first, in the drop.
     // SAFETY: the test writes only inside the stack.
     let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) }.hot_limit(0))
         .expect("expected Ok: a valid pool configuration");
@@ -391,6 +499,9 @@ fn step3_a_stack_with_a_dead_canary_is_not_reused() {
     // SAFETY: the canary zone is inside the stack; this is what an overflow would do.
     unsafe { (damaged as *mut u64).write_volatile(0xdead_beef) };
     drop(s);
+    // Giving pages back zeroes them: a damaged stack let into the free list would read as
+    // intact from now on.
+    pool.release_cold();
     // Take every stack the first chunk holds: none of them may be the damaged one.
     let held: Vec<GStack> = (0..SLAB_CHUNK as u64)
         .map(|g| pool.alloc(g).expect("expected a stack from the pool"))
@@ -664,7 +775,7 @@ fn step5_the_maps_count_grows_by_one_per_chunk() {
 #[test]
 fn step5_a_guard_outlives_the_pages_given_back() {
     let _outcome = testkit::record!();
-    // Hot limit 0: every freed stack is madvised (MADV_DONTNEED) before its reuse.
+    // Hot limit 0: release_cold gives every free stack's pages back (MADV_DONTNEED).
     let Some(pool) = guarded_slab_pool(16 << 10, 0) else {
         return;
     };
@@ -672,17 +783,25 @@ fn step5_a_guard_outlives_the_pages_given_back() {
     touch(&s);
     let (bottom, top) = (s.bottom(), s.top());
     drop(s);
+    pool.release_cold();
     assert_eq!(
         resident_pages(bottom, top),
         0,
         "a stack past the hot limit gives its pages back (book: {STEP2})"
     );
-    let again = pool.alloc(2).expect("expected a stack from the pool");
-    assert_eq!(
-        again.bottom(),
-        bottom,
-        "the freed stack is reused (book: {STEP2})"
-    );
+    // release_cold sorts what it gives back: take stacks until the freed one comes back.
+    let mut held = Vec::new();
+    let again = loop {
+        let next = pool.alloc(2).expect("expected a stack from the pool");
+        if next.bottom() == bottom {
+            break next;
+        }
+        held.push(next);
+        assert!(
+            held.len() <= SLAB_CHUNK,
+            "the freed stack was never handed out again (book: {STEP2})"
+        );
+    };
     assert!(
         is_guard(again.bottom() - PAGE),
         "the guard below a reused stack must still be there (book: {STEP5})"
@@ -941,6 +1060,75 @@ fn whole_runtime_a_hundred_thousand_gs_yield_twice_on_the_default_builder() {
         sum,
         n * (n - 1) / 2,
         "every G must return its index once (book: {RUNTIME})"
+    );
+}
+
+/// Sysmon calls your `release_cold` about once a second: after a burst of Gs has ended, the
+/// pages of their stacks past the runtime's hot limit go back, without any G paying for it.
+#[test]
+fn whole_runtime_sysmon_gives_back_the_stack_pages_of_a_finished_burst() {
+    let _outcome = testkit::record!();
+    let n = 20_000;
+    let (resident_at_end, resident_later) = testkit::watchdog_with(
+        "20 000 Gs touching their stacks, then sysmon's release of their pages",
+        LIMIT,
+        gmp::dump_all,
+        move || {
+            let builder = gmp::Runtime::builder().procs(2);
+            let rt = if kernel_has_guard_regions() {
+                builder.build().unwrap()
+            } else {
+                // SAFETY: these Gs use 8 KiB of their 64 KiB stacks.
+                unsafe { builder.slab_stacks() }.build().unwrap()
+            };
+            // Each G's page: a byte of a frame on its stack, rounded down to the page.
+            let pages: Vec<usize> = rt.block_on(move || {
+                let (tx, rx) = gmp::chan::rendezvous::<()>();
+                let wg = gmp::sync::WaitGroup::new();
+                let handles: Vec<_> = (0..n)
+                    .map(|_| {
+                        let (rx, wg) = (rx.clone(), wg.clone());
+                        wg.add(1);
+                        gmp::go(move || {
+                            let frame = std::hint::black_box([1u8; 8192]);
+                            let page = (&raw const frame[4096]) as usize & !(PAGE - 1);
+                            wg.done();
+                            let _ = rx.recv(); // all alive at once, until the channel closes
+                            page
+                        })
+                    })
+                    .collect();
+                wg.wait();
+                drop((tx, rx));
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let resident = |pages: &[usize]| {
+                pages
+                    .iter()
+                    .filter(|&&p| resident_pages(p, p + PAGE) == 1)
+                    .count()
+            };
+            let at_end = resident(&pages);
+            let start = std::time::Instant::now();
+            let mut later = at_end;
+            while later > n / 4 && start.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(50));
+                later = resident(&pages);
+            }
+            drop(rt);
+            (at_end, later)
+        },
+    );
+    assert!(
+        resident_at_end > n / 2,
+        "expected most of the {n} finished Gs' stack pages still resident right after the \
+         burst (a drop keeps the pages), found {resident_at_end} (book: {STEP2})"
+    );
+    assert!(
+        resident_later <= n / 4,
+        "sysmon calls release_cold about once a second: 5 s after the burst {resident_later} \
+         of {n} stack pages were still resident, above the runtime's hot limit of about 1,100 \
+         (book: {STEP2})"
     );
 }
 

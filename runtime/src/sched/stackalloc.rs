@@ -5,15 +5,17 @@
 //! Not here: the pool itself (part 05), the budget's counting of `/proc/self/maps`
 //! (`maps.rs`), when a G takes and gives back its stack (`g.rs`).
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use super::m::with_m;
 use super::{Runtime, Shared};
-use crate::builder::StackLayout;
+use crate::builder::{HOT_STACKS, StackLayout};
 use crate::lock;
 use crate::maps;
 use crate::parts::stack::{self, GUARD_REGIONS_SINCE, SLAB_CHUNK, StackMode};
+use crate::task;
 
 impl Runtime {
     /// How this runtime's G stacks are laid out: what the builder chose, or by default
@@ -108,6 +110,23 @@ impl Shared {
         if full.is_none_or(|left| left.is_some()) {
             self.stack_returned();
         }
+    }
+
+    /// Gives back the pages of the pool's free stacks past the hot limit (part 05's
+    /// `release_cold`), if there are any: sysmon calls this about once a second, so a
+    /// program that has never freed that many stacks never calls a learner's unfinished
+    /// `release_cold`. Returns how many stacks' pages went back. Go: `bgscavenge`.
+    pub(super) fn release_cold_stacks(&self) -> Result<usize, String> {
+        if self.stacks.stats().free <= HOT_STACKS {
+            return Ok(0);
+        }
+        panic::catch_unwind(AssertUnwindSafe(|| self.stacks.release_cold())).map_err(|payload| {
+            format!(
+                "stack (part 05): StackPool::release_cold panicked: {} (book: \
+                 ch05-stack.html#step-2)",
+                task::payload_message(&*payload).unwrap_or("a non-string panic")
+            )
+        })
     }
 
     /// A stack from part 05 has been dropped (back in the pool).

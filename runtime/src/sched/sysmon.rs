@@ -1,6 +1,7 @@
 //! Sysmon: one thread per runtime, without a P, that watches the Ms. Each look it retakes
 //! the P of every blocking call that has lasted (`syscall.rs`, "P hand-off around a
-//! blocking call"), once a second re-reads the CPU quota, and then sleeps for as long as
+//! blocking call"), once a second re-reads the CPU quota and gives back the pages of free G
+//! stacks past the hot limit (`stackalloc.rs`), and then sleeps for as long as
 //! part 09's `Sysmon` policy says (20 µs while it finds work, up to 10 ms when quiet).
 //! Go: `sysmon` in `proc.go` (`retake`, the `idle`/`delay` loop).
 //!
@@ -39,6 +40,9 @@ use crate::task;
 
 /// How often sysmon re-reads the CPU quota. Go (1.25): once a second.
 const QUOTA_EVERY: Duration = Duration::from_secs(1);
+
+/// How often sysmon gives back the pages of free G stacks past the hot limit.
+const RELEASE_STACKS_EVERY: Duration = Duration::from_secs(1);
 
 /// Sysmon's sleep between looks before the first blocking call (no part 09 policy yet):
 /// Go's longest sysmon delay.
@@ -146,6 +150,7 @@ fn sysmon_loop(shared: &Shared) -> Result<(), String> {
     let mut seen: Vec<Option<(Observed, Instant)>> = Vec::new();
     let mut idle_rounds = 0u32;
     let mut quota_read = Instant::now();
+    let mut stacks_released = Instant::now();
     loop {
         if shared.shutdown.load(Ordering::Acquire) {
             return Ok(());
@@ -191,6 +196,10 @@ fn sysmon_loop(shared: &Shared) -> Result<(), String> {
         if now.duration_since(quota_read) >= QUOTA_EVERY {
             quota_read = now;
             follow_quota(shared);
+        }
+        if now.duration_since(stacks_released) >= RELEASE_STACKS_EVERY {
+            stacks_released = now;
+            shared.release_cold_stacks()?;
         }
         // When nobody has polled the network for a while (part 09's policy: 10 ms), poll it
         // without blocking and ready what it finds. Go: sysmon's `netpoll(0)`, `injectglist`.

@@ -29,8 +29,11 @@
 //!   choosing slab mode is `unsafe`.
 //!
 //! Memory: stacks are mapped with `MAP_NORESERVE` and never pre-touched, so a G costs RSS
-//! only for the pages its frames touched. Freed stacks stay "hot" (still resident) up to a
-//! limit; past it, their pages are given back with `madvise(MADV_DONTNEED)`.
+//! only for the pages its frames touched. A freed stack keeps its pages; the owner of the
+//! pool calls [`StackPool::release_cold`] now and then (gmp: sysmon), which gives back with
+//! `madvise(MADV_DONTNEED)` the pages of every free stack past the `hot_limit` most recently
+//! freed, one call per run of neighbouring stacks. Not on the free path: each `madvise` in a
+//! process running on several CPUs interrupts every other one (a TLB shootdown).
 //!
 //! Invariant: a stack is used by one G at a time; its memory outlives every use.
 //!
@@ -122,7 +125,8 @@ impl PoolConfig {
         }
     }
 
-    /// How many freed stacks keep their memory for quick reuse (default 64).
+    /// How many of the most recently freed stacks keep their pages through
+    /// [`StackPool::release_cold`], for quick reuse (default 64).
     pub fn hot_limit(mut self, stacks: usize) -> PoolConfig {
         self.hot_limit = stacks;
         self
@@ -207,8 +211,7 @@ struct Pool {
     /// Usable bytes per stack, a whole number of pages.
     size: usize,
     hot_limit: usize,
-    /// Free stacks, most recently freed last. The first `hot_limit` keep their pages.
-    free: Mutex<Vec<Region>>,
+    free: Mutex<FreeList>,
     mapped: AtomicUsize,
     in_use: AtomicUsize,
     /// Every mapping made, `(address, length)`, unmapped when the pool goes away (every
@@ -228,6 +231,13 @@ impl Drop for Pool {
             unsafe { libc::munmap(addr as *mut libc::c_void, len) };
         }
     }
+}
+
+/// The free stacks, most recently freed (warmest) last: `alloc` pops the last one.
+struct FreeList {
+    stacks: Vec<Region>,
+    /// `stacks[..released]` have had their pages given back since they were freed.
+    released: usize,
 }
 
 /// The usable part of a stack: `[bottom, bottom + size)`.
@@ -264,7 +274,10 @@ impl StackPool {
                 mode: config.mode,
                 size,
                 hot_limit: config.hot_limit,
-                free: Mutex::new(Vec::new()),
+                free: Mutex::new(FreeList {
+                    stacks: Vec::new(),
+                    released: 0,
+                }),
                 mapped: AtomicUsize::new(0),
                 in_use: AtomicUsize::new(0),
                 mappings: Mutex::new(Vec::new()),
@@ -275,7 +288,12 @@ impl StackPool {
     /// A stack for G `owner`: a freed one if the pool has one, else freshly mapped.
     pub fn alloc(&self, owner: u64) -> Result<GStack, StackError> {
         let pool = &self.inner;
-        let reused = pool.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let reused = {
+            let mut free = pool.free.lock().unwrap_or_else(|e| e.into_inner());
+            let region = free.stacks.pop();
+            free.released = free.released.min(free.stacks.len());
+            region
+        };
         let region = match reused {
             Some(region) => region,
             None => self.map_more()?,
@@ -295,12 +313,53 @@ impl StackPool {
             .free
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .stacks
             .len();
         PoolStats {
             mapped: self.inner.mapped.load(Relaxed),
             in_use: self.inner.in_use.load(Relaxed),
             free,
         }
+    }
+
+    /// Gives back the pages of the free stacks past the `hot_limit` most recently freed,
+    /// unless already given back, and says how many stacks that was. Neighbours go back in
+    /// one `madvise(MADV_DONTNEED)` (the guard page between them keeps its guard), so a
+    /// burst of Gs ending costs a call per run of neighbours, not one per stack.
+    /// Go: the background scavenger (`mgcscavenge.go`) returning free pages to the OS.
+    pub fn release_cold(&self) -> usize {
+        let pool = &self.inner;
+        // The lock is held throughout: a stack handed out while its pages were being given
+        // back would lose its G's frames.
+        let mut free = pool.free.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, end) = (
+            free.released,
+            free.stacks.len().saturating_sub(pool.hot_limit),
+        );
+        if end <= start {
+            return 0;
+        }
+        let cold = &mut free.stacks[start..end];
+        cold.sort_unstable_by_key(|r| r.bottom);
+        // From one stack's bottom to its upper neighbour's: the stack, and its guard page
+        // unless in slab mode.
+        let stride = match pool.mode {
+            StackMode::Slab => pool.size,
+            StackMode::Guarded | StackMode::GuardedSlab => pool.size + PAGE,
+        };
+        let mut run = 0;
+        for i in 1..=cold.len() {
+            if i == cold.len() || cold[i].bottom != cold[i - 1].bottom + stride {
+                let (low, high) = (cold[run].bottom, cold[i - 1].bottom + pool.size);
+                // SAFETY: [low, high) holds free stacks of this pool and the guard pages
+                // between them (all inside its mappings); no G uses a free stack, and none
+                // can be handed out while the lock is held.
+                unsafe { libc::madvise(low as *mut libc::c_void, high - low, libc::MADV_DONTNEED) };
+                run = i;
+            }
+        }
+        free.released = end;
+        end - start
     }
 
     /// Usable bytes of each stack (the size asked for, rounded up to pages).
@@ -355,7 +414,7 @@ impl StackPool {
                 // Highest first, so pops hand out low addresses first (easier to read in
                 // a dump); fresh pages read zero, so every canary zone is intact.
                 for i in (1..SLAB_CHUNK).rev() {
-                    free.push(Region {
+                    free.stacks.push(Region {
                         bottom: base + i * pool.size,
                     });
                 }
@@ -380,7 +439,7 @@ impl StackPool {
                     .push((base, len));
                 let mut free = pool.free.lock().unwrap_or_else(|e| e.into_inner());
                 for i in (1..SLAB_CHUNK).rev() {
-                    free.push(Region {
+                    free.stacks.push(Region {
                         bottom: base + i * slot + PAGE,
                     });
                 }
@@ -572,24 +631,12 @@ impl Drop for GStack {
     fn drop(&mut self) {
         let pool = &self.pool;
         pool.in_use.fetch_sub(1, Relaxed);
-        // Check first: madvise below zeroes the pages, which would make any canary look
-        // intact. A slab stack whose canary died is not reused (its neighbour may be
-        // damaged too, and the scheduler is about to abort anyway).
-        let intact = self.check_canary().is_ok();
-        let mut free = pool.free.lock().unwrap_or_else(|e| e.into_inner());
-        if free.len() >= pool.hot_limit {
-            // Past the hot limit: keep the address range, give the pages back.
-            // SAFETY: the stack's pages belong to this pool and no G runs on them now.
-            unsafe {
-                libc::madvise(
-                    self.bottom() as *mut libc::c_void,
-                    pool.size,
-                    libc::MADV_DONTNEED,
-                )
-            };
-        }
-        if intact {
-            free.push(self.region);
+        // A slab stack whose canary died is not reused (its neighbour may be damaged too,
+        // and the scheduler is about to abort anyway). Checked now: once `release_cold`
+        // has given its pages back, any canary reads zero.
+        if self.check_canary().is_ok() {
+            let mut free = pool.free.lock().unwrap_or_else(|e| e.into_inner());
+            free.stacks.push(self.region);
         }
     }
 }
