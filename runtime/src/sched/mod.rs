@@ -139,6 +139,10 @@ pub(crate) struct Shared {
     cpus: Vec<usize>,
     /// Go: `gomaxprocs`. Changed by `set_procs` under the `sched` lock.
     procs: AtomicUsize,
+    /// The most Ps this runtime has had: every P id ever made is below it. Loops over every
+    /// P's timers stop here instead of at `MAX_PROCS` (1,024 empty slots cost an idle M
+    /// several microseconds). Raised before a new P exists.
+    ps_made: AtomicUsize,
     /// The thieves' end of every P's run queue, by P id, for every P ever made (a P retired
     /// by `set_procs` keeps its slot and is reused). Go: `allp[i].runq`.
     stealers: Box<[OnceLock<Stealer<CAPACITY>>]>,
@@ -265,6 +269,7 @@ impl Runtime {
             m_stack,
             cpus: cpus.to_vec(),
             procs: AtomicUsize::new(procs),
+            ps_made: AtomicUsize::new(procs),
             stealers: (0..MAX_PROCS)
                 .map(|i| {
                     stealers
@@ -805,6 +810,7 @@ impl Shared {
             SetBy::Quota if !self.sysmon.follow_quota.load(Relaxed) => return Ok(old),
             SetBy::Quota => {}
         }
+        self.ps_made.fetch_max(n, Ordering::SeqCst);
         self.procs.store(n, Relaxed);
         if n > old {
             for id in old..n {

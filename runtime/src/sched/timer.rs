@@ -658,7 +658,9 @@ impl Shared {
 
     /// The Ps whose timers were ever made, by id.
     fn timer_ps(&self) -> impl Iterator<Item = (usize, &PTimers)> {
-        self.timers
+        // SeqCst: a P is counted before it exists, so a sleeper that does not see P `p` here
+        // read the count before any timer on `p` was armed, and the armer sees its COMPUTING.
+        self.timers[..self.ps_made.load(SeqCst)]
             .iter()
             .enumerate()
             .filter_map(|(i, t)| t.get().map(|t| (i, &**t)))
