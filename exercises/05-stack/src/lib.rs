@@ -74,7 +74,7 @@ pub const MADV_GUARD_INSTALL: libc::c_int = 102;
 /// The first Linux release with guard regions, for error messages.
 pub const GUARD_REGIONS_SINCE: &str = "6.13";
 
-/// How stacks are laid out. See "Two modes" above.
+/// How stacks are laid out. See "Three modes" above.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StackMode {
     /// One mapping per stack, with a guard page: overflows are caught when they happen.
@@ -303,8 +303,8 @@ impl StackPool {
     pub fn release_cold(&self) -> usize {
         todo!(
             "ch05 step 2: under the free-list lock, sort stacks[released..len - hot_limit] by \
-             address, one madvise(MADV_DONTNEED) per run of neighbours, then move `released` \
-             (book: ch05-stack.html#step-2)"
+             address, one madvise(MADV_DONTNEED) per run of neighbours, then move `released` to \
+             len - hot_limit (book: ch05-stack.html#step-2)"
         )
     }
 

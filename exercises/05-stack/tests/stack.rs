@@ -19,7 +19,7 @@ const STEP3: &str = "ch05-stack.html#step-3";
 const STEP4: &str = "ch05-stack.html#step-4";
 const STEP5: &str = "ch05-stack.html#step-5";
 /// The runtime takes every G's stack from your pool.
-const RUNTIME: &str = STEP2;
+const RUNTIME: &str = "ch05-stack.html#whole-runtime";
 
 /// The permissions column of /proc/self/maps for the mapping holding `addr`.
 fn perms_at(addr: usize) -> String {
@@ -254,9 +254,10 @@ fn step2_past_the_hot_limit_pages_go_back_to_the_kernel() {
     let _outcome = testkit::record!();
     let pool = StackPool::new(PoolConfig::guarded(32 << 10).hot_limit(1))
         .expect("expected Ok: a valid pool configuration");
-    let (a, b) = (
+    let (a, b, c) = (
         pool.alloc(1).expect("expected a stack from the pool"),
         pool.alloc(2).expect("expected a stack from the pool"),
+        pool.alloc(3).expect("expected a stack from the pool"),
     );
     touch(&a);
     touch(&b);
@@ -292,6 +293,55 @@ fn step2_past_the_hot_limit_pages_go_back_to_the_kernel() {
         0,
         "a stack already given back is not given back again (book: {STEP2})"
     );
+    // A third stack freed: b is no longer the warmest, so the next release takes it.
+    drop(c);
+    assert_eq!(
+        pool.release_cold(),
+        1,
+        "a stack that was hot at one release and went cold since is given back at the next \
+         (book: {STEP2})"
+    );
+    assert_eq!(
+        resident_pages(b_lo, b_hi),
+        0,
+        "the stack that went cold gave its pages back (book: {STEP2})"
+    );
+}
+
+#[test]
+fn step2_release_cold_with_nothing_past_the_hot_limit_gives_nothing_back() {
+    let _outcome = testkit::record!();
+    // The default hot limit (64) and one free stack: fewer free stacks than the limit.
+    let pool = StackPool::new(PoolConfig::guarded(32 << 10))
+        .expect("expected Ok: a valid pool configuration");
+    drop(pool.alloc(1).expect("expected a stack from the pool"));
+    assert_eq!(
+        pool.release_cold(),
+        0,
+        "one free stack under a hot limit of 64: nothing is cold (watch the subtraction) \
+         (book: {STEP2})"
+    );
+    // Hot limit 2: four freed, two released; then alloc pops one, and the released part
+    // reaches past the new end of the cold part, which is now empty, not a bad range.
+    let pool = StackPool::new(PoolConfig::guarded(32 << 10).hot_limit(2))
+        .expect("expected Ok: a valid pool configuration");
+    let held: Vec<GStack> = (0..4)
+        .map(|g| pool.alloc(g).expect("expected a stack from the pool"))
+        .collect();
+    drop(held);
+    assert_eq!(
+        pool.release_cold(),
+        2,
+        "four free stacks, hot limit 2: two go back (book: {STEP2})"
+    );
+    let again = pool.alloc(9).expect("expected a stack from the pool");
+    assert_eq!(
+        pool.release_cold(),
+        0,
+        "after an alloc, `released` may lie past `len - hot_limit`: the cold part is empty \
+         then (book: {STEP2})"
+    );
+    drop(again);
 }
 
 #[test]
@@ -644,12 +694,12 @@ fn step4_gs_run_on_pool_stacks_through_corosensei() {
         });
         assert!(
             matches!(co.resume(g), CoroutineResult::Yield(v) if v == g * 2),
-            "expected the coroutine on your stack to yield {} (book: {RUNTIME})",
+            "expected the coroutine on your stack to yield {} (book: {STEP4})",
             g * 2
         );
         assert!(
             matches!(co.resume(5), CoroutineResult::Return(v) if v == 5 + g),
-            "expected the coroutine on your stack to return {} (book: {RUNTIME})",
+            "expected the coroutine on your stack to return {} (book: {STEP4})",
             5 + g
         );
         drop(co.into_stack());

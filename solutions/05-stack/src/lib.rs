@@ -70,7 +70,7 @@ pub const MADV_GUARD_INSTALL: libc::c_int = 102;
 /// The first Linux release with guard regions, for error messages.
 pub const GUARD_REGIONS_SINCE: &str = "6.13";
 
-/// How stacks are laid out. See "Two modes" above.
+/// How stacks are laid out. See "Three modes" above.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StackMode {
     /// One mapping per stack, with a guard page: overflows are caught when they happen.
