@@ -302,9 +302,10 @@ impl StackPool {
     /// Go: the background scavenger (`mgcscavenge.go`) returning free pages to the OS.
     pub fn release_cold(&self) -> usize {
         todo!(
-            "ch05 step 2: under the free-list lock, sort stacks[released..len - hot_limit] by \
-             address, one madvise(MADV_DONTNEED) per run of neighbours, then move `released` to \
-             len - hot_limit (book: ch05-stack.html#step-2)"
+            "ch05 step 2: take stacks[released..len - hot_limit] out under the free-list lock, \
+             sort them by address, one madvise(MADV_DONTNEED) per run of neighbours without \
+             the lock, then put them back at `released` and move it past them \
+             (book: ch05-stack.html#step-2)"
         )
     }
 

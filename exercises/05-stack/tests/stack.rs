@@ -536,6 +536,88 @@ fn step3_release_cold_spares_a_stack_in_use_between_free_neighbours() {
     );
 }
 
+/// Writes a word per page of `s` (above the canary zone) that depends on `tag` and the page.
+fn stamp(s: &GStack, tag: u64) {
+    for addr in (s.bottom() + PAGE..s.top()).step_by(PAGE) {
+        // SAFETY: a page of a stack this test holds.
+        unsafe { (addr as *mut u64).write_volatile(tag ^ addr as u64) };
+    }
+}
+
+/// Whether every page of `s` still holds what `stamp(s, tag)` wrote.
+fn stamped(s: &GStack, tag: u64) -> bool {
+    (s.bottom() + PAGE..s.top()).step_by(PAGE).all(|addr| {
+        // SAFETY: as above.
+        unsafe { (addr as *const u64).read_volatile() == tag ^ addr as u64 }
+    })
+}
+
+#[test]
+fn step3_release_cold_racing_alloc_and_drop_never_touches_a_stack_in_use() {
+    let _outcome = testkit::record!();
+    testkit::watchdog(
+        "3 threads taking and freeing stacks while a 4th calls release_cold",
+        LIMIT,
+        || {
+            // SAFETY: the test writes only inside the stacks.
+            let slab = unsafe { PoolConfig::slab(16 << 10) };
+            for config in [
+                slab.hot_limit(0),
+                PoolConfig::guarded(16 << 10).hot_limit(0),
+            ] {
+                let pool = StackPool::new(config).expect("expected Ok: a valid configuration");
+                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let releaser = {
+                    let (pool, stop) = (pool.clone(), stop.clone());
+                    std::thread::spawn(move || {
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            pool.release_cold();
+                        }
+                    })
+                };
+                let workers: Vec<_> = (0..3u64)
+                    .map(|t| {
+                        let pool = pool.clone();
+                        std::thread::spawn(move || {
+                            for round in 0..200u64 {
+                                let tag = |i: usize| (t << 48) ^ (round << 24) ^ i as u64;
+                                let held: Vec<GStack> = (0..32)
+                                    .map(|g| pool.alloc(g).expect("expected a stack"))
+                                    .collect();
+                                held.iter().enumerate().for_each(|(i, s)| stamp(s, tag(i)));
+                                // Free every other one: the kept ones get free neighbours.
+                                let kept: Vec<(usize, GStack)> = held
+                                    .into_iter()
+                                    .enumerate()
+                                    .filter(|(i, _)| i % 2 == 1)
+                                    .collect();
+                                std::thread::yield_now();
+                                for (i, s) in &kept {
+                                    assert!(
+                                        stamped(s, tag(*i)),
+                                        "a stack in use lost its contents while another thread \
+                                         called release_cold: a run reached past the free \
+                                         stacks, or a stack was handed out while its pages \
+                                         were being dropped (book: {STEP2})"
+                                    );
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                let outcome: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                releaser.join().expect("release_cold panicked");
+                for o in outcome {
+                    if let Err(payload) = o {
+                        std::panic::resume_unwind(payload);
+                    }
+                }
+            }
+        },
+    );
+}
+
 #[test]
 fn step3_a_stack_with_a_dead_canary_is_not_reused() {
     let _outcome = testkit::record!();

@@ -338,6 +338,11 @@ impl Runtime {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        // A runtime that a broken part stopped between two calls (sysmon's work, say) says
+        // why, rather than refusing the new G as if it had merely shut down.
+        if let Some(broken) = lock(&self.shared.broken).clone() {
+            panic!("gmp: the runtime stopped: {broken}");
+        }
         let handle = self.shared.spawn(f);
         *lock(&self.shared.main_waiter) = Some(thread_parker());
         let joined = handle.join_unless(|| lock(&self.shared.broken).clone());
@@ -472,8 +477,12 @@ impl Shared {
             None => Arc::new(G::new(id, self.clone(), body, cancel, self.engine)),
         };
         if self.shutdown.load(Ordering::Acquire) {
+            let why = match lock(&self.broken).clone() {
+                Some(broken) => format!("the runtime stopped: {broken}"),
+                None => "the runtime shut down before this G finished".to_string(),
+            };
             // SAFETY: the G was never queued, so no M can run it.
-            unsafe { g.refuse("the runtime shut down before this G finished".to_string()) };
+            unsafe { g.refuse(why) };
             return handle;
         }
         // On an M with a P (the usual case), a slot from that P's cache.
@@ -983,6 +992,26 @@ where
 
 #[cfg(test)]
 mod tests {
+    /// A part that breaks on a thread of its own (sysmon calling part 05's `release_cold`
+    /// a second after a burst) stops the runtime between two `block_on`s: the next one
+    /// names that error instead of "the runtime shut down before this G finished".
+    #[test]
+    fn a_runtime_stopped_between_two_block_ons_names_why_in_the_next() {
+        let rt = crate::Runtime::builder().procs(1).build().unwrap();
+        assert_eq!(rt.block_on(|| 1), 1);
+        rt.shared
+            .stop_broken("stack (part 05): StackPool::release_cold panicked: test".to_string());
+        let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(|| 2)))
+            .expect_err("block_on on a stopped runtime must not run its G");
+        let message = crate::task::payload_message(&*payload)
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            message.contains("release_cold panicked"),
+            "the next block_on said only: {message:?}"
+        );
+    }
+
     use super::*;
 
     /// S2: the runtime's `&mut` access to a running G must not rest on part 06 alone. A

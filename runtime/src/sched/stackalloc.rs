@@ -117,12 +117,15 @@ impl Shared {
     /// program that has never freed that many stacks never calls a learner's unfinished
     /// `release_cold`. Returns how many stacks' pages went back. Go: `bgscavenge`.
     pub(super) fn release_cold_stacks(&self) -> Result<usize, String> {
-        if self.stacks.stats().free <= HOT_STACKS {
-            return Ok(0);
-        }
-        panic::catch_unwind(AssertUnwindSafe(|| self.stacks.release_cold())).map_err(|payload| {
+        panic::catch_unwind(AssertUnwindSafe(|| {
+            if self.stacks.stats().free <= HOT_STACKS {
+                return 0;
+            }
+            self.stacks.release_cold()
+        }))
+        .map_err(|payload| {
             format!(
-                "stack (part 05): StackPool::release_cold panicked: {} (book: \
+                "stack (part 05): StackPool::stats or release_cold panicked: {} (book: \
                  ch05-stack.html#step-2)",
                 task::payload_message(&*payload).unwrap_or("a non-string panic")
             )

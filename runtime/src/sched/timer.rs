@@ -659,7 +659,8 @@ impl Shared {
     /// The Ps whose timers were ever made, by id.
     fn timer_ps(&self) -> impl Iterator<Item = (usize, &PTimers)> {
         // SeqCst: a P is counted before it exists, so a sleeper that does not see P `p` here
-        // read the count before any timer on `p` was armed, and the armer sees its COMPUTING.
+        // read the count before any timer on `p` was armed, and the armer then sees COMPUTING
+        // or a later `until` (and wakes it, or finds it awake).
         self.timers[..self.ps_made.load(SeqCst)]
             .iter()
             .enumerate()
