@@ -307,16 +307,16 @@ impl Builder {
         // past the hot limit about once a second, neighbours in one madvise (part 05's
         // `release_cold`). Not on the free path: each madvise in a process running on
         // several CPUs costs a TLB shootdown (an interrupt to every other CPU running it),
-        // and when the free path paid it, 100k sleepers ending took 580 ms instead of 350.
-        let hot = HOT_STACKS;
+        // and when the free path paid it, 100k sleepers ending took about 570 ms, not 350.
         let stacks = match layout {
-            StackLayout::Guarded => PoolConfig::guarded(self.g_stack).hot_limit(hot),
-            StackLayout::GuardedSlab => PoolConfig::guarded_slab(self.g_stack).hot_limit(hot),
+            StackLayout::Guarded => PoolConfig::guarded(self.g_stack),
+            StackLayout::GuardedSlab => PoolConfig::guarded_slab(self.g_stack),
             StackLayout::Slab => {
                 // SAFETY: the caller of `slab_stacks` promised that no G overflows.
-                unsafe { PoolConfig::slab(self.g_stack) }.hot_limit(hot)
+                unsafe { PoolConfig::slab(self.g_stack) }
             }
-        };
+        }
+        .hot_limit(HOT_STACKS);
         let engine = match self.engine {
             Some(engine) => engine,
             None => match std::env::var("GMP_ENGINE") {

@@ -338,11 +338,6 @@ impl Runtime {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        // A runtime that a broken part stopped between two calls (sysmon's work, say) says
-        // why, rather than refusing the new G as if it had merely shut down.
-        if let Some(broken) = lock(&self.shared.broken).clone() {
-            panic!("gmp: the runtime stopped: {broken}");
-        }
         let handle = self.shared.spawn(f);
         *lock(&self.shared.main_waiter) = Some(thread_parker());
         let joined = handle.join_unless(|| lock(&self.shared.broken).clone());
@@ -992,6 +987,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// A part that breaks on a thread of its own (sysmon calling part 05's `release_cold`
     /// a second after a burst) stops the runtime between two `block_on`s: the next one
     /// names that error instead of "the runtime shut down before this G finished".
@@ -1011,8 +1008,6 @@ mod tests {
             "the next block_on said only: {message:?}"
         );
     }
-
-    use super::*;
 
     /// S2: the runtime's `&mut` access to a running G must not rest on part 06 alone. A
     /// part 06 that answers `Ready::Enqueue` twice for one park would have the runtime queue

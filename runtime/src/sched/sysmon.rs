@@ -38,11 +38,9 @@ use crate::parts::parker::Parker;
 use crate::parts::syscall::{Observed, Sysmon};
 use crate::task;
 
-/// How often sysmon re-reads the CPU quota. Go (1.25): once a second.
-const QUOTA_EVERY: Duration = Duration::from_secs(1);
-
-/// How often sysmon gives back the pages of free G stacks past the hot limit.
-const RELEASE_STACKS_EVERY: Duration = Duration::from_secs(1);
+/// How often sysmon re-reads the CPU quota (Go 1.25: once a second) and gives back the
+/// pages of free G stacks past the hot limit.
+const SLOW_LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// Sysmon's sleep between looks before the first blocking call (no part 09 policy yet):
 /// Go's longest sysmon delay.
@@ -149,8 +147,7 @@ fn sysmon_loop(shared: &Shared) -> Result<(), String> {
     // `pd.syscallwhen`.
     let mut seen: Vec<Option<(Observed, Instant)>> = Vec::new();
     let mut idle_rounds = 0u32;
-    let mut quota_read = Instant::now();
-    let mut stacks_released = Instant::now();
+    let mut slow_look = Instant::now();
     loop {
         if shared.shutdown.load(Ordering::Acquire) {
             return Ok(());
@@ -193,12 +190,9 @@ fn sysmon_loop(shared: &Shared) -> Result<(), String> {
                 _ => *last = Some((observed, now)),
             }
         }
-        if now.duration_since(quota_read) >= QUOTA_EVERY {
-            quota_read = now;
+        if now.duration_since(slow_look) >= SLOW_LOOK_EVERY {
+            slow_look = now;
             follow_quota(shared);
-        }
-        if now.duration_since(stacks_released) >= RELEASE_STACKS_EVERY {
-            stacks_released = now;
             shared.release_cold_stacks()?;
         }
         // When nobody has polled the network for a while (part 09's policy: 10 ms), poll it
