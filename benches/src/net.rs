@@ -1,21 +1,29 @@
 //! Chapter 10's servers on gmp, for the class bench's net section: a TCP echo server and an
-//! HTTP/1.1 "hello" server, one G per connection on `gmp::net` (the runtime's examples
-//! `echo` and `http_hello` are the same servers as programs of their own), and `wrk` as the
-//! HTTP load. Each server runs in a process of its own (`class-bench --net-server`), bounded
-//! in time; the load runs in the class bench's process. Loopback only.
+//! HTTP/1.1 "hello" server, one G per connection on `gmp::net`, each connection served by
+//! the code of the runtime's examples `echo` and `http_hello` (`runtime/examples/conn/`),
+//! and `wrk` as the HTTP load. Each server runs in a process of its own (`class-bench
+//! --net-server`), bounded in time; the load runs in the class bench's process. Loopback
+//! only.
 //!
 //! Not here: the echo load and the thread-per-connection server (`echo.rs`), Go's twins
 //! (`benches/go/servers`, built by `go::build_servers`).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use gmp::net::{TcpListener, TcpStream};
+use gmp::net::TcpListener;
 
 use crate::BenchError;
 use crate::echo::require_loopback;
+
+// The runtime's example servers, connection by connection: what the book shows is what the
+// bench measures.
+#[path = "../../runtime/examples/conn/echo.rs"]
+mod echo_conn;
+#[path = "../../runtime/examples/conn/http.rs"]
+mod http_conn;
 
 /// Which server to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,8 +78,8 @@ pub fn serve(
             match listener.accept() {
                 Ok((conn, _)) => {
                     gmp::go(move || match server {
-                        Server::Echo => echo(conn),
-                        Server::Http => http(conn),
+                        Server::Echo => echo_conn::serve(conn),
+                        Server::Http => http_conn::serve(conn),
                     });
                 }
                 Err(e) => {
@@ -81,69 +89,6 @@ pub fn serve(
             }
         }
     })
-}
-
-fn echo(mut conn: TcpStream) {
-    let _ = conn.set_nodelay(true);
-    let mut buf = [0u8; 4096];
-    loop {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if conn.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-const HELLO: &[u8] =
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\nHello, world!\n";
-
-/// HTTP/1.1 keep-alive: answers each complete request (pipelined ones in one write) until
-/// the client closes or asks to, or sends something that is not a request.
-fn http(mut conn: TcpStream) {
-    let _ = conn.set_nodelay(true);
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut filled = 0;
-    let mut out = Vec::with_capacity(4096);
-    loop {
-        let mut close = false;
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(&buf[..filled]) {
-                Ok(httparse::Status::Complete(len)) => {
-                    out.extend_from_slice(HELLO);
-                    close = req.headers.iter().any(|h| {
-                        h.name.eq_ignore_ascii_case("connection")
-                            && h.value.eq_ignore_ascii_case(b"close")
-                    });
-                    buf.copy_within(len..filled, 0);
-                    filled -= len;
-                    if close {
-                        break;
-                    }
-                }
-                Ok(httparse::Status::Partial) => break,
-                Err(_) => return,
-            }
-        }
-        if !out.is_empty() {
-            if conn.write_all(&out).is_err() {
-                return;
-            }
-            out.clear();
-        }
-        if close || filled == buf.len() {
-            return;
-        }
-        match conn.read(&mut buf[filled..]) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => filled += n,
-        }
-    }
 }
 
 /// What `wrk` measured.

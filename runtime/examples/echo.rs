@@ -7,9 +7,10 @@
 //! The first argument is the address to listen on (default 127.0.0.1:7000); `GMP_PROCS`
 //! sets the P count. The class bench points `echo-load` at it (`benches/src/echo.rs`).
 
-use std::io::{Read, Write};
-
 use gmp::net::TcpListener;
+
+#[path = "conn/echo.rs"]
+mod conn;
 
 fn main() {
     let addr = std::env::args()
@@ -27,7 +28,7 @@ fn main() {
         loop {
             match listener.accept() {
                 Ok((conn, _)) => {
-                    gmp::go(move || serve(conn));
+                    gmp::go(move || conn::serve(conn));
                 }
                 // Out of descriptors, say: the message names `ulimit -n`. Keep serving the
                 // connections already open, and try again a little later.
@@ -38,20 +39,4 @@ fn main() {
             }
         }
     });
-}
-
-/// Echoes until the peer closes or the connection fails.
-fn serve(mut conn: gmp::net::TcpStream) {
-    let _ = conn.set_nodelay(true);
-    let mut buf = [0u8; 4096];
-    loop {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if conn.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-        }
-    }
 }
