@@ -16,6 +16,18 @@ fn watched<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static
     watchdog_with(what, DEFAULT_LIMIT, gmp::dump_all, f)
 }
 
+/// A std peer on a plain thread: connects to `addr`, waits `after`, then resets the
+/// connection (SO_LINGER 0 and close send an RST, not a FIN).
+fn resetting_peer(addr: std::net::SocketAddr, after: Duration) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        std::thread::sleep(after);
+        let s = socket2::Socket::from(s);
+        s.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(s);
+    })
+}
+
 /// A std peer on a plain thread resets the connection (SO_LINGER 0) while a G is parked
 /// reading: the read must end promptly with ConnectionReset (or EOF), never hang.
 #[test]
@@ -25,13 +37,7 @@ fn peer_reset_while_parked_in_read() {
         rt.block_on(|| {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
-            let peer = std::thread::spawn(move || {
-                let s = std::net::TcpStream::connect(addr).unwrap();
-                std::thread::sleep(Duration::from_millis(100));
-                let s = socket2::Socket::from(s);
-                s.set_linger(Some(Duration::ZERO)).unwrap();
-                drop(s); // RST
-            });
+            let peer = resetting_peer(addr, Duration::from_millis(100));
             let (mut conn, _) = listener.accept().unwrap();
             let start = Instant::now();
             let mut b = [0u8; 16];
@@ -59,13 +65,7 @@ fn peer_reset_while_parked_in_write() {
         rt.block_on(|| {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
-            let peer = std::thread::spawn(move || {
-                let s = std::net::TcpStream::connect(addr).unwrap();
-                std::thread::sleep(Duration::from_millis(300));
-                let s = socket2::Socket::from(s);
-                s.set_linger(Some(Duration::ZERO)).unwrap();
-                drop(s); // RST
-            });
+            let peer = resetting_peer(addr, Duration::from_millis(300));
             let (mut conn, _) = listener.accept().unwrap();
             let chunk = vec![7u8; 64 * 1024];
             let start = Instant::now();

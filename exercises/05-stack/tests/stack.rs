@@ -130,6 +130,12 @@ fn mappings_now() -> usize {
     }
 }
 
+/// A pool from `config`, which the caller knows to be valid.
+#[track_caller]
+fn new_pool(config: PoolConfig) -> StackPool {
+    StackPool::new(config).expect("expected Ok: a valid pool configuration")
+}
+
 /// A pool of guarded-slab stacks, or (on a kernel before 6.13) a check that the pool says
 /// why not, naming the kernel version; `None` then.
 fn guarded_slab_pool(stack: usize, hot_limit: usize) -> Option<StackPool> {
@@ -187,8 +193,7 @@ fn step1_refuses_a_stack_below_the_minimum() {
 #[test]
 fn step1_a_guarded_stack_is_writable_with_a_guard_page_below() {
     let _outcome = testkit::record!();
-    let pool = StackPool::new(PoolConfig::guarded(64 << 10))
-        .expect("expected Ok: a valid pool configuration");
+    let pool = new_pool(PoolConfig::guarded(64 << 10));
     let s = pool.alloc(1).expect("expected a stack from the pool");
     assert_eq!(
         s.top() - s.bottom(),
@@ -221,8 +226,7 @@ fn step1_a_guarded_stack_is_writable_with_a_guard_page_below() {
 #[test]
 fn step2_a_freed_stack_is_reused() {
     let _outcome = testkit::record!();
-    let pool = StackPool::new(PoolConfig::guarded(16 << 10))
-        .expect("expected Ok: a valid pool configuration");
+    let pool = new_pool(PoolConfig::guarded(16 << 10));
     let first = pool.alloc(1).expect("expected a stack from the pool");
     let addr = first.bottom();
     drop(first);
@@ -252,8 +256,7 @@ fn step2_a_freed_stack_is_reused() {
 #[test]
 fn step2_past_the_hot_limit_pages_go_back_to_the_kernel() {
     let _outcome = testkit::record!();
-    let pool = StackPool::new(PoolConfig::guarded(32 << 10).hot_limit(1))
-        .expect("expected Ok: a valid pool configuration");
+    let pool = new_pool(PoolConfig::guarded(32 << 10).hot_limit(1));
     let (a, b, c) = (
         pool.alloc(1).expect("expected a stack from the pool"),
         pool.alloc(2).expect("expected a stack from the pool"),
@@ -312,8 +315,7 @@ fn step2_past_the_hot_limit_pages_go_back_to_the_kernel() {
 fn step2_release_cold_with_nothing_past_the_hot_limit_gives_nothing_back() {
     let _outcome = testkit::record!();
     // The default hot limit (64) and one free stack: fewer free stacks than the limit.
-    let pool = StackPool::new(PoolConfig::guarded(32 << 10))
-        .expect("expected Ok: a valid pool configuration");
+    let pool = new_pool(PoolConfig::guarded(32 << 10));
     drop(pool.alloc(1).expect("expected a stack from the pool"));
     assert_eq!(
         pool.release_cold(),
@@ -323,8 +325,7 @@ fn step2_release_cold_with_nothing_past_the_hot_limit_gives_nothing_back() {
     );
     // Hot limit 2: four freed, two released; then alloc pops one, and the released part
     // reaches past the new end of the cold part, which is now empty, not a bad range.
-    let pool = StackPool::new(PoolConfig::guarded(32 << 10).hot_limit(2))
-        .expect("expected Ok: a valid pool configuration");
+    let pool = new_pool(PoolConfig::guarded(32 << 10).hot_limit(2));
     let held: Vec<GStack> = (0..4)
         .map(|g| pool.alloc(g).expect("expected a stack from the pool"))
         .collect();
@@ -347,8 +348,7 @@ fn step2_release_cold_with_nothing_past_the_hot_limit_gives_nothing_back() {
 #[test]
 fn step2_a_stack_reused_after_its_release_is_released_again() {
     let _outcome = testkit::record!();
-    let pool = StackPool::new(PoolConfig::guarded(32 << 10).hot_limit(0))
-        .expect("expected Ok: a valid pool configuration");
+    let pool = new_pool(PoolConfig::guarded(32 << 10).hot_limit(0));
     let s = pool.alloc(1).expect("expected a stack from the pool");
     touch(&s);
     let (lo, hi) = (s.bottom(), s.top());
@@ -388,8 +388,7 @@ fn step2_a_dropped_pool_gives_its_mappings_back() {
         LIMIT,
         "",
         || {
-            let pool = StackPool::new(PoolConfig::guarded(16 << 10))
-                .expect("expected Ok: a valid pool configuration");
+            let pool = new_pool(PoolConfig::guarded(16 << 10));
             let stacks: Vec<GStack> = (0..100)
                 .map(|g| pool.alloc(g).expect("expected a stack from the pool"))
                 .collect();
@@ -422,8 +421,7 @@ fn step2_a_dropped_pool_gives_its_mappings_back() {
 fn step3_slab_stacks_share_mappings() {
     let _outcome = testkit::record!();
     // SAFETY: these stacks only get written by this test, inside their bounds.
-    let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) })
-        .expect("expected Ok: a valid pool configuration");
+    let pool = new_pool(unsafe { PoolConfig::slab(16 << 10) });
     let stacks: Vec<GStack> = (0..2000)
         .map(|g| pool.alloc(g).expect("expected a stack from the pool"))
         .collect();
@@ -456,8 +454,7 @@ fn step3_slab_stacks_share_mappings() {
 fn step3_a_dead_canary_is_reported() {
     let _outcome = testkit::record!();
     // SAFETY: the test writes only inside the stack.
-    let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) })
-        .expect("expected Ok: a valid pool configuration");
+    let pool = new_pool(unsafe { PoolConfig::slab(16 << 10) });
     let s = pool.alloc(42).expect("expected a stack from the pool");
     // SAFETY: the canary zone is inside the stack; this is what an overflow would do.
     unsafe { (s.bottom() as *mut u64).add(3).write_volatile(0xdead_beef) };
@@ -485,8 +482,7 @@ fn recurse(depth: u64, until: u64) -> u64 {
 fn step3_release_cold_spares_a_stack_in_use_between_free_neighbours() {
     let _outcome = testkit::record!();
     // SAFETY: the test writes only inside the stacks.
-    let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) }.hot_limit(0))
-        .expect("expected Ok: a valid pool configuration");
+    let pool = new_pool(unsafe { PoolConfig::slab(16 << 10) }.hot_limit(0));
     let size = pool.stack_size();
     let mut held: Vec<GStack> = (0..16)
         .map(|g| pool.alloc(g).expect("expected a stack from the pool"))
@@ -565,7 +561,7 @@ fn step3_release_cold_racing_alloc_and_drop_never_touches_a_stack_in_use() {
                 slab.hot_limit(0),
                 PoolConfig::guarded(16 << 10).hot_limit(0),
             ] {
-                let pool = StackPool::new(config).expect("expected Ok: a valid configuration");
+                let pool = new_pool(config);
                 let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let releaser = {
                     let (pool, stop) = (pool.clone(), stop.clone());
@@ -624,8 +620,7 @@ fn step3_a_stack_with_a_dead_canary_is_not_reused() {
     // Hot limit 0: release_cold gives back every free stack's pages, which zeroes the
     // canary zone; the check must come first, in the drop.
     // SAFETY: the test writes only inside the stack.
-    let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) }.hot_limit(0))
-        .expect("expected Ok: a valid pool configuration");
+    let pool = new_pool(unsafe { PoolConfig::slab(16 << 10) }.hot_limit(0));
     let s = pool.alloc(1).expect("expected a stack from the pool");
     let damaged = s.bottom();
     // SAFETY: the canary zone is inside the stack; this is what an overflow would do.
@@ -652,8 +647,7 @@ fn step4_a_guarded_overflow_is_named_not_a_bare_segfault() {
         LIMIT,
         || {
             stack::install_overflow_handler();
-            let pool = StackPool::new(PoolConfig::guarded(64 << 10))
-                .expect("expected Ok: a valid pool configuration");
+            let pool = new_pool(PoolConfig::guarded(64 << 10));
             let s = pool.alloc(7).expect("expected a stack from the pool");
             let _running = s.enter();
             let mut co = Coroutine::with_stack(s, |_: &Yielder<(), ()>, ()| recurse(0, u64::MAX));
@@ -678,8 +672,7 @@ fn step4_a_slab_overflow_is_named_at_the_next_switch() {
         LIMIT,
         || {
             // SAFETY: not kept: this G overflows on purpose, into the unused stack below it.
-            let pool = StackPool::new(unsafe { PoolConfig::slab(16 << 10) })
-                .expect("expected Ok: a valid pool configuration");
+            let pool = new_pool(unsafe { PoolConfig::slab(16 << 10) });
             let below = pool.alloc(8).expect("expected a stack from the pool");
             let s = pool.alloc(9).expect("expected a stack from the pool");
             assert!(
@@ -716,8 +709,7 @@ fn step4_many_guarded_stacks_hit_the_map_limit_with_a_clear_error() {
         LIMIT,
         "",
         || {
-            let pool = StackPool::new(PoolConfig::guarded(MIN_STACK))
-                .expect("expected Ok: a valid pool configuration");
+            let pool = new_pool(PoolConfig::guarded(MIN_STACK));
             let mut held = Vec::new();
             let err = loop {
                 match pool.alloc(held.len() as u64) {
@@ -749,8 +741,7 @@ fn step4_a_million_slab_stacks_fit() {
     let _outcome = testkit::record!();
     isolated("step4_a_million_slab_stacks_fit", LIMIT, "", || {
         // SAFETY: nothing runs on these stacks.
-        let pool = StackPool::new(unsafe { PoolConfig::slab(MIN_STACK) })
-            .expect("expected Ok: a valid pool configuration");
+        let pool = new_pool(unsafe { PoolConfig::slab(MIN_STACK) });
         let stacks: Vec<GStack> = (0..1_000_000)
             .map(|g| pool.alloc(g).expect("expected a stack from the pool"))
             .collect();
@@ -766,8 +757,7 @@ fn step4_a_million_slab_stacks_fit() {
 #[test]
 fn step4_gs_run_on_pool_stacks_through_corosensei() {
     let _outcome = testkit::record!();
-    let pool = StackPool::new(PoolConfig::guarded(64 << 10))
-        .expect("expected Ok: a valid pool configuration");
+    let pool = new_pool(PoolConfig::guarded(64 << 10));
     for g in 0..100 {
         let s = pool.alloc(g).expect("expected a stack from the pool");
         let mut co = Coroutine::with_stack(s, move |y: &Yielder<u64, u64>, x: u64| {
