@@ -19,7 +19,8 @@ use crate::lock;
 use crate::parts::runq::{CAPACITY, Local, Token};
 use crate::parts::steal::Sources;
 
-/// How long a thief leaves a victim's runnext alone before taking it (Go: 3 µs).
+/// How long a thief leaves a victim's runnext alone before taking it (Go: 3 µs, asked of
+/// `usleep`; both sleep longer, see `steal`).
 const RUNNEXT_GRACE: Duration = Duration::from_micros(3);
 
 /// How long an M keeps looking before it gives its P back and parks: a spinning M
@@ -133,13 +134,12 @@ impl Sources for Look<'_> {
         // meanwhile, it ran the one seen and is busy with its own chain (Go: `runqgrab`'s
         // `runnext.cas(next, 0)` after its `usleep(3)` fails and it looks again).
         let seen = self.shared.runnext_puts(victim);
-        let until = Instant::now() + RUNNEXT_GRACE;
-        // Wait without reading the victim's queue meanwhile: its owner writes those lines
-        // on every spawn, and polling them made a spawn chain at two Ps a tenth slower than
-        // at one. Go's `runqgrab` sleeps here (`usleep(3)`).
-        while Instant::now() < until {
-            std::hint::spin_loop();
-        }
+        // Sleep through it, as Go's `usleep(3)`: with Linux's default timer slack that lasts
+        // about 75 µs, and meanwhile this M neither reads the lines the owner writes on
+        // every spawn nor burns its CPU, yet still counts as spinning, so the owner's
+        // spawns start no other M. Spinning through the grace instead made a spawn chain
+        // at two Ps about an eighth slower, and spawn+join a tenth (book, chapter 8).
+        std::thread::sleep(RUNNEXT_GRACE);
         if stealer.is_empty() || self.shared.runnext_puts(victim) != seen {
             return None;
         }
