@@ -382,18 +382,8 @@ fn gs_past_the_map_limit_fail_with_the_limit_and_the_process_lives_on() {
     );
     assert_eq!(run.signal, None, "the child was killed: {run:?}");
     assert!(run.success, "the child must exit normally: {run:?}");
-    let figure = |name: &str| -> usize {
-        let at = run.output.find(&format!("{name} ")).unwrap_or_else(|| {
-            panic!("no {name:?} in the child's output: {}", run.output);
-        });
-        let digits: String = run.output[at + name.len() + 1..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        digits.parse().unwrap()
-    };
-    let (asked, parked) = (figure("asked"), figure("parked"));
-    let (limit, kept) = (figure("vm.max_map_count"), figure("kept"));
+    let (asked, parked) = (run.figure("asked"), run.figure("parked"));
+    let (limit, kept) = (run.figure("vm.max_map_count"), run.figure("kept"));
     if limit > REACHABLE_MAP_LIMIT {
         assert_eq!(parked, asked, "{}", run.output);
         assert!(run.output.contains("first error: None"), "{}", run.output);
@@ -408,7 +398,7 @@ fn gs_past_the_map_limit_fail_with_the_limit_and_the_process_lives_on() {
         run.output
     );
     // The message counts the main G's stack too.
-    let said = figure("out of memory mappings:");
+    let said = run.figure("out of memory mappings:");
     assert!(
         (parked..=parked + 2).contains(&said),
         "the message says {said} stacks fit, but {parked} Gs parked: {}",
@@ -533,15 +523,7 @@ fn credit_from_a_count_does_not_outlast_the_growth_of_the_process() {
     if run.output.contains("skipped:") {
         return;
     }
-    let figure = |name: &str| -> usize {
-        let at = run.output.find(&format!("{name} ")).unwrap();
-        let digits: String = run.output[at + name.len() + 1..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        digits.parse().unwrap()
-    };
-    let (gate, kept, most) = (figure("gate"), figure("kept"), figure("most"));
+    let (gate, kept, most) = (run.figure("gate"), run.figure("kept"), run.figure("most"));
     // One count may have granted at most half the margin before the process grew.
     assert!(
         most <= gate + kept / 2 + 64,

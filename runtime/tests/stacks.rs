@@ -176,15 +176,11 @@ fn guarded_slab_stacks_cost_one_mapping_per_chunk() {
     if run.output.contains("skipped:") {
         return;
     }
-    let figure = |name: &str| -> usize {
-        let at = run.output.find(&format!("{name} ")).unwrap();
-        let digits: String = run.output[at + name.len() + 1..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        digits.parse().unwrap()
-    };
-    let (chunks, before, after) = (figure("chunks"), figure("before"), figure("after"));
+    let (chunks, before, after) = (
+        run.figure("chunks"),
+        run.figure("before"),
+        run.figure("after"),
+    );
     // The stacks' chunks, plus a little for malloc (the Vec of handles is one mapping of
     // its own above 128 KiB); guarded stacks would have added 2 per G, 20,478.
     assert!(

@@ -358,6 +358,26 @@ pub struct ChildRun {
     pub success: bool,
 }
 
+impl ChildRun {
+    /// The whole number the child printed right after `name` and a space ("parked 1000"
+    /// gives 1000 for "parked"). Panics, showing the output, if there is none.
+    pub fn figure(&self, name: &str) -> usize {
+        let digits: Option<String> = self.output.find(&format!("{name} ")).map(|at| {
+            self.output[at + name.len() + 1..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect()
+        });
+        match digits.as_deref().map(str::parse) {
+            Some(Ok(n)) => n,
+            _ => panic!(
+                "no number after {name:?} in the child's output:\n{}",
+                self.output
+            ),
+        }
+    }
+}
+
 /// Runs `body` in a child process (this test binary re-run with `--exact test_name`) and,
 /// in the parent, returns what the child printed and how it ended. In the child, `body`
 /// runs under the watchdog with `limit` and this function never returns: the child exits
@@ -425,6 +445,27 @@ fn signal_name(signal: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_figure_is_the_number_after_its_name_and_a_missing_one_shows_the_output() {
+        let run = ChildRun {
+            output: "asked 1000, parked 998\nout of memory mappings: 30717 fit\n".to_string(),
+            signal: None,
+            success: true,
+        };
+        assert_eq!(run.figure("asked"), 1000);
+        assert_eq!(run.figure("parked"), 998);
+        assert_eq!(run.figure("out of memory mappings:"), 30717);
+        let missing = std::panic::catch_unwind(|| run.figure("kept")).unwrap_err();
+        let msg = missing
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            msg.contains("\"kept\"") && msg.contains("parked 998"),
+            "{msg}"
+        );
+    }
 
     #[test]
     fn returns_the_body_value() {
