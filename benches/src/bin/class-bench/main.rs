@@ -436,7 +436,7 @@ fn main() -> ExitCode {
         "sleeping Gs",
         section(Section::Timers),
         timers::Timers::skipped,
-        || timers::measure(&out, &dir),
+        || timers::measure(&out, opts.quick, &dir),
     );
 
     out.line("");
@@ -1601,9 +1601,47 @@ fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches
     });
 }
 
+/// The run whose `key` is the median of `runs`: the rows whose single runs vary most (echo,
+/// sleepers) run a few times in turn in a full run and show their median run. A failed run
+/// fails the row: a failure is news, not noise to average away.
+pub(crate) fn median_run<T>(
+    runs: Vec<Result<T, String>>,
+    key: impl Fn(&T) -> f64,
+) -> Result<T, String> {
+    let n = runs.len();
+    let mut ok = Vec::with_capacity(n);
+    for (i, r) in runs.into_iter().enumerate() {
+        match r {
+            Ok(r) => ok.push(r),
+            Err(e) if n > 1 => return Err(format!("run {} of {n}: {e}", i + 1)),
+            Err(e) => return Err(e),
+        }
+    }
+    if ok.is_empty() {
+        return Err("no run".to_string());
+    }
+    ok.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let mid = ok.len() / 2;
+    Ok(ok.swap_remove(mid))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_median_run_is_the_middle_one_by_its_key_and_a_failed_run_fails_the_row() {
+        let runs = |v: &[f64]| v.iter().map(|&x| Ok((x, x * 10.0))).collect::<Vec<_>>();
+        assert_eq!(median_run(runs(&[3.0, 1.0, 2.0]), |r| r.0), Ok((2.0, 20.0)));
+        assert_eq!(median_run(runs(&[5.0]), |r| r.0), Ok((5.0, 50.0)));
+        let mut with_failure = runs(&[1.0, 2.0]);
+        with_failure.push(Err("the server did not start".to_string()));
+        assert_eq!(
+            median_run(with_failure, |r| r.0),
+            Err("run 3 of 3: the server did not start".to_string())
+        );
+        assert!(median_run(Vec::<Result<f64, String>>::new(), |r| *r).is_err());
+    }
 
     /// Every row key the class bench writes, with nothing measured.
     fn all_keys() -> Vec<String> {

@@ -15,7 +15,7 @@ use gmp_benches::go::{GO_SKIP_LINE, GoBench, go_on_path};
 use gmp_benches::net::{Server, WRK_SKIP_LINE, WrkFigure, serve, wrk, wrk_on_path};
 use gmp_benches::report::{Report, Row};
 
-use crate::Out;
+use crate::{Out, median_run};
 
 /// Every server's P count (Go's GOMAXPROCS).
 const PROCS: usize = 2;
@@ -217,7 +217,11 @@ pub(crate) fn measure(out: &Out, quick: bool, dir: &Path) -> Net {
             }
         }
         for ((kind, _), server_runs) in ECHO_SERVERS.iter().zip(runs) {
-            echo.push((*kind, conns, median_run(server_runs)));
+            echo.push((
+                *kind,
+                conns,
+                median_run(server_runs, LoadReport::per_second),
+            ));
         }
     }
     let secs = if quick { WRK_SECS.1 } else { WRK_SECS.0 };
@@ -285,23 +289,6 @@ fn echo_run(
             report.done, report.wanted
         ))
     }
-}
-
-/// The run with the median throughput; a failed run fails the row (a failure is news, not
-/// noise to average away).
-fn median_run(runs: Vec<Figure<LoadReport>>) -> Figure<LoadReport> {
-    let n = runs.len();
-    let mut ok = Vec::with_capacity(n);
-    for (i, r) in runs.into_iter().enumerate() {
-        match r {
-            Ok(r) => ok.push(r),
-            Err(e) if n > 1 => return Err(format!("run {} of {n}: {e}", i + 1)),
-            Err(e) => return Err(e),
-        }
-    }
-    ok.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
-    let mid = ok.len() / 2;
-    Ok(ok.swap_remove(mid))
 }
 
 fn text<T>(r: &Figure<T>, f: impl Fn(&T) -> String) -> String {

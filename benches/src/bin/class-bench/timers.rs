@@ -13,13 +13,16 @@ use gmp_benches::go::{GO_SKIP_LINE, GoBench, GoFigure, GoKind, go_on_path};
 use gmp_benches::gs::{SleepingGs, sleeping_gs};
 use gmp_benches::report::{Report, Row};
 
-use crate::Out;
+use crate::{Out, median_run};
 
 /// Sleepers per run, and how long each sleeps (the ANCHORS row; Go's twin sleeps as long).
 const SLEEPERS: usize = 100_000;
 const NAP: Duration = Duration::from_millis(100);
 /// Both runtimes get the same P count, whatever the machine has.
 const PROCS: usize = 2;
+/// Runs of each side in a full run, alternated; each side's median run (by wall time) is
+/// its row. Single runs of this row moved by a third from one to the next on a busy VM.
+const SLEEP_REPEATS: usize = 3;
 
 /// A figure, or why there is none.
 type Figure<T> = Result<T, String>;
@@ -38,43 +41,68 @@ impl Timers {
     }
 }
 
-pub(crate) fn measure(out: &Out, dir: &Path) -> Timers {
+pub(crate) fn measure(out: &Out, quick: bool, dir: &Path) -> Timers {
     out.line("");
     out.line("100k Gs sleeping 100 ms (chapter 11), beside Go, both at P=2");
     out.predict(
         "100,000 Gs each sleep 100 ms: how long from the first spawn to the last join, how \
          many KiB of RSS per sleeping G, and how do both compare with Go?",
     );
-    let gmp = sleeping_in_child(SLEEPERS);
-    match &gmp {
-        Ok(s) => out.result(&format!(
-            "gmp {} sleeping Gs: {:.0} ms wall, {:.2} KiB RSS per G{}",
-            s.n,
-            s.wall.as_secs_f64() * 1e3,
-            s.rss_per_g() / 1024.0,
-            if s.early > 0 {
-                format!(", {} woke EARLY (a broken timer)", s.early)
-            } else {
-                String::new()
-            }
-        )),
-        Err(e) => out.result(&format!("gmp sleeping Gs: failed: {e}")),
-    }
-    let go = match go_on_path() {
+    let go_bench = match go_on_path() {
         None => Err(GO_SKIP_LINE.to_string()),
-        Some(go) => GoBench::build(&go, &dir.join("go"))
-            .and_then(|bench| bench.run(GoKind::Sleep, SLEEPERS as u64, PROCS))
-            .map_err(|e| e.to_string()),
+        Some(go) => GoBench::build(&go, &dir.join("go")).map_err(|e| e.to_string()),
     };
-    match &go {
-        Ok(f) => out.result(&format!(
-            "Go {SLEEPERS} sleeping goroutines: {:.0} ms wall, {:.2} KiB RSS per goroutine",
-            f.ns_per_op / 1e6,
-            f.rss_bytes_per_g / 1024.0
-        )),
-        Err(e) => out.result(e),
+    let repeats = if quick { 1 } else { SLEEP_REPEATS };
+    let (mut gmp_runs, mut go_runs) = (Vec::new(), Vec::new());
+    for round in 1..=repeats {
+        let of = if repeats > 1 {
+            format!(" (run {round} of {repeats})")
+        } else {
+            String::new()
+        };
+        let gmp = sleeping_in_child(SLEEPERS);
+        match &gmp {
+            Ok(s) => out.result(&format!(
+                "gmp {} sleeping Gs{of}: {:.0} ms wall, {:.2} KiB RSS per G{}",
+                s.n,
+                s.wall.as_secs_f64() * 1e3,
+                s.rss_per_g() / 1024.0,
+                if s.early > 0 {
+                    format!(", {} woke EARLY (a broken timer)", s.early)
+                } else {
+                    String::new()
+                }
+            )),
+            Err(e) => out.result(&format!("gmp sleeping Gs{of}: failed: {e}")),
+        }
+        gmp_runs.push(gmp);
+        let go = match &go_bench {
+            Ok(bench) => bench
+                .run(GoKind::Sleep, SLEEPERS as u64, PROCS)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.clone()),
+        };
+        match &go {
+            Ok(f) => out.result(&format!(
+                "Go {SLEEPERS} sleeping goroutines{of}: {:.0} ms wall, {:.2} KiB RSS per \
+                 goroutine",
+                f.ns_per_op / 1e6,
+                f.rss_bytes_per_g / 1024.0
+            )),
+            // Once is enough to say why there is no Go figure.
+            Err(e) if round == 1 => out.result(e),
+            Err(_) => {}
+        }
+        go_runs.push(go);
     }
-    Timers { gmp, go }
+    let go = match go_bench {
+        Err(e) => Err(e),
+        Ok(_) => median_run(go_runs, |f| f.ns_per_op),
+    };
+    Timers {
+        gmp: median_run(gmp_runs, |s| s.wall.as_secs_f64()),
+        go,
+    }
 }
 
 /// Runs `--sleeping` in a fresh copy of this program and parses its one line.
@@ -145,8 +173,9 @@ pub(crate) fn rows(report: &mut Report, t: &Timers) {
          process (`class-bench --sleeping`), Go with `gobench sleep` and GOMAXPROCS={PROCS}. \
          Wall time runs from the first spawn to the last join (the sleep overlaps for all, so \
          most of it is starting and ending the Gs); RSS is VmRSS once every G has started \
-         minus VmRSS before the runtime started, over the Gs. A thread per sleeper is the \
-         sleeping-threads section above."
+         minus VmRSS before the runtime started, over the Gs. A full run runs each side \
+         {SLEEP_REPEATS} times in turn and shows its median run by wall time. A thread per \
+         sleeper is the sleeping-threads section above."
     ));
     let seed = fig("seed.goroutines_100k_stack").text();
     let gmp_ms = t.gmp.as_ref().ok().map(|s| s.wall.as_secs_f64() * 1e3);
