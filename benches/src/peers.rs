@@ -156,6 +156,9 @@ pub struct Run {
     pub elapsed: Duration,
     /// Operations it did (see the module table).
     pub ops: u64,
+    /// CPU time (user + system) of every thread of the process over the timed part, when
+    /// the child reported it: CPU over wall is how many cores were busy on average.
+    pub cpu: Option<Duration>,
 }
 
 impl Run {
@@ -221,32 +224,59 @@ pub fn run(
         )));
     }
     let sizes = (warm_up(program, n), n, repeat);
-    let elapsed = match peer {
+    let span = match peer {
         Peer::Gmp => gmp_run(program, procs, sizes)?,
         Peer::Tokio => tokio_run(program, procs, sizes)?,
         Peer::May => may_run(program, procs, sizes)?,
     };
     Ok(Run {
-        elapsed,
+        elapsed: span.wall,
         ops: ops(program, n) * repeat,
+        cpu: Some(span.cpu),
     })
 }
 
 /// (warm-up size, size, timed runs).
 type Sizes = (u64, u64, u64);
 
+/// Wall and CPU time of the timed runs together.
+#[derive(Clone, Copy, Debug, Default)]
+struct Span {
+    wall: Duration,
+    cpu: Duration,
+}
+
+/// The process's CPU time so far, user and system, all threads (`getrusage(RUSAGE_SELF)`).
+fn process_cpu() -> Duration {
+    // SAFETY: an all-zero rusage is a valid value of the plain C struct getrusage fills.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage; RUSAGE_SELF cannot fail.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// Times `f` (wall and process CPU) and adds it to `total`.
+fn add_timed<T>(total: &mut Span, f: impl FnOnce() -> T) -> T {
+    let (start, cpu) = (Instant::now(), process_cpu());
+    let got = f();
+    total.wall += start.elapsed();
+    total.cpu += process_cpu().saturating_sub(cpu);
+    got
+}
+
 /// The warm-up, then `repeat` timed runs of `one`, each result checked.
 fn timed(
     program: Program,
     (warm, n, repeat): Sizes,
     mut one: impl FnMut(u64) -> Result<u64, BenchError>,
-) -> Result<Duration, BenchError> {
+) -> Result<Span, BenchError> {
     check(program, warm, one(warm)?)?;
-    let mut total = Duration::ZERO;
+    let mut total = Span::default();
     for _ in 0..repeat {
-        let start = Instant::now();
-        let got = one(n)?;
-        total += start.elapsed();
+        let got = add_timed(&mut total, || one(n))?;
         check(program, n, got)?;
     }
     Ok(total)
@@ -255,7 +285,7 @@ fn timed(
 // ---------------------------------------------------------------------------------------
 // gmp, through its public API only.
 
-fn gmp_run(program: Program, procs: usize, sizes: Sizes) -> Result<Duration, BenchError> {
+fn gmp_run(program: Program, procs: usize, sizes: Sizes) -> Result<Span, BenchError> {
     let rt = gmp::Runtime::builder()
         .procs(procs)
         .build()
@@ -347,7 +377,7 @@ fn gmp_link(i: u64, n: u64, done: gmp::chan::Sender<u64>) {
 // tokio: the multi-thread runtime, the program itself a spawned task (so it runs on a
 // worker, as gmp's main G runs on an M).
 
-fn tokio_run(program: Program, procs: usize, sizes: Sizes) -> Result<Duration, BenchError> {
+fn tokio_run(program: Program, procs: usize, sizes: Sizes) -> Result<Span, BenchError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(procs)
         .build()
@@ -356,11 +386,12 @@ fn tokio_run(program: Program, procs: usize, sizes: Sizes) -> Result<Duration, B
         tokio::spawn(async move {
             let (warm, n, repeat) = sizes;
             check(program, warm, tokio_once(program, warm).await?)?;
-            let mut total = Duration::ZERO;
+            let mut total = Span::default();
             for _ in 0..repeat {
-                let start = Instant::now();
+                let (start, cpu) = (Instant::now(), process_cpu());
                 let got = tokio_once(program, n).await?;
-                total += start.elapsed();
+                total.wall += start.elapsed();
+                total.cpu += process_cpu().saturating_sub(cpu);
                 check(program, n, got)?;
             }
             Ok(total)
@@ -468,7 +499,7 @@ fn tokio_link(i: u64, n: u64, done: tokio::sync::oneshot::Sender<u64>) {
 /// The worker count may's scheduler started with in this process.
 static MAY_WORKERS: OnceLock<usize> = OnceLock::new();
 
-fn may_run(program: Program, procs: usize, sizes: Sizes) -> Result<Duration, BenchError> {
+fn may_run(program: Program, procs: usize, sizes: Sizes) -> Result<Span, BenchError> {
     let workers = *MAY_WORKERS.get_or_init(|| {
         may::config().set_workers(procs);
         procs
@@ -597,7 +628,7 @@ fn may_link(i: u64, n: u64, done: may::sync::mpsc::Sender<u64>) {
 pub const CHILD_FLAG: &str = "--peer";
 
 /// `--peer PEER PROGRAM PROCS N REPEAT`: runs [`run`] and prints
-/// `elapsed_ns=… ops=…` on stdout, or the error on stderr and exits 1.
+/// `elapsed_ns=… ops=… cpu_ns=…` on stdout, or the error on stderr and exits 1.
 pub fn child_main(args: &[String]) -> ExitCode {
     let parsed = match args {
         [peer, program, procs, n, repeat] => Peer::from_name(peer)
@@ -616,7 +647,10 @@ pub fn child_main(args: &[String]) -> ExitCode {
     };
     match run(peer, program, procs, n, repeat) {
         Ok(r) => {
-            println!("elapsed_ns={} ops={}", r.elapsed.as_nanos(), r.ops);
+            let cpu = r
+                .cpu
+                .map_or(String::new(), |c| format!(" cpu_ns={}", c.as_nanos()));
+            println!("elapsed_ns={} ops={}{cpu}", r.elapsed.as_nanos(), r.ops);
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -626,20 +660,24 @@ pub fn child_main(args: &[String]) -> ExitCode {
     }
 }
 
-/// Reads a child's `elapsed_ns=… ops=…` line.
+/// Reads a child's `elapsed_ns=… ops=… [cpu_ns=…]` line.
 pub fn parse_child_line(line: &str) -> Option<Run> {
     let mut elapsed = None;
     let mut ops = None;
+    let mut cpu = None;
     for word in line.split_whitespace() {
         if let Some(v) = word.strip_prefix("elapsed_ns=") {
             elapsed = v.parse::<u64>().ok().map(Duration::from_nanos);
         } else if let Some(v) = word.strip_prefix("ops=") {
             ops = v.parse::<u64>().ok();
+        } else if let Some(v) = word.strip_prefix("cpu_ns=") {
+            cpu = v.parse::<u64>().ok().map(Duration::from_nanos);
         }
     }
     Some(Run {
         elapsed: elapsed?,
         ops: ops?,
+        cpu,
     })
 }
 
@@ -775,6 +813,21 @@ mod tests {
     }
 
     #[test]
+    fn a_run_reports_the_cpu_its_timed_part_used() {
+        let before = process_cpu();
+        // Enough work to show in getrusage's microseconds, whatever the machine.
+        assert_eq!(seq_fib(std::hint::black_box(27)), fib_value(27));
+        assert!(
+            process_cpu() > before,
+            "the process's CPU time did not move"
+        );
+        watchdog("gmp fib(22) with its CPU time", DEFAULT_LIMIT, || {
+            let r = run(Peer::Gmp, Program::Fib, 1, 22, 1).unwrap();
+            assert!(r.cpu.is_some_and(|c| c > Duration::ZERO), "{r:?}");
+        });
+    }
+
+    #[test]
     fn a_wrong_result_is_an_error_not_a_time() {
         assert!(check(Program::Fib, 20, fib_value(20)).is_ok());
         let e = check(Program::Fib, 20, 7).unwrap_err();
@@ -811,8 +864,13 @@ mod tests {
             parse_child_line("elapsed_ns=1500 ops=3\n"),
             Some(Run {
                 elapsed: Duration::from_nanos(1500),
-                ops: 3
+                ops: 3,
+                cpu: None,
             })
+        );
+        assert_eq!(
+            parse_child_line("elapsed_ns=1500 ops=3 cpu_ns=2900\n").and_then(|r| r.cpu),
+            Some(Duration::from_nanos(2900))
         );
         assert_eq!(parse_child_line("ops=3"), None);
         assert_eq!(parse_child_line("panic"), None);

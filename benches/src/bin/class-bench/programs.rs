@@ -124,6 +124,9 @@ type Figure = Result<f64, String>;
 pub(crate) struct Programs {
     /// (runtime, program, P) → median, or the first failure.
     cells: HashMap<(Rt, Program, usize), Figure>,
+    /// The Rust runtimes' cores busy over the timed part (process CPU time / wall time),
+    /// median of the runs: what keeps a speed-up below the P count.
+    busy: HashMap<(Rt, Program, usize), f64>,
     /// Why Go has no figures (not on PATH, build failed), if so.
     go_skipped: Option<String>,
     plan: Plan,
@@ -151,6 +154,7 @@ impl Programs {
     pub(crate) fn skipped(plan: Plan) -> Programs {
         Programs {
             cells: HashMap::new(),
+            busy: HashMap::new(),
             go_skipped: None,
             plan,
         }
@@ -163,7 +167,8 @@ impl Programs {
     }
 }
 
-/// One run of one cell: ns per op, or ms per whole run (fib).
+/// One run of one cell: ns per op, or ms per whole run (fib); for the Rust runtimes also
+/// the cores busy (CPU time over wall time).
 fn measure_once(
     exe: &Path,
     go: Option<&GoBench>,
@@ -171,33 +176,37 @@ fn measure_once(
     program: Program,
     procs: usize,
     plan: Plan,
-) -> Figure {
+) -> Result<(f64, Option<f64>), String> {
     let n = match program {
         Program::Fib => plan.fib_n,
         Program::Chain => plan.chain_len,
         _ => plan.peer_ops,
     };
-    let (elapsed_ns, ops) = match rt {
+    let (elapsed_ns, ops, busy) = match rt {
         Rt::Go => {
             let bench = go.ok_or("Go skipped")?;
             let f = bench
                 .run(go_kind(program), n, procs)
                 .map_err(|e| e.to_string())?;
             // Go's fib prints ns per whole run (one op), the others ns per op.
-            (f.ns_per_op, 1.0)
+            (f.ns_per_op, 1.0, None)
         }
         Rt::Rust(peer) => {
             let r = peers::run_in_child(exe, peer, program, procs, (n, 1), plan.peer_limit)
                 .map_err(|e| e.to_string())?;
             let per = if program.whole_run() { 1 } else { r.ops };
-            (r.elapsed.as_nanos() as f64, per as f64)
+            let busy = r
+                .cpu
+                .map(|cpu| cpu.as_secs_f64() / r.elapsed.as_secs_f64().max(1e-9));
+            (r.elapsed.as_nanos() as f64, per as f64, busy)
         }
     };
-    Ok(if program.whole_run() {
+    let figure = if program.whole_run() {
         elapsed_ns / 1e6
     } else {
         elapsed_ns / ops
-    })
+    };
+    Ok((figure, busy))
 }
 
 pub(crate) fn measure(out: &Out, plan: Plan, dir: &Path, select: Select) -> Programs {
@@ -231,6 +240,7 @@ pub(crate) fn measure(out: &Out, plan: Plan, dir: &Path, select: Select) -> Prog
         .filter(|rt| select.runs(*rt) && (*rt != Rt::Go || go.is_some()))
         .collect();
     let mut samples: HashMap<(Rt, Program, usize), Result<Vec<f64>, String>> = HashMap::new();
+    let mut busy_samples: HashMap<(Rt, Program, usize), Vec<f64>> = HashMap::new();
     for _ in 0..plan.peer_runs {
         for procs in PROCS {
             for program in Program::ALL {
@@ -241,7 +251,15 @@ pub(crate) fn measure(out: &Out, plan: Plan, dir: &Path, select: Select) -> Prog
                     // A program that failed or hung once is not run again.
                     if let Ok(v) = acc {
                         match measure_once(&exe, go.as_ref(), rt, program, procs, plan) {
-                            Ok(x) => v.push(x),
+                            Ok((x, busy)) => {
+                                v.push(x);
+                                if let Some(b) = busy {
+                                    busy_samples
+                                        .entry((rt, program, procs))
+                                        .or_default()
+                                        .push(b);
+                                }
+                            }
                             Err(e) => *acc = Err(e),
                         }
                     }
@@ -252,6 +270,12 @@ pub(crate) fn measure(out: &Out, plan: Plan, dir: &Path, select: Select) -> Prog
     let cells: HashMap<_, _> = samples
         .into_iter()
         .map(|(k, v)| (k, v.map(|v| median(&v))))
+        .collect();
+    // Only where the figure itself stands: a failed cell has no busy cores either.
+    let busy: HashMap<_, _> = busy_samples
+        .into_iter()
+        .filter(|(k, _)| cells.get(k).is_some_and(Result::is_ok))
+        .map(|(k, v)| (k, median(&v)))
         .collect();
     for procs in PROCS {
         for program in Program::ALL {
@@ -267,10 +291,26 @@ pub(crate) fn measure(out: &Out, plan: Plan, dir: &Path, select: Select) -> Prog
                 what(program, plan),
                 figures.join(", ")
             ));
+            if program == Program::Fib {
+                let cores: Vec<String> = runtimes
+                    .iter()
+                    .filter_map(|rt| {
+                        let b = busy.get(&(*rt, program, procs))?;
+                        Some(format!("{} {b:.2}", rt.label()))
+                    })
+                    .collect();
+                if !cores.is_empty() {
+                    out.result(&format!(
+                        "P={procs} nested fib, cores busy (process CPU time / wall time): {}",
+                        cores.join(", ")
+                    ));
+                }
+            }
         }
     }
     Programs {
         cells,
+        busy,
         go_skipped,
         plan,
     }
@@ -310,7 +350,11 @@ pub(crate) fn rows(report: &mut Report, p: &Programs) {
          untimed warm-up in the same runtime; every run checks its result (the joined sum, \
          the rally's count, the yields, fib's value, the chain's length), so wrong work is a \
          failure, not a time. A run that fails or outlives its time limit is killed and not \
-         repeated; its row shows why."
+         repeated; its row shows why. Cores busy: the child's CPU time (getrusage, every \
+         thread, user + system) over the wall time of the timed run, median of the runs; at \
+         P=1 it should be near 1, and less means something else had the CPU. The speed-up \
+         is the cores busy at P=2 over those at P=1, divided by how much more CPU the same \
+         tree took at P=2."
             .to_string(),
     );
     report.notes.push(
@@ -430,6 +474,34 @@ pub(crate) fn ratios(report: &mut Report, p: &Programs) {
             r,
             "—",
             &reference,
+        ));
+    }
+    // Why a speed-up stays below 2: the speed-up is the cores busy at P=2 over those at P=1,
+    // divided by how much more CPU the same tree took at P=2.
+    for peer in Peer::ALL {
+        let rt = Rt::Rust(peer);
+        let busy = |procs| p.busy.get(&(rt, Program::Fib, procs)).copied();
+        let cpu = |procs| {
+            p.value(rt, Program::Fib, procs)
+                .zip(busy(procs))
+                .map(|(ms, b)| ms * b)
+        };
+        let more_cpu = cpu(2).zip(cpu(1)).map(|(two, one)| two / one);
+        report.ratios.push(Row::new(
+            &format!("ratio.peer.fib.{}.p2_cores_busy", peer.name()),
+            format!("nested fib at P=2, cores busy (CPU / wall): {}", rt.label()),
+            busy(2).map_or("—".to_string(), |b| format!("{b:.2}")),
+            busy(2),
+            "—",
+            "—",
+        ));
+        report.ratios.push(Row::new(
+            &format!("ratio.peer.fib.{}.cpu_p2_over_p1", peer.name()),
+            format!("nested fib, CPU time at P=2 / at P=1: {}", rt.label()),
+            ratio_text(more_cpu),
+            more_cpu,
+            "—",
+            "—",
         ));
     }
 
