@@ -72,6 +72,23 @@ fn resident_pages(lo: usize, hi: usize) -> usize {
     vec.iter().filter(|&&b| b & 1 == 1).count()
 }
 
+/// A runtime of `procs` Ps for tens of thousands of Gs: the default builder where the
+/// kernel has guard regions, else slab stacks, since before Linux 6.13 the default (guarded)
+/// cannot hold this many and the fallback for many Gs is the unsafe slab.
+///
+/// # Safety
+///
+/// No G of the runtime may overflow its stack (`Builder::slab_stacks`'s contract).
+unsafe fn runtime_for_many_gs(procs: usize) -> gmp::Runtime {
+    let builder = gmp::Runtime::builder().procs(procs);
+    if kernel_has_guard_regions() {
+        builder.build().unwrap()
+    } else {
+        // SAFETY: the caller's promise.
+        unsafe { builder.slab_stacks() }.build().unwrap()
+    }
+}
+
 /// Asks the kernel directly, as the test's own probe: does `madvise(MADV_GUARD_INSTALL)`
 /// work here (Linux 6.13)?
 fn kernel_has_guard_regions() -> bool {
@@ -1152,15 +1169,8 @@ fn whole_runtime_a_hundred_thousand_gs_yield_twice_on_the_default_builder() {
         LIMIT,
         gmp::dump_all,
         move || {
-            let builder = gmp::Runtime::builder().procs(1);
-            let rt = if kernel_has_guard_regions() {
-                builder.build().unwrap()
-            } else {
-                // Before Linux 6.13 the default (guarded) cannot hold this many: the
-                // fallback for many Gs is the unsafe slab.
-                // SAFETY: these Gs only yield: a few hundred bytes of their stacks.
-                unsafe { builder.slab_stacks() }.build().unwrap()
-            };
+            // SAFETY: these Gs only yield: a few hundred bytes of their stacks.
+            let rt = unsafe { runtime_for_many_gs(1) };
             rt.block_on(move || {
                 let handles: Vec<_> = (0..n)
                     .map(|i| {
@@ -1196,13 +1206,8 @@ fn whole_runtime_sysmon_gives_back_the_stack_pages_of_a_finished_burst() {
         LIMIT,
         gmp::dump_all,
         move || {
-            let builder = gmp::Runtime::builder().procs(2);
-            let rt = if kernel_has_guard_regions() {
-                builder.build().unwrap()
-            } else {
-                // SAFETY: these Gs use 8 KiB of their 64 KiB stacks.
-                unsafe { builder.slab_stacks() }.build().unwrap()
-            };
+            // SAFETY: these Gs use 8 KiB of their 64 KiB stacks.
+            let rt = unsafe { runtime_for_many_gs(2) };
             // Each G's page: a byte of a frame on its stack, rounded down to the page.
             let pages: Vec<usize> = rt.block_on(move || {
                 let (tx, rx) = gmp::chan::rendezvous::<()>();
