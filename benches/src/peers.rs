@@ -258,13 +258,27 @@ fn process_cpu() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
-/// Times `f` (wall and process CPU) and adds it to `total`.
-fn add_timed<T>(total: &mut Span, f: impl FnOnce() -> T) -> T {
-    let (start, cpu) = (Instant::now(), process_cpu());
-    let got = f();
-    total.wall += start.elapsed();
-    total.cpu += process_cpu().saturating_sub(cpu);
-    got
+/// Where a timed run started, on the wall clock and in process CPU time.
+struct Mark {
+    wall: Instant,
+    cpu: Duration,
+}
+
+impl Mark {
+    fn now() -> Mark {
+        Mark {
+            wall: Instant::now(),
+            cpu: process_cpu(),
+        }
+    }
+}
+
+impl Span {
+    /// Adds the wall and CPU time since `mark`.
+    fn add_since(&mut self, mark: Mark) {
+        self.wall += mark.wall.elapsed();
+        self.cpu += process_cpu().saturating_sub(mark.cpu);
+    }
 }
 
 /// The warm-up, then `repeat` timed runs of `one`, each result checked.
@@ -276,7 +290,9 @@ fn timed(
     check(program, warm, one(warm)?)?;
     let mut total = Span::default();
     for _ in 0..repeat {
-        let got = add_timed(&mut total, || one(n))?;
+        let mark = Mark::now();
+        let got = one(n)?;
+        total.add_since(mark);
         check(program, n, got)?;
     }
     Ok(total)
@@ -388,10 +404,9 @@ fn tokio_run(program: Program, procs: usize, sizes: Sizes) -> Result<Span, Bench
             check(program, warm, tokio_once(program, warm).await?)?;
             let mut total = Span::default();
             for _ in 0..repeat {
-                let (start, cpu) = (Instant::now(), process_cpu());
+                let mark = Mark::now();
                 let got = tokio_once(program, n).await?;
-                total.wall += start.elapsed();
-                total.cpu += process_cpu().saturating_sub(cpu);
+                total.add_since(mark);
                 check(program, n, got)?;
             }
             Ok(total)

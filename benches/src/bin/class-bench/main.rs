@@ -1601,6 +1601,15 @@ fn ratios_switches(report: &mut Report, handoffs: &Handoffs, switches: &Switches
     });
 }
 
+/// " (run 2 of 3)" for the rows that run more than once, nothing for a single run.
+pub(crate) fn run_of(round: usize, repeats: usize) -> String {
+    if repeats > 1 {
+        format!(" (run {round} of {repeats})")
+    } else {
+        String::new()
+    }
+}
+
 /// The run whose `key` is the median of `runs`: the rows whose single runs vary most (echo,
 /// sleepers) run a few times in turn in a full run and show their median run. A failed run
 /// fails the row: a failure is news, not noise to average away.
@@ -1628,6 +1637,12 @@ pub(crate) fn median_run<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_row_names_its_run_and_a_single_one_does_not() {
+        assert_eq!(run_of(2, 3), " (run 2 of 3)");
+        assert_eq!(run_of(1, 1), "");
+    }
 
     #[test]
     fn the_median_run_is_the_middle_one_by_its_key_and_a_failed_run_fails_the_row() {

@@ -15,7 +15,7 @@ use gmp_benches::go::{GO_SKIP_LINE, GoBench, go_on_path};
 use gmp_benches::net::{Server, WRK_SKIP_LINE, WrkFigure, serve, wrk, wrk_on_path};
 use gmp_benches::report::{Report, Row};
 
-use crate::{Out, median_run};
+use crate::{Out, median_run, run_of};
 
 /// Every server's P count (Go's GOMAXPROCS).
 const PROCS: usize = 2;
@@ -197,11 +197,7 @@ pub(crate) fn measure(out: &Out, quick: bool, dir: &Path) -> Net {
         for round in 1..=repeats {
             for (i, (kind, label)) in ECHO_SERVERS.iter().enumerate() {
                 let r = echo_run(kind, conns, rounds, &go_servers, dir);
-                let of = if repeats > 1 {
-                    format!(" (run {round} of {repeats})")
-                } else {
-                    String::new()
-                };
+                let of = run_of(round, repeats);
                 match &r {
                     Ok(r) => out.result(&format!(
                         "echo {conns} conns, {label}{of}: {:.0} round trips/s, p99 {:.0} µs, {} \
@@ -308,8 +304,9 @@ pub(crate) fn rows(report: &mut Report, n: &Net) {
          own process at P={PROCS} (Go: GOMAXPROCS={PROCS}); threads and RSS are the server's \
          /proc status with every connection open. A full run runs the three servers \
          {ECHO_REPEATS} times in turn and shows each one's median run (a single run's order \
-         between gmp and Go is noise on 2 cores shared with the client). HTTP: `wrk -t2 -c{WRK_CONNS} --latency` \
-         against gmp's hello server (gmp::net, httparse, keep-alive) and Go's net/http.",
+         between gmp and Go is noise on 2 cores shared with the client). HTTP: `wrk -t2 \
+         -c{WRK_CONNS} --latency` against gmp's hello server (gmp::net, httparse, \
+         keep-alive) and Go's net/http.",
         CONNS[0], CONNS[1], n.rounds
     ));
     for (kind, conns, r) in &n.echo {

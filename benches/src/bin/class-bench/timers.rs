@@ -13,7 +13,7 @@ use gmp_benches::go::{GO_SKIP_LINE, GoBench, GoFigure, GoKind, go_on_path};
 use gmp_benches::gs::{SleepingGs, sleeping_gs};
 use gmp_benches::report::{Report, Row};
 
-use crate::{Out, median_run};
+use crate::{Out, median_run, run_of};
 
 /// Sleepers per run, and how long each sleeps (the ANCHORS row; Go's twin sleeps as long).
 const SLEEPERS: usize = 100_000;
@@ -52,14 +52,13 @@ pub(crate) fn measure(out: &Out, quick: bool, dir: &Path) -> Timers {
         None => Err(GO_SKIP_LINE.to_string()),
         Some(go) => GoBench::build(&go, &dir.join("go")).map_err(|e| e.to_string()),
     };
+    if let Err(why) = &go_bench {
+        out.result(why);
+    }
     let repeats = if quick { 1 } else { SLEEP_REPEATS };
     let (mut gmp_runs, mut go_runs) = (Vec::new(), Vec::new());
     for round in 1..=repeats {
-        let of = if repeats > 1 {
-            format!(" (run {round} of {repeats})")
-        } else {
-            String::new()
-        };
+        let of = run_of(round, repeats);
         let gmp = sleeping_in_child(SLEEPERS);
         match &gmp {
             Ok(s) => out.result(&format!(
@@ -76,12 +75,10 @@ pub(crate) fn measure(out: &Out, quick: bool, dir: &Path) -> Timers {
             Err(e) => out.result(&format!("gmp sleeping Gs{of}: failed: {e}")),
         }
         gmp_runs.push(gmp);
-        let go = match &go_bench {
-            Ok(bench) => bench
-                .run(GoKind::Sleep, SLEEPERS as u64, PROCS)
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.clone()),
-        };
+        let Ok(bench) = &go_bench else { continue };
+        let go = bench
+            .run(GoKind::Sleep, SLEEPERS as u64, PROCS)
+            .map_err(|e| e.to_string());
         match &go {
             Ok(f) => out.result(&format!(
                 "Go {SLEEPERS} sleeping goroutines{of}: {:.0} ms wall, {:.2} KiB RSS per \
@@ -89,19 +86,14 @@ pub(crate) fn measure(out: &Out, quick: bool, dir: &Path) -> Timers {
                 f.ns_per_op / 1e6,
                 f.rss_bytes_per_g / 1024.0
             )),
-            // Once is enough to say why there is no Go figure.
-            Err(e) if round == 1 => out.result(e),
-            Err(_) => {}
+            Err(e) => out.result(&format!("Go sleeping goroutines{of}: failed: {e}")),
         }
         go_runs.push(go);
     }
-    let go = match go_bench {
-        Err(e) => Err(e),
-        Ok(_) => median_run(go_runs, |f| f.ns_per_op),
-    };
     Timers {
         gmp: median_run(gmp_runs, |s| s.wall.as_secs_f64()),
-        go,
+        // Why there is no Go figure stays the row's text (`rows` knows the skip line).
+        go: go_bench.and_then(|_| median_run(go_runs, |f| f.ns_per_op)),
     }
 }
 
