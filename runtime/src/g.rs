@@ -133,15 +133,21 @@ impl G {
     }
 
     /// Makes M `m` this G's home if it has none (`Ok(true)`: it just started), `Ok(false)`
-    /// if `m` already is; `Err(home)` if it has another.
+    /// if `m` already is; `Err(home)` if it has another. Called by the M that entered the G
+    /// (`enter_m`), the only writer then besides the G's own `rehome`, which runs inside
+    /// that M's turn: a load and a store, no read-modify-write on the spawn path.
     pub(crate) fn settle_on(&self, m: usize) -> Result<bool, usize> {
-        match self
-            .home
-            .compare_exchange(u32::MAX, m as u32, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => Ok(true),
-            Err(home) if home as usize == m => Ok(false),
-            Err(home) => Err(home as usize),
+        debug_assert!(
+            self.on_m.load(Ordering::Relaxed),
+            "settle_on outside enter_m"
+        );
+        match self.home.load(Ordering::Acquire) {
+            u32::MAX => {
+                self.home.store(m as u32, Ordering::Release);
+                Ok(true)
+            }
+            home if home as usize == m => Ok(false),
+            home => Err(home as usize),
         }
     }
 

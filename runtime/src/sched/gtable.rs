@@ -19,6 +19,7 @@ use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use super::live::{LiveCell, Readers};
 use crate::g::G;
 use crate::lock;
 use crate::parts::runq::Token;
@@ -39,12 +40,14 @@ pub(crate) struct GTable {
     next: AtomicU32,
     /// Slots given back by Ps with full caches, and by Gs ending off any P.
     free: Mutex<Vec<u32>>,
+    /// Dumps and shutdown, reading `live` cells while their Gs come and go (`live.rs`).
+    readers: Readers<G>,
 }
 
 struct Slot {
-    /// The live G, for dumps and shutdown. Go: `allgs`. Locked only at a G's start and end,
-    /// and by dumps, so it is never contended on the hot path.
-    live: Mutex<Option<Arc<G>>>,
+    /// The live G, for dumps and shutdown. Go: `allgs`. Filled at a G's start, taken at its
+    /// end, read under the table's `readers` guard: no lock on the path every G takes.
+    live: LiveCell<G>,
     /// While the G is queued somewhere: a strong count of it, from `Arc::into_raw`.
     queued: AtomicPtr<G>,
 }
@@ -90,6 +93,7 @@ impl GTable {
             chunks: (0..CHUNKS).map(|_| OnceLock::new()).collect(),
             next: AtomicU32::new(0),
             free: Mutex::new(Vec::new()),
+            readers: Readers::new(),
         }
     }
 
@@ -104,7 +108,7 @@ impl GTable {
         let chunk = self.chunks[index / CHUNK].get_or_init(|| {
             (0..CHUNK)
                 .map(|_| Slot {
-                    live: Mutex::new(None),
+                    live: LiveCell::new(),
                     queued: AtomicPtr::new(ptr::null_mut()),
                 })
                 .collect()
@@ -147,7 +151,7 @@ impl GTable {
             }
         };
         g.slot.store(index, Ordering::Relaxed);
-        *lock(&self.slot_or_make(index).live) = Some(g.clone());
+        self.slot_or_make(index).live.fill(g.clone());
         Ok(())
     }
 
@@ -155,15 +159,8 @@ impl GTable {
     pub(crate) fn remove(&self, g: &G, cache: Option<&mut SlotCache>) {
         let index = g.slot.load(Ordering::Relaxed);
         let Some(slot) = self.slot(index) else { return };
-        let mine = {
-            let mut live = lock(&slot.live);
-            let mine = live.as_ref().is_some_and(|other| ptr::eq(&**other, g));
-            if mine {
-                *live = None;
-            }
-            mine
-        };
-        if !mine {
+        // Not there: shutdown took it first, and keeps the slot.
+        if !slot.live.take_if(g, &self.readers) {
             return;
         }
         match cache {
@@ -230,8 +227,9 @@ impl GTable {
     /// Every live G (for dumps and shutdown).
     pub(crate) fn live(&self) -> Vec<Arc<G>> {
         let used = (self.next.load(Ordering::Relaxed) as usize).min(MAX_LIVE_GS);
+        let guard = self.readers.read();
         (0..used as u32)
-            .filter_map(|i| self.slot(i).and_then(|s| lock(&s.live).clone()))
+            .filter_map(|i| self.slot(i).and_then(|s| s.live.clone_out(&guard)))
             .collect()
     }
 
@@ -247,7 +245,7 @@ impl GTable {
                 // SAFETY: as in `take_queued`: the swap made us the only owner of the count.
                 drop(unsafe { Arc::from_raw(raw) });
             }
-            out.extend(lock(&slot.live).take());
+            out.extend(slot.live.take());
         }
         out
     }
@@ -257,14 +255,13 @@ impl GTable {
     pub(crate) fn drain_where(&self, pick: impl Fn(&G) -> bool) -> Vec<Arc<G>> {
         let used = (self.next.load(Ordering::Relaxed) as usize).min(MAX_LIVE_GS);
         let mut out = Vec::new();
+        let guard = self.readers.read();
         for i in 0..used as u32 {
             let Some(slot) = self.slot(i) else { continue };
-            let mut live = lock(&slot.live);
-            if !live.as_deref().is_some_and(&pick) {
+            let Some(g) = slot.live.take_where(&guard, &pick) else {
                 continue;
-            }
-            out.extend(live.take());
-            drop(live);
+            };
+            out.push(g);
             let raw = slot.queued.swap(ptr::null_mut(), Ordering::AcqRel);
             if !raw.is_null() {
                 // SAFETY: as in `take_queued`: the swap made us the only owner of the count.

@@ -352,6 +352,14 @@ fn tear_down_mine(shared: &Shared, index: usize) {
 pub(super) fn execute(shared: &Shared, index: usize, g: Arc<G>) {
     let me = &shared.ms[index];
     g.state.run(); // part 06: refuses a G that is not runnable
+    // Checked by the runtime itself, whatever part 06 answered: one M at a time.
+    if !g.enter_m() {
+        shared.fail(format!(
+            "G {} was handed to M{index} while another M runs it: part 06 (g) let `run` \
+             succeed twice",
+            g.id()
+        ));
+    }
     // A started G runs only on its M unless the runtime migrates Gs; a fresh one makes
     // this M its home. Only this M's own queue holds its started Gs, so another home here
     // is a runtime bug, caught before the G's thread-locals could be raced.
@@ -369,14 +377,6 @@ pub(super) fn execute(shared: &Shared, index: usize, g: Arc<G>) {
     }
     me.running_g.store(g.id(), Relaxed);
     me.set_state(index, MState::Running);
-    // Checked by the runtime itself, whatever part 06 answered: one M at a time.
-    if !g.enter_m() {
-        shared.fail(format!(
-            "G {} was handed to M{index} while another M runs it: part 06 (g) let `run` \
-             succeed twice",
-            g.id()
-        ));
-    }
     // SAFETY: `enter_m` just made this M the only one running the G.
     let why = unsafe { g.resume() };
     g.leave_m();
@@ -422,7 +422,9 @@ pub(super) fn execute(shared: &Shared, index: usize, g: Arc<G>) {
                 shared
                     .gtable
                     .remove(record, m.p.as_mut().map(|p| &mut p.slots));
-                if m.free_gs.len() < FREE_GS_MAX && Arc::get_mut(record).is_some() {
+                // Plain loads: `go` makes sure with `Arc::get_mut` before it reuses one.
+                let unshared = Arc::strong_count(record) == 1 && Arc::weak_count(record) == 0;
+                if m.free_gs.len() < FREE_GS_MAX && unshared {
                     m.free_gs.extend(g.take());
                 }
             });

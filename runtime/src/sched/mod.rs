@@ -88,6 +88,7 @@ mod dump;
 mod find;
 mod globrunq;
 mod gtable;
+mod live;
 mod m;
 pub(crate) mod netpoll;
 mod p;
