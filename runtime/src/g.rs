@@ -208,7 +208,10 @@ impl G {
                 Ok(engine) => run.engine = Some(engine),
                 Err(why) => {
                     if let Some(cancel) = run.cancel.take() {
-                        cancel.cancel(self.id(), format!("G {} could not start: {why}", self.id()));
+                        let why = format!("G {} could not start: {why}", self.id());
+                        // SAFETY: this M entered the G (the caller's promise) and its body
+                        // never started: nothing else fills the slot now.
+                        unsafe { cancel.cancel(self.id(), why) };
                     }
                     return SwitchOut::Exit;
                 }
@@ -263,10 +266,9 @@ impl G {
             }
         });
         if let Some(cancel) = run.cancel.take() {
-            cancel.cancel(
-                self.id(),
-                "the runtime shut down before this G finished".to_string(),
-            );
+            let why = "the runtime shut down before this G finished".to_string();
+            // SAFETY: no M runs this G (the caller's promise), so its body fills nothing now.
+            unsafe { cancel.cancel(self.id(), why) };
         }
     }
 
@@ -282,7 +284,8 @@ impl G {
         // The function's captures are user values: dropped as this G (see `tear_down`).
         as_torn_down(self, || drop_contained(run.body.take()));
         if let Some(cancel) = run.cancel.take() {
-            cancel.cancel(self.id(), why);
+            // SAFETY: the G was never queued (the caller's promise): its body never runs.
+            unsafe { cancel.cancel(self.id(), why) };
         }
     }
 

@@ -50,6 +50,7 @@ pub mod builder;
 pub mod chan;
 mod engine;
 mod g;
+mod joincell;
 mod maps;
 mod metrics;
 pub mod net;

@@ -16,10 +16,10 @@ use std::cell::UnsafeCell;
 use std::convert::Infallible;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::g::{self, Waiter};
-use crate::lock;
+use crate::joincell::{JoinCell, Joined, Wake};
 use crate::parts::g::WaitReason;
 
 /// A G that panicked, or never finished (its runtime shut down first, or it got no stack).
@@ -65,45 +65,29 @@ impl fmt::Display for Panic {
     }
 }
 
-struct Slot<T> {
-    /// Only while the handle lives: whoever fills a slot whose handle is gone keeps the
-    /// result, so the runtime's last `Arc` of the slot (dropped on g0) never holds one.
-    result: Option<Result<T, Panic>>,
-    /// Set by the first fill; later fills (a cancel after the G finished) do nothing.
-    filled: bool,
-    /// The handle was dropped: nobody can join.
-    detached: bool,
-    /// The joiner while it waits; whoever fills the slot wakes it.
-    waiter: Option<Waiter>,
-}
-
+/// Where a G's result (or panic) lands: lock-free, one read-modify-write per side
+/// (`joincell.rs`).
 struct Shared<T> {
-    /// A panic never happens while the slot is locked (user code runs outside the lock),
-    /// so poisoning cannot carry meaning here (`crate::lock`).
-    slot: Mutex<Slot<T>>,
+    cell: JoinCell<Result<T, Panic>, Waiter>,
 }
 
 impl<T> Shared<T> {
     /// Hands `result` to the joiner. Gives it back if nobody can take it (the handle is gone,
     /// or the slot was filled already): the caller drops it, in its own context.
+    ///
+    /// # Safety
+    ///
+    /// No other fill of this slot runs at the same time (see `CancelSlot::cancel`).
     #[must_use = "a result nobody can join is the caller's to drop"]
-    fn fill(&self, result: Result<T, Panic>) -> Option<Result<T, Panic>> {
-        let waiter = {
-            let mut slot = lock(&self.slot);
-            if slot.filled {
-                return Some(result);
-            }
-            slot.filled = true;
-            if slot.detached {
-                return Some(result);
-            }
-            slot.result = Some(result);
-            slot.waiter.take()
-        };
-        if let Some(waiter) = waiter {
-            waiter.wake();
-        }
-        None
+    unsafe fn fill(&self, result: Result<T, Panic>) -> Option<Result<T, Panic>> {
+        // SAFETY: the caller's promise.
+        unsafe { self.cell.fill(result) }
+    }
+}
+
+impl Wake for Waiter {
+    fn wake(self) {
+        Waiter::wake(&self);
     }
 }
 
@@ -170,7 +154,13 @@ pub(crate) type Cancel = Arc<dyn CancelSlot>;
 /// A join slot that can be filled with "this G never finished".
 pub(crate) trait CancelSlot: Send + Sync {
     /// Fills the slot of G `task` with a [`Panic`] saying `why`, unless it is filled.
-    fn cancel(&self, task: u64, why: String);
+    ///
+    /// # Safety
+    ///
+    /// The G's body is not running, and no other cancel of this slot runs at the same time:
+    /// the caller holds the G's `run` exclusively (its M entered it and the body has not
+    /// started, or no M runs it any more).
+    unsafe fn cancel(&self, task: u64, why: String);
 }
 
 /// The joiner's view of a G's allocation: its result slot.
@@ -214,7 +204,9 @@ where
                 payload,
             }),
         };
-        if let Some(unjoined) = self.shared.fill(outcome) {
+        // SAFETY: the body runs once (`Job::f` is taken above), and a cancel never runs
+        // while it does (`CancelSlot::cancel`).
+        if let Some(unjoined) = unsafe { self.shared.fill(outcome) } {
             drop_unjoined(unjoined);
         }
     }
@@ -226,13 +218,16 @@ where
 }
 
 impl<F: Send, T: Send> CancelSlot for Job<F, T> {
-    fn cancel(&self, task: u64, why: String) {
+    unsafe fn cancel(&self, task: u64, why: String) {
         // Given back only if nobody can join: a Panic whose payload is our String, no user
         // code to run on drop.
-        let _unjoined = self.shared.fill(Err(Panic {
-            task,
-            payload: Box::new(why),
-        }));
+        // SAFETY: the caller's promise: neither the body nor another cancel fills now.
+        let _unjoined = unsafe {
+            self.shared.fill(Err(Panic {
+                task,
+                payload: Box::new(why),
+            }))
+        };
     }
 }
 
@@ -246,6 +241,8 @@ impl<F: Send, T: Send> JoinSlot<T> for Job<F, T> {
 pub struct JoinHandle<T> {
     task: u64,
     job: Arc<dyn JoinSlot<T>>,
+    /// The result was taken by a join: nothing is left to detach.
+    joined: bool,
 }
 
 impl<T> fmt::Debug for JoinHandle<T> {
@@ -262,7 +259,7 @@ impl<T> JoinHandle<T> {
 
     /// Has the G finished (returned or panicked)?
     pub fn is_finished(&self) -> bool {
-        lock(&self.job.shared().slot).filled
+        self.job.shared().cell.is_filled()
     }
 
     /// Waits for the G and returns its value, or the panic that ended it. On a G this parks
@@ -275,18 +272,19 @@ impl<T> JoinHandle<T> {
     /// [`join`](JoinHandle::join) that also gives up when `stop` says so (`block_on`
     /// watching for a broken runtime). Whoever makes `stop` true must wake this waiter.
     pub(crate) fn join_unless<E>(
-        self,
+        mut self,
         stop: impl Fn() -> Option<E>,
     ) -> Result<Result<T, Panic>, E> {
         g::check_may_wait("JoinHandle::join");
         let me = Waiter::current();
         loop {
-            {
-                let mut slot = lock(&self.job.shared().slot);
-                if let Some(result) = slot.result.take() {
+            // SAFETY: this handle's owner (`join` takes it by value), before its drop.
+            match unsafe { self.job.shared().cell.try_join(|| me.clone()) } {
+                Joined::Ready(result) => {
+                    self.joined = true;
                     return Ok(result);
                 }
-                slot.waiter = Some(me.clone());
+                Joined::Waiting => {}
             }
             if let Some(why) = stop() {
                 return Err(why);
@@ -308,11 +306,11 @@ impl<T> JoinHandle<T> {
 
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
-        let unjoined = {
-            let mut slot = lock(&self.job.shared().slot);
-            slot.detached = true;
-            slot.result.take()
-        };
+        if self.joined {
+            return;
+        }
+        // SAFETY: the handle's owner, once, after its last join look.
+        let unjoined = unsafe { self.job.shared().cell.detach() };
         // The G finished and nobody joined: its result is dropped here, by the code that
         // dropped the handle, as any value it owned.
         drop(unjoined);
@@ -330,15 +328,18 @@ where
         id,
         f: UnsafeCell::new(Some(f)),
         shared: Shared {
-            slot: Mutex::new(Slot {
-                result: None,
-                filled: false,
-                detached: false,
-                waiter: None,
-            }),
+            cell: JoinCell::new(),
         },
     });
     let cancel: Cancel = job.clone();
     let body = Body(job.clone());
-    (body, cancel, JoinHandle { task: id, job })
+    (
+        body,
+        cancel,
+        JoinHandle {
+            task: id,
+            job,
+            joined: false,
+        },
+    )
 }
