@@ -273,7 +273,7 @@ impl Drop for Listed<'_> {
                 let next = waiters.pop_front();
                 drop(waiters);
                 if let Some((_, w)) = next {
-                    w.wake();
+                    w.wake_owned();
                 }
             }
         }
@@ -286,7 +286,7 @@ impl Drop for Permit {
         drop(self.permit.take());
         let next = lock(&self.inner.waiters).pop_front();
         if let Some((_, w)) = next {
-            w.wake();
+            w.wake_owned();
         }
     }
 }

@@ -221,7 +221,7 @@ impl<T: Send> Sender<T> {
                 Chan::complete(receiver)
             };
             drop(state);
-            waiter.wake();
+            waiter.wake_owned();
             return Ok(());
         }
         if state.receivers_alive == 0 {
@@ -257,7 +257,7 @@ impl<T: Send> Receiver<T> {
                 (value, Chan::complete(sender))
             };
             drop(state);
-            waiter.wake();
+            waiter.wake_owned();
             return value.ok_or(RecvError);
         }
         if state.senders_alive == 0 {
@@ -304,7 +304,7 @@ impl<T: Send> Receiver<T> {
                 (value, Chan::complete(sender))
             };
             drop(state);
-            waiter.wake();
+            waiter.wake_owned();
             return value.ok_or(RecvTimeoutError::Disconnected);
         }
         if state.senders_alive == 0 {

@@ -555,6 +555,20 @@ impl Waiter {
         }
     }
 
+    /// Wakes the waiter, handing this count of it over: a G goes into the run queue with
+    /// it, no new count taken (`sched::ready_handed`). For wakers done with their waiter.
+    pub(crate) fn wake_owned(self) {
+        match self {
+            Waiter::G(g) => match g.state.ready() {
+                Ok(Ready::Enqueue) => crate::sched::ready_handed(g),
+                Ok(Ready::Pending) => {}
+                // As in `wake`.
+                Err(ReadyError::Dead { .. }) => {}
+            },
+            Waiter::Thread(p) => p.unpark(),
+        }
+    }
+
     /// Wakes the waiter, from any thread.
     pub(crate) fn wake(&self) {
         match self {

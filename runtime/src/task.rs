@@ -87,7 +87,7 @@ impl<T> Shared<T> {
 
 impl Wake for Waiter {
     fn wake(self) {
-        Waiter::wake(&self);
+        self.wake_owned();
     }
 }
 

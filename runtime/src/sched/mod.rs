@@ -962,6 +962,21 @@ pub(super) enum SetBy {
     Quota,
 }
 
+/// `ready` for a G whose count the caller hands over (a waker done with its waiter), so
+/// no new count is taken for the queue. The runtime must outlive the call, which `g` does
+/// not promise once it is queued (another M may run it to its end): the caller's own G,
+/// running in the same runtime, holds it (its `rt`); a caller elsewhere takes a count of
+/// the runtime for the call.
+pub(crate) fn ready_handed(g: Arc<G>) {
+    match g::current_g() {
+        Some(me) if Arc::ptr_eq(&me.rt, &g.rt) => me.rt.ready(g),
+        _ => {
+            let rt = g.rt.clone();
+            rt.ready(g);
+        }
+    }
+}
+
 /// The runtime the calling G runs in.
 pub(crate) fn current() -> Option<Arc<Shared>> {
     g::current_g().map(|g| g.rt.clone())

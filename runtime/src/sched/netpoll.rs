@@ -381,7 +381,7 @@ impl Shared {
             }
         };
         if let Some(p) = parked.filter(|_| wake) {
-            p.waiter.wake();
+            p.waiter.wake_owned();
         }
     }
 

@@ -111,7 +111,7 @@ impl Timer {
         self.fired.fetch_add(1, SeqCst);
         let waiter = lock(&self.waiter).clone();
         if let Some(w) = waiter {
-            w.wake();
+            w.wake_owned();
         }
     }
 }
