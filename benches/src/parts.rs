@@ -200,6 +200,12 @@ pub const ROWS: &[RowParts] = &[
     row("switch.asm.", Section::Switch, &[4], ""),
     row("switch.fiber.", Section::Switch, &[4], ""),
     row(
+        "switch.rmw.",
+        Section::Switch,
+        &[],
+        "a locked read-modify-write is the CPU's price: no part runs",
+    ),
+    row(
         "switch.corosensei.",
         Section::Switch,
         &[],

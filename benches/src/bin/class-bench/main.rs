@@ -871,6 +871,8 @@ fn measure_sleepers(out: &Out, plan: Plan) -> Vec<(SleeperStack, Result<SleeperS
 struct Switches {
     ns: HashMap<Engine, Result<f64, String>>,
     instructions: HashMap<Engine, Result<InstructionCount, String>>,
+    /// One locked read-modify-write and one plain add, ns each (`locked_rmw`).
+    rmw: Result<(f64, f64), String>,
 }
 
 impl Switches {
@@ -878,8 +880,37 @@ impl Switches {
         Switches {
             ns: Engine::ALL.iter().map(|e| (*e, skipped())).collect(),
             instructions: Engine::ALL.iter().map(|e| (*e, skipped())).collect(),
+            rmw: skipped(),
         }
     }
+}
+
+/// ns per uncontended locked read-modify-write (`fetch_add` on an atomic no other thread
+/// touches) and per plain add, each over `rounds` in a row: what every atomic count, lock
+/// and compare-exchange on a runtime's path costs even when nobody else is there
+/// (chapter 8, "Where a spawn's time goes").
+fn locked_rmw(rounds: u64) -> (f64, f64) {
+    use std::hint::black_box;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    let per = |t: Instant| t.elapsed().as_secs_f64() * 1e9 / rounds.max(1) as f64;
+    let counter = AtomicU64::new(0);
+    let start = Instant::now();
+    for _ in 0..rounds {
+        black_box(&counter).fetch_add(1, Relaxed);
+    }
+    let locked = per(start);
+    let mut plain = 0u64;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        plain = black_box(plain) + 1;
+    }
+    let plain_ns = per(start);
+    assert_eq!(
+        (counter.into_inner(), plain),
+        (rounds, rounds),
+        "every add counted"
+    );
+    (locked, plain_ns)
 }
 
 fn measure_switches(out: &Out, plan: Plan) -> Switches {
@@ -920,6 +951,19 @@ fn measure_switches(out: &Out, plan: Plan) -> Switches {
         }
     }
 
+    let rmw_runs: Vec<(f64, f64)> = (0..plan.runs)
+        .map(|_| locked_rmw(plan.switch_rounds))
+        .collect();
+    let rmw = (
+        median(&rmw_runs.iter().map(|r| r.0).collect::<Vec<_>>()),
+        median(&rmw_runs.iter().map(|r| r.1).collect::<Vec<_>>()),
+    );
+    out.result(&format!(
+        "one locked read-modify-write (fetch_add, no other thread): {} ns; a plain add: {} ns",
+        fmt_ns(rmw.0),
+        fmt_ns(rmw.1)
+    ));
+
     let instructions = match (valgrind_on_path(), std::env::current_exe()) {
         (None, _) => {
             out.result(&format!("instruction counts skipped: {NO_VALGRIND}"));
@@ -956,7 +1000,11 @@ fn measure_switches(out: &Out, plan: Plan) -> Switches {
             all
         }
     };
-    Switches { ns, instructions }
+    Switches {
+        ns,
+        instructions,
+        rmw: Ok(rmw),
+    }
 }
 
 fn trim(v: f64) -> String {
@@ -1277,6 +1325,29 @@ fn rows_switches(report: &mut Report, switches: &Switches) {
             &reference,
         ));
     }
+    let (locked, plain) = match &switches.rmw {
+        Ok((l, p)) => ((fmt_ns(*l), Some(*l)), (fmt_ns(*p), Some(*p))),
+        Err(why) => (
+            (status(why).to_string(), None),
+            (status(why).to_string(), None),
+        ),
+    };
+    report.rows.push(Row::new(
+        "switch.rmw.locked.ns",
+        "one locked read-modify-write, no other thread near (fetch_add) (ns)".to_string(),
+        locked.0,
+        locked.1,
+        "—",
+        &fig("ref.locked_rmw").text(),
+    ));
+    report.rows.push(Row::new(
+        "switch.rmw.plain.ns",
+        "one plain add, for scale (ns)".to_string(),
+        plain.0,
+        plain.1,
+        "—",
+        "—",
+    ));
     // Each failure once, with the engines it hit (without valgrind both say the same).
     let mut failures: Vec<(&String, Vec<&str>)> = Vec::new();
     for e in Engine::ALL {
