@@ -128,7 +128,10 @@ struct Slot<T> {
     value: UnsafeCell<Option<T>>,
     /// Set (last, under the channel lock) by the party that completes or cancels the wait.
     done: AtomicBool,
-    waiter: Waiter,
+    /// The owner, taken (moved, no new count) by the party that completes the wait, under
+    /// the lock; the owner itself never reads it while queued (it waits as the current G or
+    /// thread, `g::wait_current`), and drops what is left once off the queue.
+    waiter: UnsafeCell<Option<Waiter>>,
 }
 
 impl<T> Chan<T> {
@@ -138,11 +141,12 @@ impl<T> Chan<T> {
     /// # Safety
     ///
     /// `slot` was just taken off a queue under the lock the caller still holds.
-    unsafe fn complete(slot: *const Slot<T>) -> Waiter {
-        // SAFETY: the owner waits until `done`, so the slot is alive; after the store it
-        // may be gone, so the waiter is cloned first.
+    unsafe fn complete(slot: *const Slot<T>) -> Option<Waiter> {
+        // SAFETY: the owner waits until `done`, so the slot is alive, and does not touch
+        // `waiter` while the slot is queued; after the store it may be gone, so the waiter
+        // is taken out first.
         unsafe {
-            let waiter = (*slot).waiter.clone();
+            let waiter = (*(*slot).waiter.get()).take();
             (*slot).done.store(true, Release);
             waiter
         }
@@ -179,18 +183,20 @@ impl<T> Chan<T> {
             }
         }
         let guard = Dequeue(self, ptr, receiving);
+        // A timed wait registers a timer that wakes this party: its own count of itself.
+        let timed = deadline.map(|_| Waiter::current());
         let reason = if receiving {
             WaitReason::ChanRecv
         } else {
             WaitReason::ChanSend
         };
         while !slot.done.load(Acquire) {
-            let waited = match deadline {
-                None => slot.waiter.wait(reason),
+            let waited = match (deadline, &timed) {
+                (None, _) | (_, None) => crate::g::wait_current(reason),
                 // Timed out: the guard takes the slot off the queue under the lock, so
                 // either the other side completed it first (`done`) or it never will.
-                Some(d) if Instant::now() >= d => return,
-                Some(d) => crate::time::wait_until(&slot.waiter, reason, d),
+                (Some(d), _) if Instant::now() >= d => return,
+                (Some(d), Some(me)) => crate::time::wait_until(me, reason, d),
             };
             if waited.is_err() {
                 // A destructor of a G torn down at shutdown: no M will ever run it to finish
@@ -221,7 +227,9 @@ impl<T: Send> Sender<T> {
                 Chan::complete(receiver)
             };
             drop(state);
-            waiter.wake_owned();
+            if let Some(waiter) = waiter {
+                waiter.wake_owned();
+            }
             return Ok(());
         }
         if state.receivers_alive == 0 {
@@ -230,7 +238,7 @@ impl<T: Send> Sender<T> {
         let slot = Slot {
             value: UnsafeCell::new(Some(value)),
             done: AtomicBool::new(false),
-            waiter: Waiter::current(),
+            waiter: UnsafeCell::new(Some(Waiter::current())),
         };
         self.chan.wait(&slot, false, state, None);
         // A receiver took the value, or the last receiver left it with us.
@@ -257,7 +265,9 @@ impl<T: Send> Receiver<T> {
                 (value, Chan::complete(sender))
             };
             drop(state);
-            waiter.wake_owned();
+            if let Some(waiter) = waiter {
+                waiter.wake_owned();
+            }
             return value.ok_or(RecvError);
         }
         if state.senders_alive == 0 {
@@ -266,7 +276,7 @@ impl<T: Send> Receiver<T> {
         let slot = Slot {
             value: UnsafeCell::new(None),
             done: AtomicBool::new(false),
-            waiter: Waiter::current(),
+            waiter: UnsafeCell::new(Some(Waiter::current())),
         };
         self.chan.wait(&slot, true, state, None);
         slot.value.into_inner().ok_or(RecvError)
@@ -304,7 +314,9 @@ impl<T: Send> Receiver<T> {
                 (value, Chan::complete(sender))
             };
             drop(state);
-            waiter.wake_owned();
+            if let Some(waiter) = waiter {
+                waiter.wake_owned();
+            }
             return value.ok_or(RecvTimeoutError::Disconnected);
         }
         if state.senders_alive == 0 {
@@ -313,7 +325,7 @@ impl<T: Send> Receiver<T> {
         let slot = Slot {
             value: UnsafeCell::new(None),
             done: AtomicBool::new(false),
-            waiter: Waiter::current(),
+            waiter: UnsafeCell::new(Some(Waiter::current())),
         };
         self.chan.wait(&slot, true, state, Some(deadline));
         // `done` is read after the wait took the slot off the queue (or the other side did):
@@ -358,10 +370,10 @@ impl<T> Drop for Sender<T> {
             // SAFETY: each was just taken off the queue under the lock we hold.
             queued
                 .into_iter()
-                .map(|r| unsafe { Chan::complete(r) })
+                .filter_map(|r| unsafe { Chan::complete(r) })
                 .collect()
         };
-        waiters.iter().for_each(Waiter::wake);
+        waiters.into_iter().for_each(Waiter::wake_owned);
     }
 }
 
@@ -378,9 +390,9 @@ impl<T> Drop for Receiver<T> {
             // SAFETY: each was just taken off the queue under the lock we hold.
             queued
                 .into_iter()
-                .map(|s| unsafe { Chan::complete(s) })
+                .filter_map(|s| unsafe { Chan::complete(s) })
                 .collect()
         };
-        waiters.iter().for_each(Waiter::wake);
+        waiters.into_iter().for_each(Waiter::wake_owned);
     }
 }

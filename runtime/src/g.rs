@@ -512,6 +512,18 @@ fn park_current(g: &G, reason: WaitReason) -> Result<(), TornDown> {
     Ok(())
 }
 
+/// The caller waits until woken, as `Waiter::current().wait(reason)` would, without a count
+/// of itself: for a wait whose `Waiter` sits where its waker takes it (a channel's slot).
+pub(crate) fn wait_current(reason: WaitReason) -> Result<(), TornDown> {
+    match current_g() {
+        Some(g) => park_current(g, reason),
+        None => {
+            crate::sched::park_thread();
+            Ok(())
+        }
+    }
+}
+
 /// Whoever waits in a blocking primitive: a G (parks, freeing its M) or a plain thread
 /// (sleeps on its own Parker, part 03).
 #[derive(Clone)]

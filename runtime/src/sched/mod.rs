@@ -862,6 +862,11 @@ pub(crate) fn thread_parker() -> Arc<Parker> {
     THREAD_PARKER.with(Arc::clone)
 }
 
+/// Sleeps on the calling thread's Parker until it is unparked (`Waiter::Thread`'s wake).
+pub(crate) fn park_thread() {
+    THREAD_PARKER.with(|p| p.park());
+}
+
 /// Starts `f` as a new G on the current runtime. Go: `go f()` (`newproc`).
 ///
 /// # Panics
