@@ -276,10 +276,11 @@ impl<T> JoinHandle<T> {
         stop: impl Fn() -> Option<E>,
     ) -> Result<Result<T, Panic>, E> {
         g::check_may_wait("JoinHandle::join");
-        let me = Waiter::current();
         loop {
             // SAFETY: this handle's owner (`join` takes it by value), before its drop.
-            match unsafe { self.job.shared().cell.try_join(|| me.clone()) } {
+            // The waiter is made only to register it: a join that finds the result takes
+            // no count of itself.
+            match unsafe { self.job.shared().cell.try_join(Waiter::current) } {
                 Joined::Ready(result) => {
                     self.joined = true;
                     return Ok(result);
@@ -289,7 +290,7 @@ impl<T> JoinHandle<T> {
             if let Some(why) = stop() {
                 return Err(why);
             }
-            if me.wait(WaitReason::Join).is_err() {
+            if g::wait_current(WaitReason::Join).is_err() {
                 return Ok(Err(Panic {
                     task: self.task,
                     payload: Box::new(format!(
