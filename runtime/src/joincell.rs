@@ -293,6 +293,37 @@ mod loom_model {
         });
     }
 
+    /// A joiner that registered and then gave up (`block_on` seeing a broken runtime)
+    /// drops its handle while the filler fills: the value goes back to exactly one side,
+    /// and neither touches a cell the other is using (loom's `UnsafeCell` checks).
+    #[test]
+    fn a_registered_joiner_that_gives_up_against_a_filler() {
+        ::loom::model(|| {
+            let cell = Arc::new(JoinCell::<Arc<()>, Flag>::new());
+            let value = Arc::new(());
+            let filler = {
+                let (cell, value) = (cell.clone(), value.clone());
+                // SAFETY: the model's only filler.
+                thread::spawn(move || unsafe { cell.fill(value) })
+            };
+            let woken = Arc::new(AtomicBool::new(false));
+            // SAFETY: the one owner: a look, then its detach.
+            let looked = unsafe { cell.try_join(|| Flag(woken.clone())) };
+            let joiner_got = match looked {
+                Joined::Ready(v) => Some(v),
+                // SAFETY: as above.
+                Joined::Waiting => unsafe { cell.detach() },
+            };
+            let filler_got = filler.join().unwrap();
+            assert!(
+                joiner_got.is_some() != filler_got.is_some(),
+                "the result must go back to exactly one side"
+            );
+            drop((joiner_got, filler_got));
+            assert_eq!(Arc::strong_count(&value), 1, "the result was lost or kept");
+        });
+    }
+
     #[test]
     fn a_filler_and_a_dropped_handle() {
         ::loom::model(|| {

@@ -181,7 +181,7 @@ struct Job<F, T> {
 
 // SAFETY: `f` is touched by the one `Body` only (see the field), so sharing a `Job` between
 // threads never shares `F`; it moves to the thread that runs or discards it (F: Send). The
-// rest is a Mutex-guarded slot and an id.
+// rest is an id and a `JoinCell`, which is `Sync` for `T: Send` (`joincell.rs`).
 unsafe impl<F: Send, T: Send> Sync for Job<F, T> {}
 
 impl<F, T> Task for Job<F, T>

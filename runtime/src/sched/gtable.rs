@@ -245,7 +245,7 @@ impl GTable {
                 // SAFETY: as in `take_queued`: the swap made us the only owner of the count.
                 drop(unsafe { Arc::from_raw(raw) });
             }
-            out.extend(slot.live.take());
+            out.extend(slot.live.take(&self.readers));
         }
         out
     }

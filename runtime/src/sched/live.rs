@@ -8,6 +8,10 @@
 //! retired, and dropped by the last guard to go. Without a guard a reader could clone an
 //! `Arc` whose last count the taker is dropping at that moment.
 //!
+//! Every way of emptying a cell (`take_if` by the G at its end, `take` and `take_where` at
+//! shutdown) hands the cell's count to the readers this way; `take` and `take_where` give
+//! their caller a count of its own.
+//!
 //! Why that is enough. A reader raises the count, then reads each cell with a
 //! read-modify-write (a compare-exchange of the value with itself); a taker empties the
 //! cell with a compare-exchange, then loads the count. Read-modify-writes of one cell are
@@ -29,6 +33,7 @@ use ::loom::sync::{
     Mutex, MutexGuard,
     atomic::{AtomicPtr, AtomicUsize},
 };
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
 #[cfg(not(all(test, loom)))]
@@ -60,6 +65,9 @@ pub(crate) struct ReadGuard<'r, T> {
 /// One slot: empty, or holding a strong count of a `T` (from `Arc::into_raw`).
 pub(crate) struct LiveCell<T> {
     ptr: AtomicPtr<T>,
+    /// Owns an `Arc<T>`: `Send` and `Sync` only when an `Arc<T>` is (a bare `AtomicPtr`
+    /// would be both for any `T`).
+    _owns: PhantomData<Arc<T>>,
 }
 
 impl<T> Readers<T> {
@@ -114,6 +122,7 @@ impl<T> LiveCell<T> {
     pub(crate) fn new() -> LiveCell<T> {
         LiveCell {
             ptr: AtomicPtr::new(ptr::null_mut()),
+            _owns: PhantomData,
         }
     }
 
@@ -147,18 +156,24 @@ impl<T> LiveCell<T> {
         true
     }
 
-    /// Takes whatever this cell holds, without looking at it (shutdown, after the Ms
-    /// stopped, or a broken runtime being left as it is).
-    pub(crate) fn take(&self) -> Option<Arc<T>> {
+    /// Takes whatever this cell holds, without looking at it (shutdown: after the Ms
+    /// stopped, or a broken runtime's Gs being left as they are). The cell's count goes
+    /// through `readers` as `take_if`'s does (a dump may hold the value right now); the
+    /// caller gets a count of its own.
+    pub(crate) fn take(&self, readers: &Readers<T>) -> Option<Arc<T>> {
         let raw = self.ptr.swap(ptr::null_mut(), AcqRel);
         // SAFETY: as in `take_if`: the swap took the count out of the cell.
-        (!raw.is_null()).then(|| unsafe { Arc::from_raw(raw) })
+        let taken = (!raw.is_null()).then(|| unsafe { Arc::from_raw(raw) })?;
+        let mine = Arc::clone(&taken);
+        readers.release(taken);
+        Some(mine)
     }
 
     /// What this cell holds, for as long as `guard` reads.
     ///
-    /// `guard` must come from the same [`Readers`] that every `take_if` on this cell is
-    /// given (the G table has one): that is what keeps the value from being dropped.
+    /// `guard` must come from the same [`Readers`] that every taker of this cell hands the
+    /// cell's count to (`take_if`, `take`, `take_where`; the G table has one): that is what
+    /// keeps the value from being dropped.
     pub(crate) fn get<'a>(&self, guard: &'a ReadGuard<'_, T>) -> Option<&'a T> {
         let _ = guard;
         // A read-modify-write, not a load: it is what orders this read against a taker's
@@ -167,9 +182,10 @@ impl<T> LiveCell<T> {
         while let Err(now) = self.ptr.compare_exchange(raw, raw, AcqRel, Acquire) {
             raw = now;
         }
-        // SAFETY: a non-null cell holds a count; a taker that empties it after our exchange
-        // sees our guard's count and retires the value, dropped only once no guard, `guard`
-        // included, is left.
+        // SAFETY: a non-null cell holds a count; every taker hands that count to the same
+        // readers (`take_if`, `take`, `take_where`), so one that empties the cell after our
+        // exchange sees our guard's count and retires it, dropped only once no guard, `guard`
+        // included, is left; the count a taker gives its caller is another one.
         (!raw.is_null()).then(|| unsafe { &*raw })
     }
 
@@ -184,7 +200,8 @@ impl<T> LiveCell<T> {
         Some(unsafe { Arc::from_raw(raw) })
     }
 
-    /// Takes the value out if `pick` chooses it, under `guard` (see `get`).
+    /// Takes the value out if `pick` chooses it, under `guard` (see `get`). As `take`, the
+    /// cell's count goes through the guard's readers and the caller gets its own.
     pub(crate) fn take_where(
         &self,
         guard: &ReadGuard<'_, T>,
@@ -200,13 +217,21 @@ impl<T> LiveCell<T> {
             .compare_exchange(raw, ptr::null_mut(), AcqRel, Acquire)
             .ok()?;
         // SAFETY: as in `take_if`.
-        Some(unsafe { Arc::from_raw(raw) })
+        let taken = unsafe { Arc::from_raw(raw) };
+        let mine = Arc::clone(&taken);
+        guard.readers.release(taken);
+        Some(mine)
     }
 }
 
 impl<T> Drop for LiveCell<T> {
     fn drop(&mut self) {
-        drop(self.take());
+        // `&mut self`: no reader can be looking, nothing to hand to one.
+        let raw = self.ptr.swap(ptr::null_mut(), AcqRel);
+        if !raw.is_null() {
+            // SAFETY: a non-null cell holds a count from `Arc::into_raw` (`fill`).
+            drop(unsafe { Arc::from_raw(raw) });
+        }
     }
 }
 
@@ -402,6 +427,48 @@ mod loom_model {
             assert!(dropped.load(SeqCst), "taken, but never dropped");
             assert!(cell.get(&readers.read()).is_none());
         });
+    }
+
+    /// Shutdown takes a G whose only count is the table's (`take`, or `take_where` under
+    /// its own guard) and drops what it got, while a dump reads: the dump never holds a
+    /// dropped value.
+    fn model_shutdown(by_pick: bool) {
+        ::loom::model(move || {
+            let dropped = Arc::new(AtomicBool::new(false));
+            let readers = Arc::new(Readers::new());
+            let cell = Arc::new(LiveCell::new());
+            cell.fill(Arc::new(Probe(dropped.clone())));
+            let shutdown = {
+                let (readers, cell) = (readers.clone(), cell.clone());
+                ::loom::thread::spawn(move || {
+                    let taken = if by_pick {
+                        cell.take_where(&readers.read(), |_| true)
+                    } else {
+                        cell.take(&readers)
+                    };
+                    assert!(taken.is_some(), "shutdown found the cell empty");
+                    // Torn down and dropped at once, as `tear_down_mine` does.
+                })
+            };
+            {
+                let guard = readers.read();
+                if cell.get(&guard).is_some() {
+                    assert!(!dropped.load(SeqCst), "a dump holds a dropped value");
+                }
+            }
+            shutdown.join().unwrap();
+            assert!(dropped.load(SeqCst), "taken at shutdown, but never dropped");
+        });
+    }
+
+    #[test]
+    fn a_dump_never_holds_a_value_shutdown_took_and_dropped() {
+        model_shutdown(false);
+    }
+
+    #[test]
+    fn a_dump_never_holds_a_value_shutdown_picked_and_dropped() {
+        model_shutdown(true);
     }
 
     #[test]
