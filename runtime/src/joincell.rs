@@ -293,12 +293,12 @@ mod loom_model {
         });
     }
 
-    /// A joiner that registered and then gave up (`block_on` seeing a broken runtime)
-    /// drops its handle while the filler fills: the value goes back to exactly one side,
-    /// and neither touches a cell the other is using (loom's `UnsafeCell` checks).
-    #[test]
-    fn a_registered_joiner_that_gives_up_against_a_filler() {
-        ::loom::model(|| {
+    /// A handle dropped while the filler fills, after a look that registered a waiter
+    /// (a joiner that gave up: `block_on` seeing a broken runtime) or without one: the
+    /// value goes back to exactly one side, and neither touches a cell the other is using
+    /// (loom's `UnsafeCell` checks).
+    fn filler_against_a_dropped_handle(register_first: bool) {
+        ::loom::model(move || {
             let cell = Arc::new(JoinCell::<Arc<()>, Flag>::new());
             let value = Arc::new(());
             let filler = {
@@ -307,42 +307,34 @@ mod loom_model {
                 thread::spawn(move || unsafe { cell.fill(value) })
             };
             let woken = Arc::new(AtomicBool::new(false));
-            // SAFETY: the one owner: a look, then its detach.
-            let looked = unsafe { cell.try_join(|| Flag(woken.clone())) };
-            let joiner_got = match looked {
+            let looked = if register_first {
+                // SAFETY: the one owner: a look, then its detach.
+                unsafe { cell.try_join(|| Flag(woken.clone())) }
+            } else {
+                Joined::Waiting
+            };
+            let handle_got = match looked {
                 Joined::Ready(v) => Some(v),
-                // SAFETY: as above.
+                // SAFETY: the one owner, once, after its last look.
                 Joined::Waiting => unsafe { cell.detach() },
             };
             let filler_got = filler.join().unwrap();
             assert!(
-                joiner_got.is_some() != filler_got.is_some(),
+                handle_got.is_some() != filler_got.is_some(),
                 "the result must go back to exactly one side"
             );
-            drop((joiner_got, filler_got));
+            drop((handle_got, filler_got));
             assert_eq!(Arc::strong_count(&value), 1, "the result was lost or kept");
         });
     }
 
     #[test]
     fn a_filler_and_a_dropped_handle() {
-        ::loom::model(|| {
-            let cell = Arc::new(JoinCell::<Arc<()>, Flag>::new());
-            let value = Arc::new(());
-            let filler = {
-                let (cell, value) = (cell.clone(), value.clone());
-                // SAFETY: the model's only filler.
-                thread::spawn(move || unsafe { cell.fill(value) })
-            };
-            // SAFETY: the one owner, once.
-            let dropper_got = unsafe { cell.detach() };
-            let filler_got = filler.join().unwrap();
-            assert!(
-                dropper_got.is_some() != filler_got.is_some(),
-                "the result must go back to exactly one side"
-            );
-            drop((dropper_got, filler_got));
-            assert_eq!(Arc::strong_count(&value), 1, "the result was lost or kept");
-        });
+        filler_against_a_dropped_handle(false);
+    }
+
+    #[test]
+    fn a_registered_joiner_that_gives_up_against_a_filler() {
+        filler_against_a_dropped_handle(true);
     }
 }
