@@ -9,6 +9,8 @@
 //! blocking call would hang it (DESIGN.md "Soundness"). A panic there is contained like any
 //! G's: the panic hook tells it, and the M goes on.
 //!
+//! The slot itself is a `JoinCell` (`joincell.rs`): a state word and two cells, no lock.
+//!
 //! Not here: running the G (`sched/m.rs`, `g.rs`).
 
 use std::any::Any;

@@ -19,6 +19,7 @@
 //! - `find.rs`: `find_runnable`, where an M looks for its next G or gives its P back and
 //!   parks (Go: `findRunnable`, `stopm`, `pidleput`);
 //! - `gtable.rs`: the table of live Gs and the tokens that stand for queued Gs (Go: `allgs`);
+//!   `live.rs`: its cells, read by dumps without a lock on the path every G takes;
 //! - `stackalloc.rs`: a G's stack from part 05, charged to the map budget (Go: `stackalloc`);
 //! - `dump.rs`: the picture of a runtime that watchdogs print (Go: `schedtrace`);
 //! - `syscall.rs`: an M's blocking call and the P hand-off around it (Go: `entersyscall`,
