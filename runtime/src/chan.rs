@@ -192,11 +192,11 @@ impl<T> Chan<T> {
         };
         while !slot.done.load(Acquire) {
             let waited = match (deadline, &timed) {
-                (None, _) | (_, None) => crate::g::wait_current(reason),
                 // Timed out: the guard takes the slot off the queue under the lock, so
                 // either the other side completed it first (`done`) or it never will.
                 (Some(d), _) if Instant::now() >= d => return,
                 (Some(d), Some(me)) => crate::time::wait_until(me, reason, d),
+                _ => crate::g::wait_current(reason),
             };
             if waited.is_err() {
                 // A destructor of a G torn down at shutdown: no M will ever run it to finish
