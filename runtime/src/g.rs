@@ -567,25 +567,12 @@ impl Waiter {
         }
     }
 
-    /// Wakes the waiter, handing this count of it over: a G goes into the run queue with
-    /// it, no new count taken (`sched::ready_handed`). For wakers done with their waiter.
+    /// Wakes the waiter, from any thread, handing this count of it over: a G goes into the
+    /// run queue with it, no new count taken (`sched::ready_handed`).
     pub(crate) fn wake_owned(self) {
         match self {
             Waiter::G(g) => match g.state.ready() {
                 Ok(Ready::Enqueue) => crate::sched::ready_handed(g),
-                Ok(Ready::Pending) => {}
-                // As in `wake`.
-                Err(ReadyError::Dead { .. }) => {}
-            },
-            Waiter::Thread(p) => p.unpark(),
-        }
-    }
-
-    /// Wakes the waiter, from any thread.
-    pub(crate) fn wake(&self) {
-        match self {
-            Waiter::G(g) => match g.state.ready() {
-                Ok(Ready::Enqueue) => g.rt.ready(g.clone()),
                 Ok(Ready::Pending) => {}
                 // A stale entry (the G stopped waiting here and has since finished): the
                 // wake-up is not needed by anyone.

@@ -80,7 +80,7 @@ impl WaitGroup {
             }
             std::mem::take(&mut inner.waiters)
         };
-        waiters.iter().for_each(Waiter::wake);
+        waiters.into_iter().for_each(Waiter::wake_owned);
     }
 
     /// Waits until the count is zero. In a G being torn down at shutdown (a destructor on
