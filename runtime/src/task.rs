@@ -69,23 +69,7 @@ impl fmt::Display for Panic {
 
 /// Where a G's result (or panic) lands: lock-free, one read-modify-write per side
 /// (`joincell.rs`).
-struct Shared<T> {
-    cell: JoinCell<Result<T, Panic>, Waiter>,
-}
-
-impl<T> Shared<T> {
-    /// Hands `result` to the joiner. Gives it back if nobody can take it (the handle is gone,
-    /// or the slot was filled already): the caller drops it, in its own context.
-    ///
-    /// # Safety
-    ///
-    /// No other fill of this slot runs at the same time (see `CancelSlot::cancel`).
-    #[must_use = "a result nobody can join is the caller's to drop"]
-    unsafe fn fill(&self, result: Result<T, Panic>) -> Option<Result<T, Panic>> {
-        // SAFETY: the caller's promise.
-        unsafe { self.cell.fill(result) }
-    }
-}
+type ResultCell<T> = JoinCell<Result<T, Panic>, Waiter>;
 
 impl Wake for Waiter {
     fn wake(self) {
@@ -167,7 +151,7 @@ pub(crate) trait CancelSlot: Send + Sync {
 
 /// The joiner's view of a G's allocation: its result slot.
 trait JoinSlot<T>: Send + Sync {
-    fn shared(&self) -> &Shared<T>;
+    fn cell(&self) -> &ResultCell<T>;
 }
 
 /// A G's function, its id and its result slot, in one allocation.
@@ -178,7 +162,7 @@ struct Job<F, T> {
     /// is not `Clone`: one value, on one thread at a time, so at most one thread ever
     /// touches this cell at once.
     f: UnsafeCell<Option<F>>,
-    shared: Shared<T>,
+    cell: ResultCell<T>,
 }
 
 // SAFETY: `f` is touched by the one `Body` only (see the field), so sharing a `Job` between
@@ -208,7 +192,7 @@ where
         };
         // SAFETY: the body runs once (`Job::f` is taken above), and a cancel never runs
         // while it does (`CancelSlot::cancel`).
-        if let Some(unjoined) = unsafe { self.shared.fill(outcome) } {
+        if let Some(unjoined) = unsafe { self.cell.fill(outcome) } {
             drop_unjoined(unjoined);
         }
     }
@@ -225,7 +209,7 @@ impl<F: Send, T: Send> CancelSlot for Job<F, T> {
         // code to run on drop.
         // SAFETY: the caller's promise: neither the body nor another cancel fills now.
         let _unjoined = unsafe {
-            self.shared.fill(Err(Panic {
+            self.cell.fill(Err(Panic {
                 task,
                 payload: Box::new(why),
             }))
@@ -234,8 +218,8 @@ impl<F: Send, T: Send> CancelSlot for Job<F, T> {
 }
 
 impl<F: Send, T: Send> JoinSlot<T> for Job<F, T> {
-    fn shared(&self) -> &Shared<T> {
-        &self.shared
+    fn cell(&self) -> &ResultCell<T> {
+        &self.cell
     }
 }
 
@@ -261,7 +245,7 @@ impl<T> JoinHandle<T> {
 
     /// Has the G finished (returned or panicked)?
     pub fn is_finished(&self) -> bool {
-        self.job.shared().cell.is_filled()
+        self.job.cell().is_filled()
     }
 
     /// Waits for the G and returns its value, or the panic that ended it. On a G this parks
@@ -282,7 +266,7 @@ impl<T> JoinHandle<T> {
             // SAFETY: this handle's owner (`join` takes it by value), before its drop.
             // The waiter is made only to register it: a join that finds the result takes
             // no count of itself.
-            match unsafe { self.job.shared().cell.try_join(Waiter::current) } {
+            match unsafe { self.job.cell().try_join(Waiter::current) } {
                 Joined::Ready(result) => {
                     self.joined = true;
                     return Ok(result);
@@ -313,7 +297,7 @@ impl<T> Drop for JoinHandle<T> {
             return;
         }
         // SAFETY: the handle's owner, once, after its last join look.
-        let unjoined = unsafe { self.job.shared().cell.detach() };
+        let unjoined = unsafe { self.job.cell().detach() };
         // The G finished and nobody joined: its result is dropped here, by the code that
         // dropped the handle, as any value it owned.
         drop(unjoined);
@@ -330,9 +314,7 @@ where
     let job = Arc::new(Job {
         id,
         f: UnsafeCell::new(Some(f)),
-        shared: Shared {
-            cell: JoinCell::new(),
-        },
+        cell: JoinCell::new(),
     });
     let cancel: Cancel = job.clone();
     let body = Body(job.clone());
