@@ -21,9 +21,10 @@
 //! cell empty. A retired value is dropped by whoever, holding the list's lock, sees the
 //! count at zero: any reader still holding it raised the count before the value was taken,
 //! so the count is not zero until that reader is done. No SeqCst is needed (loom models
-//! acquire and release exactly; the model at the end of this file checks every
-//! interleaving of a taker and a reader). The reader pays a locked instruction per cell;
-//! readers are dumps and shutdown.
+//! acquire and release exactly; the models at the end of this file check every
+//! interleaving of a taker and a reader, and of a taker and two readers up to three
+//! preemptions). The reader pays a locked instruction per cell; readers are dumps and
+//! shutdown.
 //!
 //! Not here: which cell a G gets (`gtable.rs`), the queued cells beside these (`gtable.rs`).
 
@@ -38,13 +39,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
 #[cfg(not(all(test, loom)))]
 use std::sync::{
-    Mutex, MutexGuard,
+    Mutex,
     atomic::{AtomicPtr, AtomicUsize},
 };
 use std::{mem, ptr};
 
-/// The lock of the retired list, poison ignored as `crate::lock` does (nothing panics
-/// while it is held).
+#[cfg(not(all(test, loom)))]
+use crate::lock;
+
+/// `crate::lock` for loom's Mutex.
+#[cfg(all(test, loom))]
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -82,6 +86,14 @@ impl<T> Readers<T> {
     pub(crate) fn read(&self) -> ReadGuard<'_, T> {
         self.count.fetch_add(1, AcqRel);
         ReadGuard { readers: self }
+    }
+
+    /// A value just taken out of a cell for a caller that keeps it (shutdown): the cell's
+    /// count goes through `release`, the caller gets a count of its own.
+    fn hand_over(&self, taken: Arc<T>) -> Arc<T> {
+        let mine = Arc::clone(&taken);
+        self.release(taken);
+        mine
     }
 
     /// A value just taken out of a cell: dropped now if nobody reads, else retired.
@@ -164,9 +176,7 @@ impl<T> LiveCell<T> {
         let raw = self.ptr.swap(ptr::null_mut(), AcqRel);
         // SAFETY: as in `take_if`: the swap took the count out of the cell.
         let taken = (!raw.is_null()).then(|| unsafe { Arc::from_raw(raw) })?;
-        let mine = Arc::clone(&taken);
-        readers.release(taken);
-        Some(mine)
+        Some(readers.hand_over(taken))
     }
 
     /// What this cell holds, for as long as `guard` reads.
@@ -218,9 +228,7 @@ impl<T> LiveCell<T> {
             .ok()?;
         // SAFETY: as in `take_if`.
         let taken = unsafe { Arc::from_raw(raw) };
-        let mine = Arc::clone(&taken);
-        guard.readers.release(taken);
-        Some(mine)
+        Some(guard.readers.hand_over(taken))
     }
 }
 
