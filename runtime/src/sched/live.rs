@@ -57,6 +57,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct Readers<T> {
     count: AtomicUsize,
     /// Values taken out while a reader may hold them; dropped when no reader is left.
+    /// Nothing panics while it is held (values are dropped after the unlock), so poison
+    /// carries no meaning here (`crate::lock`).
     retired: Mutex<Vec<Arc<T>>>,
 }
 
