@@ -253,7 +253,14 @@ fn set_procs_grows_and_shrinks_the_ps_while_gs_run() {
                 "set_procs returns the count before"
             );
             let tids = std::sync::Arc::new(std::sync::Mutex::new(Default::default()));
-            assert_eq!(fib_tids(22, &tids), fib_seq(22));
+            // A round takes a few milliseconds, about as long as a new M takes to get
+            // going: a few rounds, so a working resize is not failed by a slow thread start.
+            for _ in 0..10 {
+                assert_eq!(fib_tids(22, &tids), fib_seq(22));
+                if tids.lock().unwrap().len() >= 2 {
+                    break;
+                }
+            }
             let threads = tids.lock().unwrap().len();
             assert_eq!(gmp::set_procs(1).unwrap(), 2);
             let again = fib(20, 6);
