@@ -135,6 +135,16 @@ impl Context {
         }
     }
 
+    /// Will dropping this context leak its stack, with whatever the G had on it (a G the
+    /// asm engine left suspended)? Those frames then stay in memory and never run again.
+    pub(crate) fn leaks_stack(&self) -> bool {
+        match self {
+            Context::Coro(_) => false,
+            #[cfg(target_arch = "x86_64")]
+            Context::Asm(e) => !e.finished,
+        }
+    }
+
     /// The stack of a G that ran to its end, for the next G; `None` if it did not finish.
     pub(crate) fn into_stack(self) -> Option<GStack> {
         match self {
@@ -260,7 +270,7 @@ mod asm {
     pub(crate) struct Engine {
         stack: Option<GStack>,
         suspender: *const Suspender,
-        finished: bool,
+        pub(super) finished: bool,
     }
 
     /// The first code on a G's fiber: run the body, then hand control back for good.
@@ -348,6 +358,10 @@ mod asm {
 
     impl Drop for Engine {
         fn drop(&mut self) {
+            // A body the fiber never took (it never ran): dropped with the engine, while
+            // the G's runner still keeps what it borrows.
+            // SAFETY: `suspender` is alive (new's contract) and the fiber is not running.
+            drop(unsafe { (*self.suspender).body.take() });
             if !self.finished {
                 // Suspended mid-function: its frames cannot be unwound, and something may
                 // still point into them (a channel's waiter slot; any value pinned there,

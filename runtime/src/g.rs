@@ -36,12 +36,12 @@ use std::ptr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
-use crate::engine::{Body, Context, Engine, Suspender, SwitchOut};
+use crate::engine::{Context, Engine, Suspender, SwitchOut};
 use crate::parts::g::{GState, Ready, ReadyError, WaitReason};
 use crate::parts::parker::Parker;
 use crate::parts::stack::StackInfo;
 use crate::sched::Shared;
-use crate::task::Cancel;
+use crate::task::Runner;
 
 pub(crate) struct G {
     pub(crate) state: GState,
@@ -66,12 +66,14 @@ pub(crate) struct G {
 }
 
 struct Running {
-    /// The function, until the first run creates the engine.
-    body: Option<Body>,
+    /// Declared (so dropped) before `task`: the engine holds the task's body, which borrows
+    /// the allocation the task keeps (`Runner::body`). Every path that takes `task` out
+    /// takes the engine first, and forgets `task` if the engine leaked the body's stack.
     engine: Option<Context>,
     stack: Option<StackInfo>,
-    /// Fills the joiner's slot with an explanation if the G never finishes.
-    cancel: Option<Cancel>,
+    /// The G's share of its function and join slot: the body for the first run, a cancel
+    /// if the G never finishes. Gone once the G ended (or was refused).
+    task: Option<Runner>,
 }
 
 // SAFETY: `run` is touched only by the M that set `on_m` (`enter_m` admits one M at a
@@ -82,7 +84,7 @@ unsafe impl Sync for G {}
 unsafe impl Send for G {}
 
 impl G {
-    pub(crate) fn new(id: u64, rt: Arc<Shared>, body: Body, cancel: Cancel, engine: Engine) -> G {
+    pub(crate) fn new(id: u64, rt: Arc<Shared>, task: Runner, engine: Engine) -> G {
         G {
             state: GState::new(id),
             rt,
@@ -91,10 +93,9 @@ impl G {
             on_m: AtomicBool::new(false),
             os_locks: AtomicU32::new(0),
             run: UnsafeCell::new(Running {
-                body: Some(body),
                 engine: None,
                 stack: None,
-                cancel: Some(cancel),
+                task: Some(task),
             }),
             suspender: Suspender::new(engine),
             bounds: (AtomicUsize::new(0), AtomicUsize::new(0)),
@@ -103,17 +104,16 @@ impl G {
 
     /// Makes a finished G record, which nobody else holds (`&mut`), a new G: the spawn path
     /// reuses records from its P's free list rather than allocating one. Go: `gfget`.
-    pub(crate) fn reuse(&mut self, id: u64, body: Body, cancel: Cancel, engine: Engine) {
+    pub(crate) fn reuse(&mut self, id: u64, task: Runner, engine: Engine) {
         self.state = GState::new(id);
         *self.slot.get_mut() = u32::MAX;
         *self.home.get_mut() = u32::MAX;
         *self.on_m.get_mut() = false;
         *self.os_locks.get_mut() = 0;
         *self.run.get_mut() = Running {
-            body: Some(body),
             engine: None,
             stack: None,
-            cancel: Some(cancel),
+            task: Some(task),
         };
         self.suspender = Suspender::new(engine);
         *self.bounds.0.get_mut() = 0;
@@ -178,11 +178,17 @@ impl G {
         // SAFETY: the caller's promise: we alone touch `run` now.
         let run = unsafe { &mut *self.run.get() };
         if run.engine.is_none() {
-            let Some(body) = run.body.take() else {
+            // No engine and no task: the G ended (or never started) already.
+            let Some(task) = run.task.as_ref() else {
                 return SwitchOut::Exit;
             };
             let made = match self.rt.alloc_stack(self.id()) {
                 Ok(stack) => {
+                    // SAFETY: the first and only body of this runner (the engine is made
+                    // once). It goes into the engine, which every path drops before `task`
+                    // (`Running`) or, if it leaks the stack the body is on, never runs
+                    // again while `task` is forgotten (`tear_down`); or it is dropped below.
+                    let body = unsafe { task.body() };
                     run.stack = Some(stack.info());
                     self.bounds.0.store(stack.bottom(), Ordering::Relaxed);
                     self.bounds.1.store(stack.top(), Ordering::Relaxed);
@@ -193,25 +199,27 @@ impl G {
                         Err((why, body)) => {
                             self.rt.stack_returned();
                             // As below: the captures are dropped as this G.
-                            as_torn_down(self, || drop_contained(Some(body)));
+                            as_torn_down(self, || drop_contained(|| body.discard()));
                             Err(why)
                         }
                     }
                 }
                 Err(why) => {
                     // The function's captures are user values: dropped as this G, not on g0.
-                    as_torn_down(self, || drop_contained(Some(body)));
+                    // SAFETY: no body was made, so none runs.
+                    as_torn_down(self, || drop_contained(|| unsafe { task.discard() }));
                     Err(why)
                 }
             };
             match made {
                 Ok(engine) => run.engine = Some(engine),
                 Err(why) => {
-                    if let Some(cancel) = run.cancel.take() {
+                    if let Some(task) = run.task.take() {
                         let why = format!("G {} could not start: {why}", self.id());
                         // SAFETY: this M entered the G (the caller's promise) and its body
-                        // never started: nothing else fills the slot now.
-                        unsafe { cancel.cancel(self.id(), why) };
+                        // never started (its Body was dropped above): nothing else fills
+                        // the slot now.
+                        unsafe { task.cancel(self.id(), why) };
                     }
                     return SwitchOut::Exit;
                 }
@@ -242,7 +250,8 @@ impl G {
             // was told by the G itself.
             let engine = run.engine.take().expect("checked above");
             self.rt.stack_finished(engine.into_stack());
-            run.cancel = None;
+            // The body filled the slot; the G's side leaves it (after the engine, above).
+            run.task = None;
         }
         why
     }
@@ -257,18 +266,28 @@ impl G {
     pub(crate) unsafe fn tear_down(self: &Arc<Self>) {
         // SAFETY: the caller's promise.
         let run = unsafe { &mut *self.run.get() };
+        // The asm engine leaks a suspended G's stack, with the body's frames (and their
+        // borrow of the job) on it: the job must then outlive them, so it is leaked too.
+        let leaks_body = run.engine.as_ref().is_some_and(Context::leaks_stack);
         as_torn_down(self, || {
-            drop_contained(run.body.take());
+            if let Some(task) = &run.task {
+                // SAFETY: no M runs this G (the caller's promise): its body does not run.
+                drop_contained(|| unsafe { task.discard() });
+            }
             // No stack is allocated after shutdown, so a stack the asm engine leaks need
             // not stay counted as held.
             if run.engine.take().is_some() {
                 self.rt.stack_returned();
             }
         });
-        if let Some(cancel) = run.cancel.take() {
+        if let Some(task) = run.task.take() {
             let why = "the runtime shut down before this G finished".to_string();
-            // SAFETY: no M runs this G (the caller's promise), so its body fills nothing now.
-            unsafe { cancel.cancel(self.id(), why) };
+            // SAFETY: no M runs this G (the caller's promise), and its engine is gone (above),
+            // so its body fills nothing now.
+            unsafe { task.cancel(self.id(), why) };
+            if leaks_body {
+                std::mem::forget(task);
+            }
         }
     }
 
@@ -282,10 +301,13 @@ impl G {
         // SAFETY: the caller's promise.
         let run = unsafe { &mut *self.run.get() };
         // The function's captures are user values: dropped as this G (see `tear_down`).
-        as_torn_down(self, || drop_contained(run.body.take()));
-        if let Some(cancel) = run.cancel.take() {
+        if let Some(task) = &run.task {
             // SAFETY: the G was never queued (the caller's promise): its body never runs.
-            unsafe { cancel.cancel(self.id(), why) };
+            as_torn_down(self, || drop_contained(|| unsafe { task.discard() }));
+        }
+        if let Some(task) = run.task.take() {
+            // SAFETY: the G was never queued (the caller's promise): its body never runs.
+            unsafe { task.cancel(self.id(), why) };
         }
     }
 
@@ -325,9 +347,8 @@ fn as_torn_down<R>(g: &Arc<G>, f: impl FnOnce() -> R) -> R {
 
 /// Drops a torn-down G's unstarted function without letting a panic in a destructor of its
 /// captures past: the panic hook has told it, as for any G's panic nobody joins.
-fn drop_contained(body: Option<Body>) {
-    let Some(body) = body else { return };
-    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || body.discard())) {
+fn drop_contained(discard: impl FnOnce()) {
+    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(discard)) {
         drop_payload(payload);
     }
 }

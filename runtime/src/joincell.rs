@@ -1,23 +1,33 @@
 //! The cell a G's result lands in, shared by the G (which fills it) and its [`JoinHandle`]
-//! (which joins or detaches): one state word and two cells, without a lock.
+//! (which joins or detaches): one state word and two cells, without a lock. The same word
+//! says who still holds the allocation the cell lives in, so that needs no reference count.
 //!
 //! A `Mutex` around the same fields cost a lock and an unlock on each side (a locked
-//! instruction each, some 7 ns here) on every G's end; now the filler publishes with one
-//! `fetch_or`, a detaching handle with one, and a join that finds the result waits for
-//! nothing and writes nothing. The rules, which the loom model at the end checks:
+//! instruction each, some 7 ns here) on every G's end, and an `Arc` around the allocation
+//! cost one more per count taken or dropped; now the filler publishes with one `fetch_or`,
+//! a detaching handle with one, a join that finds the result writes nothing, and each side
+//! leaves with at most one more (none when the other side has already left). The rules,
+//! which the loom models at the end check:
 //!
 //! - `result` is written by the filler before it sets `FILLED`, and read (taken) only by
 //!   whoever sees `FILLED` set by that filler's read-modify-write: the joiner, or the
-//!   handle's drop (`DETACHED` set after `FILLED`), or the filler itself when `DETACHED`
-//!   came first (nobody will ever look).
+//!   handle as it leaves (`DETACHED` set after `FILLED`), or the filler itself when
+//!   `DETACHED` came first (nobody will ever look).
 //! - `waiter` is written by the joiner while `WAITING` and `FILLED` are both clear, then
 //!   published by setting `WAITING`; the filler takes it only if its `fetch_or(FILLED)` saw
 //!   `WAITING` (after which the joiner never touches it again).
+//! - Two owners, the filler's side and the handle, each leave once (`FILLER_GONE`,
+//!   `DETACHED`); the filler's side leaves only once `FILLED` or `DETACHED` is set. Whoever
+//!   sees the other's bit set as it leaves (by a load, or the read-modify-write that sets
+//!   its own) is last, and frees the allocation: the other side's bit was set with Release
+//!   after its last touch. Leaving goes through the state word alone, not `&self` (see
+//!   `leave_handle`).
 //!
 //! Fills are serialized by the caller (`fill` is `unsafe` for that): a G's body fills once
 //! on its own stack, and a cancel runs only where no M runs the G.
 //!
-//! Not here: what a result is, or who joins (`task.rs`), how a waiter sleeps (`g.rs`).
+//! Not here: what a result is, who joins, and the allocation itself (`task.rs`); how a
+//! waiter sleeps (`g.rs`).
 //!
 //! [`JoinHandle`]: crate::JoinHandle
 
@@ -29,10 +39,19 @@ use std::{cell::UnsafeCell as StdUnsafeCell, sync::atomic::AtomicUsize};
 
 /// The result is in `result` (or was, and has been taken).
 const FILLED: usize = 1;
-/// The handle is gone: nobody will join.
+/// The handle has left: nobody will join, and it will not touch the cell again.
 const DETACHED: usize = 2;
 /// `waiter` holds the joiner, to be woken by the fill.
 const WAITING: usize = 4;
+/// The filler's side has left: it will not touch the cell again.
+const FILLER_GONE: usize = 8;
+
+/// A cell's state word, as the filler's side leaves through it (`leave_filler`).
+pub(crate) type Word = AtomicUsize;
+
+/// Whether a side that left a cell was the last: then it frees the allocation.
+#[must_use = "the last side to leave frees the allocation"]
+pub(crate) struct Last(pub(crate) bool);
 
 /// Who waits for a result: woken once by the fill.
 pub(crate) trait Wake {
@@ -41,6 +60,10 @@ pub(crate) trait Wake {
 
 pub(crate) struct JoinCell<T, W> {
     state: AtomicUsize,
+    /// Loom only: read at every look at `state`, written by the models' free, so loom
+    /// checks the state word against the free too.
+    #[cfg(all(test, loom))]
+    alive: UnsafeCell<()>,
     result: UnsafeCell<Option<T>>,
     waiter: UnsafeCell<Option<W>>,
 }
@@ -60,6 +83,8 @@ impl<T, W: Wake> JoinCell<T, W> {
     pub(crate) fn new() -> JoinCell<T, W> {
         JoinCell {
             state: AtomicUsize::new(0),
+            #[cfg(all(test, loom))]
+            alive: UnsafeCell::new(()),
             result: UnsafeCell::new(None),
             waiter: UnsafeCell::new(None),
         }
@@ -75,13 +100,13 @@ impl<T, W: Wake> JoinCell<T, W> {
     #[must_use = "a result nobody can join is the caller's to drop"]
     pub(crate) unsafe fn fill(&self, value: T) -> Option<T> {
         // A fill that came before ours happened-before it (the caller's promise): seen here.
-        if self.state.load(Acquire) & (FILLED | DETACHED) != 0 {
+        if self.word().load(Acquire) & (FILLED | DETACHED) != 0 {
             return Some(value);
         }
         // SAFETY: FILLED is clear, so no joiner or handle reads `result`, and no other fill
         // runs now (the caller's promise): ours alone until the fetch_or below.
         self.result.with_mut(|r| unsafe { *r = Some(value) });
-        let before = self.state.fetch_or(FILLED, AcqRel);
+        let before = self.word().fetch_or(FILLED, AcqRel);
         if before & DETACHED != 0 {
             // The handle went before our FILLED: it did not look, and nobody will.
             // SAFETY: as above: the handle's drop saw FILLED clear, so it left `result`.
@@ -98,9 +123,15 @@ impl<T, W: Wake> JoinCell<T, W> {
         None
     }
 
+    /// Does the cell still wait for its fill: neither filled nor left by the handle (which
+    /// makes a fill pointless)?
+    pub(crate) fn awaits_fill(&self) -> bool {
+        self.word().load(Acquire) & (FILLED | DETACHED) == 0
+    }
+
     /// Has the cell been filled? (The handle's `is_finished`.)
     pub(crate) fn is_filled(&self) -> bool {
-        self.state.load(Acquire) & FILLED != 0
+        self.word().load(Acquire) & FILLED != 0
     }
 
     /// The joiner's look: the result if it is there; else registers `waiter` (the first time
@@ -108,9 +139,9 @@ impl<T, W: Wake> JoinCell<T, W> {
     ///
     /// # Safety
     ///
-    /// Called by the handle's one owner, never at the same time as itself or `detach`.
+    /// Called by the handle's one owner, never at the same time as itself or `leave_handle`.
     pub(crate) unsafe fn try_join(&self, waiter: impl FnOnce() -> W) -> Joined<T> {
-        let state = self.state.load(Acquire);
+        let state = self.word().load(Acquire);
         if state & FILLED != 0 {
             return Joined::Ready(self.take_filled());
         }
@@ -121,12 +152,13 @@ impl<T, W: Wake> JoinCell<T, W> {
         // WAITING, and only this one owner of the handle writes it.
         self.waiter.with_mut(|w| unsafe { *w = Some(waiter()) });
         match self
-            .state
+            .word()
             .compare_exchange(state, state | WAITING, AcqRel, Acquire)
         {
             Ok(_) => Joined::Waiting,
-            // Only a fill changes the state meanwhile (DETACHED is ours to set): the result
-            // is there, and the filler did not see our waiter, which we drop.
+            // Only a fill changes the state meanwhile (DETACHED is ours to set, and
+            // FILLER_GONE follows FILLED or DETACHED): the result is there, and the filler
+            // did not see our waiter, which we drop.
             Err(_) => {
                 // SAFETY: WAITING never got set, so the filler never read `waiter`.
                 drop(self.waiter.with_mut(|w| unsafe { (*w).take() }));
@@ -135,19 +167,61 @@ impl<T, W: Wake> JoinCell<T, W> {
         }
     }
 
-    /// The handle is dropped without a join: returns the result if it was there, for the
-    /// caller to drop in its own context.
+    /// The handle leaves (is dropped, joined or not): returns the result if it is still
+    /// there, for the caller to drop in its own context, and whether the caller is the last
+    /// side, which frees the allocation.
+    ///
+    /// A raw pointer rather than `&self`: a reference argument would stay protected until
+    /// this returns, and the filler's side may free the cell as soon as our last
+    /// read-modify-write is done (std's `Arc::drop` works from `&AtomicUsize` for the same
+    /// reason).
     ///
     /// # Safety
     ///
-    /// Called once, by the handle's one owner, after its last `try_join`.
-    pub(crate) unsafe fn detach(&self) -> Option<T> {
-        let before = self.state.fetch_or(DETACHED, AcqRel);
-        if before & FILLED != 0 {
-            Some(self.take_filled())
-        } else {
-            None
+    /// `this` points to a live cell. Called once, by the handle's one owner, after its last
+    /// `try_join`.
+    pub(crate) unsafe fn leave_handle(this: *const Self) -> (Option<T>, Last) {
+        // SAFETY: live until we leave (the caller's promise); the word is all UnsafeCell.
+        let word = unsafe { Self::word_of(this) };
+        let mut state = word.load(Acquire);
+        loop {
+            if state & FILLED != 0 {
+                // Taken already if a join found it. Before our leaving: the filler's side
+                // may free the cell the moment it sees DETACHED.
+                // SAFETY: the cell is live (we have not left). FILLED was set after
+                // `result` was written; the filler touches it again only if DETACHED came
+                // first, which only we set.
+                let result = unsafe { &(*this).result }.with_mut(|r| unsafe { (*r).take() });
+                let last =
+                    state & FILLER_GONE != 0 || word.fetch_or(DETACHED, AcqRel) & FILLER_GONE != 0;
+                return (result, Last(last));
+            }
+            // Not filled: leave in one step, unless a fill comes in between (then take its
+            // result first). The filler's side leaves only after FILLED or DETACHED, so it
+            // is still here and frees the cell once it sees our DETACHED.
+            match word.compare_exchange_weak(state, state | DETACHED, AcqRel, Acquire) {
+                Ok(before) => return (None, Last(before & FILLER_GONE != 0)),
+                Err(now) => state = now,
+            }
         }
+    }
+
+    /// The state word, to leave through (`leave_filler`): all the filler's side needs.
+    pub(crate) fn word(&self) -> &AtomicUsize {
+        // SAFETY: `self` is a live reference.
+        unsafe { Self::word_of(self) }
+    }
+
+    /// # Safety
+    ///
+    /// `this` points to a live cell.
+    unsafe fn word_of<'a>(this: *const Self) -> &'a AtomicUsize {
+        // In the loom models, every look at the word is checked against the model's free.
+        #[cfg(all(test, loom))]
+        // SAFETY: the caller's promise.
+        unsafe { &(*this).alive }.with(|_| ());
+        // SAFETY: the caller's promise.
+        unsafe { &(*this).state }
     }
 
     /// Takes the result once FILLED has been seen (by an acquire). Only the handle's owner
@@ -159,6 +233,27 @@ impl<T, W: Wake> JoinCell<T, W> {
             .with_mut(|r| unsafe { (*r).take() })
             .expect("gmp bug: a join cell marked filled holds no result")
     }
+}
+
+/// The filler's side leaves a cell through its state word ([`JoinCell::word`]), after the
+/// fill (its own or a cancel's) or after the handle left: whether it is the last side,
+/// which frees the allocation. A word, not the cell: see [`JoinCell::leave_handle`].
+///
+/// # Safety
+///
+/// `word` is a live cell's. Called once per cell, by its filler's side, once the cell was
+/// filled or the handle left.
+pub(crate) unsafe fn leave_filler(word: &AtomicUsize) -> Last {
+    let state = word.load(Acquire);
+    debug_assert!(
+        state & (FILLED | DETACHED) != 0,
+        "the filler's side left a cell that was neither filled nor left by its handle"
+    );
+    // The handle has left for good (its Release read here): the cell is ours alone.
+    if state & DETACHED != 0 {
+        return Last(true);
+    }
+    Last(word.fetch_or(FILLER_GONE, AcqRel) & DETACHED != 0)
 }
 
 /// std's `UnsafeCell` with loom's closure API, so one body of code serves both builds.
@@ -199,9 +294,15 @@ mod tests {
         // SAFETY: one thread: the one owner, never beside its own detach.
         unsafe { cell.try_join(waiter) }
     }
-    fn detach<T>(cell: &JoinCell<T, Flag>) -> Option<T> {
-        // SAFETY: one thread; each test detaches a cell once, after its joins.
-        unsafe { cell.detach() }
+    fn leave_handle<T>(cell: &JoinCell<T, Flag>) -> (Option<T>, bool) {
+        // SAFETY: a live cell (borrowed); one thread; each test leaves a cell once, after
+        // its joins, and never frees it.
+        let (result, last) = unsafe { JoinCell::leave_handle(cell) };
+        (result, last.0)
+    }
+    fn leave_filler<T>(cell: &JoinCell<T, Flag>) -> bool {
+        // SAFETY: as above; each test's filler leaves once, after its fill.
+        unsafe { super::leave_filler(cell.word()) }.0
     }
 
     #[test]
@@ -239,17 +340,46 @@ mod tests {
     #[test]
     fn a_detached_cell_gives_the_result_back_to_whoever_came_second() {
         let cell = JoinCell::<String, Flag>::new();
-        assert_eq!(detach(&cell), None);
+        assert_eq!(leave_handle(&cell), (None, false));
+        assert!(
+            !cell.awaits_fill(),
+            "a fill is pointless once the handle left"
+        );
         assert_eq!(fill(&cell, "r".into()).as_deref(), Some("r"));
         let cell = JoinCell::<String, Flag>::new();
+        assert!(cell.awaits_fill());
         assert!(fill(&cell, "r".into()).is_none());
-        assert_eq!(detach(&cell).as_deref(), Some("r"));
+        assert_eq!(leave_handle(&cell), (Some("r".to_string()), false));
+    }
+
+    #[test]
+    fn whichever_side_leaves_second_is_last() {
+        // The handle first, before the fill and after it; then the filler first.
+        let cell = JoinCell::<u32, Flag>::new();
+        assert_eq!(leave_handle(&cell), (None, false));
+        assert_eq!(fill(&cell, 1), Some(1));
+        assert!(leave_filler(&cell), "the filler left second");
+        let cell = JoinCell::<u32, Flag>::new();
+        assert!(fill(&cell, 1).is_none());
+        assert!(matches!(join(&cell, || panic!()), Joined::Ready(1)));
+        assert_eq!(leave_handle(&cell), (None, false), "joined: nothing left");
+        assert!(leave_filler(&cell));
+        let cell = JoinCell::<u32, Flag>::new();
+        assert!(fill(&cell, 1).is_none());
+        assert!(!leave_filler(&cell));
+        assert_eq!(
+            leave_handle(&cell),
+            (Some(1), true),
+            "the handle left second"
+        );
     }
 }
 
 /// Every interleaving of a filler against a joiner that waits, and against a handle that
-/// is dropped: the value reaches exactly one of them, a registered joiner is woken, and
-/// no cell is touched by two threads at once (loom's `UnsafeCell` checks that).
+/// is dropped: the value reaches exactly one of them, a registered joiner is woken, no cell
+/// is touched by two threads at once (loom's `UnsafeCell` checks that), exactly one side
+/// is last, and nothing touches a cell after the last side freed it (modelled as writes to
+/// both cells, `free_for_the_model`, which loom checks against every unordered access).
 /// `RUSTFLAGS="--cfg loom" cargo test -p gmp --release --lib joincell::loom_model`.
 #[cfg(all(test, loom))]
 mod loom_model {
@@ -266,63 +396,112 @@ mod loom_model {
         }
     }
 
+    impl<T, W> JoinCell<T, W> {
+        /// What freeing the allocation does to the cells and the word, as loom sees it: a
+        /// write.
+        fn free_for_the_model(&self) {
+            self.result.with_mut(|_| ());
+            self.waiter.with_mut(|_| ());
+            self.alive.with_mut(|_| ());
+        }
+    }
+
+    /// The filler's side: fills, leaves, frees if last. Returns what it got back, and
+    /// whether it was last.
+    fn filler<T: Send + 'static>(
+        cell: Arc<JoinCell<T, Flag>>,
+        value: T,
+    ) -> thread::JoinHandle<(Option<T>, bool)> {
+        thread::spawn(move || {
+            // SAFETY: the model's only filler, leaving once after its fill.
+            let back = unsafe { cell.fill(value) };
+            // SAFETY: as above; the cell is live until one of us frees it.
+            let last = unsafe { leave_filler(cell.word()) }.0;
+            if last {
+                cell.free_for_the_model();
+            }
+            (back, last)
+        })
+    }
+
+    /// The handle leaves; frees if last.
+    fn leave_handle<T>(cell: &JoinCell<T, Flag>) -> (Option<T>, bool) {
+        // SAFETY: the one owner, once, after its last look; the cell is live until one of
+        // us frees it.
+        let (result, last) = unsafe { JoinCell::leave_handle(cell) };
+        if last.0 {
+            cell.free_for_the_model();
+        }
+        (result, last.0)
+    }
+
+    /// The joiner looks again whenever it runs, woken or not (a spurious wake-up, or
+    /// `block_on`'s stop check), so it may see the fill while the filler still wakes it.
     #[test]
     fn a_filler_and_a_waiting_joiner() {
         ::loom::model(|| {
             let cell = Arc::new(JoinCell::<u32, Flag>::new());
-            let filler = {
-                let cell = cell.clone();
-                // SAFETY: the model's only filler.
-                thread::spawn(move || assert!(unsafe { cell.fill(5) }.is_none()))
-            };
+            let filler = filler(cell.clone(), 5);
             let woken = Arc::new(AtomicBool::new(false));
-            // SAFETY: the one owner.
-            let got = match unsafe { cell.try_join(|| Flag(woken.clone())) } {
-                Joined::Ready(v) => v,
-                Joined::Waiting => {
-                    filler.join().unwrap();
-                    assert!(woken.load(SeqCst), "a registered joiner was not woken");
-                    // SAFETY: as above.
-                    match unsafe { cell.try_join(|| panic!("registered twice")) } {
-                        Joined::Ready(v) => v,
-                        Joined::Waiting => panic!("filled and woken, but told to wait"),
+            let (mut made, mut registered) = (false, false);
+            let got = loop {
+                // SAFETY: the one owner.
+                match unsafe {
+                    cell.try_join(|| {
+                        assert!(!made, "registered twice");
+                        made = true;
+                        Flag(woken.clone())
+                    })
+                } {
+                    Joined::Ready(v) => break v,
+                    Joined::Waiting => {
+                        registered = true;
+                        thread::yield_now();
                     }
                 }
             };
             assert_eq!(got, 5);
+            let (left, handle_last) = leave_handle(&cell);
+            assert!(left.is_none(), "a joined result is gone");
+            let (back, filler_last) = filler.join().unwrap();
+            assert!(back.is_none(), "a joinable result was given back");
+            assert!(handle_last != filler_last, "exactly one side must be last");
+            if registered {
+                assert!(woken.load(SeqCst), "a registered joiner was not woken");
+            }
         });
     }
 
     /// A handle dropped while the filler fills, after a look that registered a waiter
     /// (a joiner that gave up: `block_on` seeing a broken runtime) or without one: the
-    /// value goes back to exactly one side, and neither touches a cell the other is using
-    /// (loom's `UnsafeCell` checks).
+    /// value goes back to exactly one side, exactly one side is last, and neither touches
+    /// a cell the other is using or has freed.
     fn filler_against_a_dropped_handle(register_first: bool) {
         ::loom::model(move || {
             let cell = Arc::new(JoinCell::<Arc<()>, Flag>::new());
             let value = Arc::new(());
-            let filler = {
-                let (cell, value) = (cell.clone(), value.clone());
-                // SAFETY: the model's only filler.
-                thread::spawn(move || unsafe { cell.fill(value) })
-            };
+            let filler = filler(cell.clone(), value.clone());
             let woken = Arc::new(AtomicBool::new(false));
             let looked = if register_first {
-                // SAFETY: the one owner: a look, then its detach.
+                // SAFETY: the one owner: a look, then its leave.
                 unsafe { cell.try_join(|| Flag(woken.clone())) }
             } else {
                 Joined::Waiting
             };
-            let handle_got = match looked {
-                Joined::Ready(v) => Some(v),
-                // SAFETY: the one owner, once, after its last look.
-                Joined::Waiting => unsafe { cell.detach() },
+            let (handle_got, handle_last) = match looked {
+                Joined::Ready(v) => {
+                    let (left, last) = leave_handle(&cell);
+                    assert!(left.is_none());
+                    (Some(v), last)
+                }
+                Joined::Waiting => leave_handle(&cell),
             };
-            let filler_got = filler.join().unwrap();
+            let (filler_got, filler_last) = filler.join().unwrap();
             assert!(
                 handle_got.is_some() != filler_got.is_some(),
                 "the result must go back to exactly one side"
             );
+            assert!(handle_last != filler_last, "exactly one side must be last");
             drop((handle_got, filler_got));
             assert_eq!(Arc::strong_count(&value), 1, "the result was lost or kept");
         });
@@ -336,5 +515,86 @@ mod loom_model {
     #[test]
     fn a_registered_joiner_that_gives_up_against_a_filler() {
         filler_against_a_dropped_handle(true);
+    }
+
+    /// The G's side as `task.rs` runs it, with the job's function cell `f`: the body takes
+    /// `f` and fills (or, never run, leaves it), the body's drop looks at `f` again, then
+    /// the runner's drop cancels if the slot still awaits a fill, and leaves. The free
+    /// writes `f` too, so loom checks every touch of the G's side against it.
+    struct ModelJob {
+        f: UnsafeCell<Option<u8>>,
+        cell: JoinCell<u32, Flag>,
+    }
+
+    impl ModelJob {
+        fn free(&self) {
+            self.f.with_mut(|_| ());
+            self.cell.free_for_the_model();
+        }
+    }
+
+    fn runner(job: Arc<ModelJob>, run_body: bool) -> thread::JoinHandle<bool> {
+        thread::spawn(move || {
+            if run_body {
+                // SAFETY: `f` is the G's side's alone (`Job::f`).
+                let f = job.f.with_mut(|f| unsafe { (*f).take() });
+                assert!(f.is_some());
+                // SAFETY: the body's one fill; no cancel runs beside it.
+                let _back = unsafe { job.cell.fill(5) };
+            }
+            // The body's drop: discards `f` if still there.
+            // SAFETY: as above.
+            let _discarded = job.f.with_mut(|f| unsafe { (*f).take() });
+            if job.cell.awaits_fill() {
+                // SAFETY: the runner's drop cancels after the body is gone.
+                let _back = unsafe { job.cell.fill(99) };
+            }
+            // SAFETY: the runner leaves once, after a fill or the handle's leave; the cell
+            // is live until one side frees it.
+            let last = unsafe { leave_filler(job.cell.word()) }.0;
+            if last {
+                job.free();
+            }
+            last
+        })
+    }
+
+    fn runner_against_a_handle(run_body: bool, join: bool) {
+        ::loom::model(move || {
+            let job = Arc::new(ModelJob {
+                f: UnsafeCell::new(Some(1)),
+                cell: JoinCell::new(),
+            });
+            let runner = runner(job.clone(), run_body);
+            let woken = Arc::new(AtomicBool::new(false));
+            if join {
+                let got = loop {
+                    // SAFETY: the one owner.
+                    match unsafe { job.cell.try_join(|| Flag(woken.clone())) } {
+                        Joined::Ready(v) => break v,
+                        Joined::Waiting => thread::yield_now(),
+                    }
+                };
+                assert_eq!(got, if run_body { 5 } else { 99 });
+            }
+            let (_left, handle_last) = leave_handle(&job.cell);
+            if handle_last {
+                job.f.with_mut(|_| ());
+            }
+            let runner_last = runner.join().unwrap();
+            assert!(handle_last != runner_last, "exactly one side must be last");
+        });
+    }
+
+    #[test]
+    fn a_runner_with_its_body_and_cancel_against_a_joiner() {
+        runner_against_a_handle(true, true);
+        runner_against_a_handle(false, true);
+    }
+
+    #[test]
+    fn a_runner_with_its_body_and_cancel_against_a_dropped_handle() {
+        runner_against_a_handle(true, false);
+        runner_against_a_handle(false, false);
     }
 }

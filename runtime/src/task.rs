@@ -18,10 +18,10 @@ use std::cell::UnsafeCell;
 use std::convert::Infallible;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
+use std::ptr::NonNull;
 
 use crate::g::{self, Waiter};
-use crate::joincell::{JoinCell, Joined, Wake};
+use crate::joincell::{self, JoinCell, Joined, Wake, Word};
 use crate::parts::g::WaitReason;
 
 /// A G that panicked, or never finished (its runtime shut down first, or it got no stack).
@@ -99,54 +99,136 @@ pub(crate) fn payload_message(payload: &(dyn Any + Send)) -> Option<&str> {
     }
 }
 
-/// A G's function, to run once on the G's first run (or to drop unrun, as the G, if it never
-/// runs). It shares one allocation with the G's join slot and cancel: a spawn allocates
-/// that once, not once per piece.
-pub(crate) struct Body(Arc<dyn Task>);
+/// The G's share of its task (the other is its [`JoinHandle`]): runs the function through a
+/// [`Body`], fills the slot with an explanation if the body never finishes ([`cancel`]),
+/// and leaves the allocation when dropped. Held by the G's record (`g.rs`), which is
+/// touched by one M at a time, so one thread at a time uses it.
+///
+/// [`cancel`]: Runner::cancel
+pub(crate) struct Runner(NonNull<dyn Task>);
+
+// SAFETY: a `Runner` is the filler's side of a `Job<F, T>` with `F: Send` and `T: Send`
+// (the only `Task`): what it reaches moves between threads, one at a time.
+unsafe impl Send for Runner {}
+
+impl Runner {
+    fn job(&self) -> &dyn Task {
+        // SAFETY: the allocation lives until both sides left, and we have not (drop).
+        unsafe { self.0.as_ref() }
+    }
+
+    /// The function, for the engine to run on the G's first run.
+    ///
+    /// # Safety
+    ///
+    /// Called at most once per runner, and the body is dropped before this runner (or
+    /// never, if the stack it is on is never run again): it borrows the allocation the
+    /// runner keeps.
+    pub(crate) unsafe fn body(&self) -> Body {
+        Body(self.0)
+    }
+
+    /// Drops the function unrun, if it has not run. Its captures are user values: the
+    /// caller runs this as the G (`g.rs`, "Tearing a G down").
+    ///
+    /// # Safety
+    ///
+    /// The G's body is not running (as for [`cancel`](Runner::cancel)).
+    pub(crate) unsafe fn discard(&self) {
+        self.job().discard();
+    }
+
+    /// Fills the slot of G `task` with a [`Panic`] saying `why`, unless it is filled.
+    ///
+    /// # Safety
+    ///
+    /// The G's body is not running: the caller holds the G's `run` exclusively (its M
+    /// entered it and the body has not started, or no M runs it any more).
+    pub(crate) unsafe fn cancel(&self, task: u64, why: String) {
+        // SAFETY: the caller's promise, and this runner's one owner.
+        unsafe { self.job().cancel(task, why) };
+    }
+}
+
+/// The G's side leaves: last, it frees the allocation. A slot nobody filled (a broken
+/// engine that never ran the body, say) is cancelled first, so a joiner never waits on a
+/// G that is gone.
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let job = self.job();
+        if job.awaits_fill() {
+            // SAFETY: the runner is being dropped, so its body is not running (`body`'s
+            // contract: dropped first).
+            unsafe {
+                job.cancel(
+                    job.id(),
+                    "the G's record was dropped before it finished".into(),
+                )
+            };
+        }
+        // Through the word alone: the handle may free the allocation the moment we leave.
+        let word = job.word();
+        // SAFETY: the allocation is live (we have not left); the filler's side leaves once,
+        // here, after the fill above, the body's, or the handle's leave.
+        if unsafe { joincell::leave_filler(word) }.0 {
+            // SAFETY: both sides left: nothing reaches the allocation any more, and it came
+            // from `Box::leak` in `task::new`.
+            drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+        }
+    }
+}
+
+/// A G's function, to run once on the G's first run. Borrows the allocation its [`Runner`]
+/// keeps, and is dropped before it (`Runner::body`).
+pub(crate) struct Body(NonNull<dyn Task>);
+
+// SAFETY: as for `Runner`: the function is `Send`, and only this body or the runner (never
+// both at once: the runner touches the function only when the body is not running)
+// reaches it.
+unsafe impl Send for Body {}
 
 impl Body {
+    fn job(&self) -> &dyn Task {
+        // SAFETY: the runner keeps the allocation until after this body is dropped
+        // (`Runner::body`'s contract).
+        unsafe { self.0.as_ref() }
+    }
+
     /// Runs the function: catches its panic and fills the join slot (`task::new`).
     pub(crate) fn run(self) {
-        self.0.run();
+        self.job().run();
     }
 
     /// Drops the function unrun. Its captures are user values: the caller runs this as the G
     /// (`g.rs`, "Tearing a G down").
     pub(crate) fn discard(self) {
-        self.0.discard();
+        self.job().discard();
     }
 }
 
 /// A body dropped without `run` or `discard` (a broken engine that never entered it, say)
-/// drops the function where the body is dropped, as a boxed closure would: not later, by
-/// whoever holds the job's last reference (a joiner on any thread), or never (a function
-/// that owns its own handle). After `run` or `discard` there is nothing left to drop.
+/// drops the function where the body is dropped, as a boxed closure would: not later, with
+/// the allocation, by whichever side leaves last. After `run` or `discard` there is nothing
+/// left to drop.
 impl Drop for Body {
     fn drop(&mut self) {
-        self.0.discard();
+        self.job().discard();
     }
 }
 
-/// What the runtime does with a G's function (`Body`); the joiner's side is [`JoinSlot`].
+/// What the G's side does with its task ([`Runner`], [`Body`]); the joiner's side is
+/// [`JoinSlot`].
 trait Task: Send + Sync {
+    fn id(&self) -> u64;
     fn run(&self);
     fn discard(&self);
-}
-
-/// Tells a G's joiner why the G never finished: the G's own join slot, seen without its
-/// result type (the same allocation as the body and the handle's slot).
-pub(crate) type Cancel = Arc<dyn CancelSlot>;
-
-/// A join slot that can be filled with "this G never finished".
-pub(crate) trait CancelSlot: Send + Sync {
-    /// Fills the slot of G `task` with a [`Panic`] saying `why`, unless it is filled.
-    ///
     /// # Safety
     ///
-    /// The G's body is not running, and no other cancel of this slot runs at the same time:
-    /// the caller holds the G's `run` exclusively (its M entered it and the body has not
-    /// started, or no M runs it any more).
+    /// As [`Runner::cancel`], and only from the runner's one owner.
     unsafe fn cancel(&self, task: u64, why: String);
+    fn awaits_fill(&self) -> bool;
+    /// The slot's state word, which the runner leaves through (`joincell::leave_filler`).
+    fn word(&self) -> &Word;
 }
 
 /// The joiner's view of a G's allocation: its result slot.
@@ -154,18 +236,21 @@ trait JoinSlot<T>: Send + Sync {
     fn cell(&self) -> &ResultCell<T>;
 }
 
-/// A G's function, its id and its result slot, in one allocation.
+/// A G's function, its id and its result slot, in one allocation shared by the G's
+/// [`Runner`] and its [`JoinHandle`], and freed by whichever leaves last, as the slot's
+/// state word tells (`joincell.rs`): no reference count.
 struct Job<F, T> {
     id: u64,
-    /// Taken by the one run (or by `discard`, or the body's drop). Only [`Body`] reaches it
-    /// (through the private `Task` trait), `task::new` makes one `Body` per job, and `Body`
-    /// is not `Clone`: one value, on one thread at a time, so at most one thread ever
-    /// touches this cell at once.
+    /// Taken by the one run (or by `discard`, or the body's drop). Only the [`Body`] and
+    /// the [`Runner`] reach it (through the private `Task` trait); `task::new` makes one
+    /// runner per job, `Runner::body` makes at most one body from it, neither is `Clone`,
+    /// and the runner's owner touches it only while the body is not running: at most one
+    /// thread ever touches this cell at once.
     f: UnsafeCell<Option<F>>,
     cell: ResultCell<T>,
 }
 
-// SAFETY: `f` is touched by the one `Body` only (see the field), so sharing a `Job` between
+// SAFETY: `f` is touched by one side at a time (see the field), so sharing a `Job` between
 // threads never shares `F`; it moves to the thread that runs or discards it (F: Send). The
 // rest is an id and a `JoinCell`, which is `Sync` for `T: Send` (`joincell.rs`).
 unsafe impl<F: Send, T: Send> Sync for Job<F, T> {}
@@ -175,8 +260,12 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
     fn run(&self) {
-        // SAFETY: only the job's one `Body` calls this (`Job::f`).
+        // SAFETY: one side at a time touches `f` (`Job::f`).
         let Some(f) = (unsafe { &mut *self.f.get() }).take() else {
             return;
         };
@@ -191,19 +280,17 @@ where
             }),
         };
         // SAFETY: the body runs once (`Job::f` is taken above), and a cancel never runs
-        // while it does (`CancelSlot::cancel`).
+        // while it does (`Runner::cancel`).
         if let Some(unjoined) = unsafe { self.cell.fill(outcome) } {
             drop_unjoined(unjoined);
         }
     }
 
     fn discard(&self) {
-        // SAFETY: only the job's one `Body` calls this (`Job::f`).
+        // SAFETY: one side at a time touches `f` (`Job::f`).
         drop(unsafe { &mut *self.f.get() }.take());
     }
-}
 
-impl<F: Send, T: Send> CancelSlot for Job<F, T> {
     unsafe fn cancel(&self, task: u64, why: String) {
         // Given back only if nobody can join: a Panic whose payload is our String, no user
         // code to run on drop.
@@ -214,6 +301,14 @@ impl<F: Send, T: Send> CancelSlot for Job<F, T> {
                 payload: Box::new(why),
             }))
         };
+    }
+
+    fn awaits_fill(&self) -> bool {
+        self.cell.awaits_fill()
+    }
+
+    fn word(&self) -> &Word {
+        self.cell.word()
     }
 }
 
@@ -226,10 +321,17 @@ impl<F: Send, T: Send> JoinSlot<T> for Job<F, T> {
 /// Waits for a G started by [`go`](crate::go). Dropping it detaches the G.
 pub struct JoinHandle<T> {
     task: u64,
-    job: Arc<dyn JoinSlot<T>>,
-    /// The result was taken by a join: nothing is left to detach.
-    joined: bool,
+    /// The handle's share of the G's allocation, left when it drops (`Job`).
+    job: NonNull<dyn JoinSlot<T>>,
 }
+
+// SAFETY: the handle reaches only its slot, a `JoinCell` that is `Sync` for `T: Send`, and
+// moves the result to whichever thread joins; its one constructor, `task::new`, requires
+// `T: Send`. (Unbounded, so the auto traits stay those of the `Arc<dyn JoinSlot<T>>` it
+// replaced.)
+unsafe impl<T> Send for JoinHandle<T> {}
+// SAFETY: `&self` methods only load the slot's state word; no `T` is reached through `&`.
+unsafe impl<T> Sync for JoinHandle<T> {}
 
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -243,9 +345,15 @@ impl<T> JoinHandle<T> {
         self.task
     }
 
+    fn cell(&self) -> &ResultCell<T> {
+        // SAFETY: the allocation lives until both sides left, and this handle has not
+        // (drop).
+        unsafe { self.job.as_ref() }.cell()
+    }
+
     /// Has the G finished (returned or panicked)?
     pub fn is_finished(&self) -> bool {
-        self.job.cell().is_filled()
+        self.cell().is_filled()
     }
 
     /// Waits for the G and returns its value, or the panic that ended it. On a G this parks
@@ -258,7 +366,7 @@ impl<T> JoinHandle<T> {
     /// [`join`](JoinHandle::join) that also gives up when `stop` says so (`block_on`
     /// watching for a broken runtime). Whoever makes `stop` true must wake this waiter.
     pub(crate) fn join_unless<E>(
-        mut self,
+        self,
         stop: impl Fn() -> Option<E>,
     ) -> Result<Result<T, Panic>, E> {
         g::check_may_wait("JoinHandle::join");
@@ -266,11 +374,8 @@ impl<T> JoinHandle<T> {
             // SAFETY: this handle's owner (`join` takes it by value), before its drop.
             // The waiter is made only to register it: a join that finds the result takes
             // no count of itself.
-            match unsafe { self.job.cell().try_join(Waiter::current) } {
-                Joined::Ready(result) => {
-                    self.joined = true;
-                    return Ok(result);
-                }
+            match unsafe { self.cell().try_join(Waiter::current) } {
+                Joined::Ready(result) => return Ok(result),
                 Joined::Waiting => {}
             }
             if let Some(why) = stop() {
@@ -293,38 +398,34 @@ impl<T> JoinHandle<T> {
 
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
-        if self.joined {
-            return;
+        // A pointer, not a reference held across the leave: the runner may free the
+        // allocation the moment we leave (`JoinCell::leave_handle`).
+        let cell: *const ResultCell<T> = self.cell();
+        // SAFETY: live until we leave; the handle's owner, once, after its last join look.
+        let (unjoined, last) = unsafe { JoinCell::leave_handle(cell) };
+        if last.0 {
+            // SAFETY: both sides left: nothing reaches the allocation any more, and it came
+            // from `Box::leak` in `task::new`.
+            drop(unsafe { Box::from_raw(self.job.as_ptr()) });
         }
-        // SAFETY: the handle's owner, once, after its last join look.
-        let unjoined = unsafe { self.job.cell().detach() };
         // The G finished and nobody joined: its result is dropped here, by the code that
-        // dropped the handle, as any value it owned.
+        // dropped the handle, as any value it owned (after the free, which a panic in it
+        // must not skip).
         drop(unjoined);
     }
 }
 
-/// The pieces of a new G: its body (runs `f`, catches its panic, fills the slot), the cancel
-/// that fills the slot if the body never finishes, and the joiner's handle. One allocation.
-pub(crate) fn new<F, T>(id: u64, f: F) -> (Body, Cancel, JoinHandle<T>)
+/// The two sides of a new G, sharing one allocation: the runner (the G's: runs `f`,
+/// catches its panic, fills the slot, or cancels it) and the joiner's handle.
+pub(crate) fn new<F, T>(id: u64, f: F) -> (Runner, JoinHandle<T>)
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let job = Arc::new(Job {
+    let job = NonNull::from(Box::leak(Box::new(Job {
         id,
         f: UnsafeCell::new(Some(f)),
         cell: JoinCell::new(),
-    });
-    let cancel: Cancel = job.clone();
-    let body = Body(job.clone());
-    (
-        body,
-        cancel,
-        JoinHandle {
-            task: id,
-            job,
-            joined: false,
-        },
-    )
+    })));
+    (Runner(job), JoinHandle { task: id, job })
 }

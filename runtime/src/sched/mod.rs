@@ -463,15 +463,15 @@ impl Shared {
         })
         .unwrap_or((None, None));
         let id = id.unwrap_or_else(|| self.next_g.fetch_add(1, Relaxed));
-        let (body, cancel, handle) = task::new(id, f);
+        let (task, handle) = task::new(id, f);
         // A record on the free list was held by nobody else when it was put there, and only
         // this M reaches the list; `get_mut` checks that rather than trusting it.
         let g = match record.as_mut().and_then(Arc::get_mut) {
             Some(free) => {
-                free.reuse(id, body, cancel, self.engine);
+                free.reuse(id, task, self.engine);
                 record.expect("matched above")
             }
-            None => Arc::new(G::new(id, self.clone(), body, cancel, self.engine)),
+            None => Arc::new(G::new(id, self.clone(), task, self.engine)),
         };
         if self.shutdown.load(Ordering::Acquire) {
             let why = match lock(&self.broken).clone() {
