@@ -16,6 +16,7 @@
 //! | user-space switch round trip, part 04's asm switch and fiber, corosensei | [`switch_round_trip`] | 4 |
 //! | instructions per switch round trip (valgrind's callgrind) | [`callgrind_round_trip`] | 4 |
 //! | five programs on gmp, tokio and may at P=1 and P=2 (Go's twins in `go`) | [`peers::run`] | 7–8 |
+//! | locked instructions per operation (callgrind and objdump) | [`locked`] | 8 |
 //! | TCP echo on loopback: bounded load generator, thread-per-connection server | [`echo`] | 10 |
 //!
 //! The threads are pinned with part 02 (`osthread`), the sleeping threads are weighed with
@@ -27,6 +28,7 @@ pub mod echo;
 pub mod figures;
 pub mod go;
 pub mod gs;
+pub mod locked;
 pub mod net;
 pub mod parts;
 pub mod peers;
