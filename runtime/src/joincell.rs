@@ -60,8 +60,9 @@ pub(crate) trait Wake {
 
 pub(crate) struct JoinCell<T, W> {
     state: AtomicUsize,
-    /// Loom only: read at every look at `state`, written by the models' free, so loom
-    /// checks the state word against the free too.
+    /// Loom only: read each time a side reaches for `state` (`word_of`, at the start of
+    /// each operation, not at every load or RMW within it), written by the models' free,
+    /// so loom checks each reach for the word against the free too.
     #[cfg(all(test, loom))]
     alive: UnsafeCell<()>,
     result: UnsafeCell<Option<T>>,
@@ -143,7 +144,8 @@ impl<T, W: Wake> JoinCell<T, W> {
     pub(crate) unsafe fn try_join(&self, waiter: impl FnOnce() -> W) -> Joined<T> {
         let state = self.word().load(Acquire);
         if state & FILLED != 0 {
-            return Joined::Ready(self.take_filled());
+            // SAFETY: we own the handle's side (our promise) and saw FILLED with an acquire.
+            return Joined::Ready(unsafe { self.take_filled() });
         }
         if state & WAITING != 0 {
             return Joined::Waiting;
@@ -162,7 +164,8 @@ impl<T, W: Wake> JoinCell<T, W> {
             Err(_) => {
                 // SAFETY: WAITING never got set, so the filler never read `waiter`.
                 drop(self.waiter.with_mut(|w| unsafe { (*w).take() }));
-                Joined::Ready(self.take_filled())
+                // SAFETY: as above; the failed CAS read FILLED with an acquire.
+                Joined::Ready(unsafe { self.take_filled() })
             }
         }
     }
@@ -216,7 +219,8 @@ impl<T, W: Wake> JoinCell<T, W> {
     ///
     /// `this` points to a live cell.
     unsafe fn word_of<'a>(this: *const Self) -> &'a AtomicUsize {
-        // In the loom models, every look at the word is checked against the model's free.
+        // In the loom models, each reach for the word is checked against the model's free
+        // (the loads and RMWs that follow through the same reference are not).
         #[cfg(all(test, loom))]
         // SAFETY: the caller's promise.
         unsafe { &(*this).alive }.with(|_| ());
@@ -224,11 +228,16 @@ impl<T, W: Wake> JoinCell<T, W> {
         unsafe { &(*this).state }
     }
 
-    /// Takes the result once FILLED has been seen (by an acquire). Only the handle's owner
-    /// calls it, once.
-    fn take_filled(&self) -> T {
+    /// Takes the result once FILLED has been seen.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns the handle's side, has seen FILLED with an acquire, and calls this
+    /// once.
+    unsafe fn take_filled(&self) -> T {
         // SAFETY: FILLED was set by the filler after it wrote `result`, and the filler
-        // touches it again only if DETACHED came first, which only this owner sets.
+        // touches it again only if DETACHED came first, which only the handle's owner (the
+        // caller) sets.
         self.result
             .with_mut(|r| unsafe { (*r).take() })
             .expect("gmp bug: a join cell marked filled holds no result")

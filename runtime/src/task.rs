@@ -135,7 +135,8 @@ impl Runner {
     ///
     /// The G's body is not running (as for [`cancel`](Runner::cancel)).
     pub(crate) unsafe fn discard(&self) {
-        self.job().discard();
+        // SAFETY: the caller's promise: the body is not running, so only we touch `f`.
+        unsafe { self.job().discard() };
     }
 
     /// Fills the slot of G `task` with a [`Panic`] saying `why`, unless it is filled.
@@ -196,13 +197,16 @@ impl Body {
 
     /// Runs the function: catches its panic and fills the join slot (`task::new`).
     pub(crate) fn run(self) {
-        self.job().run();
+        // SAFETY: this is the job's one body (`Runner::body`), consumed here, and the runner
+        // does not touch `f` while it runs (`Runner::cancel`, `discard`).
+        unsafe { self.job().run() };
     }
 
     /// Drops the function unrun. Its captures are user values: the caller runs this as the G
     /// (`g.rs`, "Tearing a G down").
     pub(crate) fn discard(self) {
-        self.job().discard();
+        // SAFETY: as in `run`.
+        unsafe { self.job().discard() };
     }
 }
 
@@ -212,7 +216,8 @@ impl Body {
 /// left to drop.
 impl Drop for Body {
     fn drop(&mut self) {
-        self.job().discard();
+        // SAFETY: as in `run`; after `run` or `discard` this finds `f` empty.
+        unsafe { self.job().discard() };
     }
 }
 
@@ -220,8 +225,19 @@ impl Drop for Body {
 /// [`JoinSlot`].
 trait Task: Send + Sync {
     fn id(&self) -> u64;
-    fn run(&self);
-    fn discard(&self);
+    /// Runs the function once, if it is still there, and fills the slot.
+    ///
+    /// # Safety
+    ///
+    /// No other thread touches the function meanwhile: only the job's one [`Body`], or its
+    /// [`Runner`] while the body is not running, calls this (see `Job::f`).
+    unsafe fn run(&self);
+    /// Drops the function unrun, if it is still there.
+    ///
+    /// # Safety
+    ///
+    /// As [`run`](Task::run).
+    unsafe fn discard(&self);
     /// # Safety
     ///
     /// As [`Runner::cancel`], and only from the runner's one owner.
@@ -264,8 +280,8 @@ where
         self.id
     }
 
-    fn run(&self) {
-        // SAFETY: one side at a time touches `f` (`Job::f`).
+    unsafe fn run(&self) {
+        // SAFETY: the caller's promise: one side at a time touches `f` (`Job::f`).
         let Some(f) = (unsafe { &mut *self.f.get() }).take() else {
             return;
         };
@@ -286,8 +302,8 @@ where
         }
     }
 
-    fn discard(&self) {
-        // SAFETY: one side at a time touches `f` (`Job::f`).
+    unsafe fn discard(&self) {
+        // SAFETY: the caller's promise: one side at a time touches `f` (`Job::f`).
         drop(unsafe { &mut *self.f.get() }.take());
     }
 
@@ -326,12 +342,12 @@ pub struct JoinHandle<T> {
 }
 
 // SAFETY: the handle reaches only its slot, a `JoinCell` that is `Sync` for `T: Send`, and
-// moves the result to whichever thread joins; its one constructor, `task::new`, requires
-// `T: Send`. (Unbounded, so the auto traits stay those of the `Arc<dyn JoinSlot<T>>` it
-// replaced.)
-unsafe impl<T> Send for JoinHandle<T> {}
+// moves the result to whichever thread joins, which needs `T: Send` (bounded here so that a
+// future spawn of a non-`Send` result could not make this wrong; `task::new` requires it
+// today anyway).
+unsafe impl<T: Send> Send for JoinHandle<T> {}
 // SAFETY: `&self` methods only load the slot's state word; no `T` is reached through `&`.
-unsafe impl<T> Sync for JoinHandle<T> {}
+unsafe impl<T: Send> Sync for JoinHandle<T> {}
 
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
