@@ -1004,9 +1004,39 @@ pub fn callgrind_round_trip(
     })
 }
 
+/// The workspace's target dir: `CARGO_TARGET_DIR` if set (relative to the current dir, as
+/// cargo takes it), else `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => std::path::absolute(&dir).unwrap_or_else(|_| dir.into()),
+        _ => {
+            let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            manifest.parent().unwrap_or(&manifest).join("target")
+        }
+    }
+}
+
 /// Runs `command` under `valgrind --tool=callgrind` and returns its total instruction count
 /// (`Ir`) from the output file, which is written to the temp dir and removed.
 pub fn callgrind_instructions(valgrind: &Path, command: &[&OsStr]) -> Result<u64, BenchError> {
+    let (what, text) = callgrind_output(valgrind, &[], command, &[])?;
+    parse_callgrind_total(&text).ok_or_else(|| {
+        BenchError::new(
+            &what,
+            "its output file has no `totals:` or `summary:` line with an Ir count",
+        )
+    })
+}
+
+/// Runs `valgrind --tool=callgrind OPTIONS COMMAND` (with `env` added), the output file in the
+/// temp dir; returns the command as shown in errors, and the output file's text (the file is
+/// removed). A failed run is an error quoting the last lines valgrind printed.
+pub(crate) fn callgrind_output(
+    valgrind: &Path,
+    options: &[&str],
+    command: &[&OsStr],
+    env: &[(&str, &str)],
+) -> Result<(String, String), BenchError> {
     static RUN: AtomicUsize = AtomicUsize::new(0);
     let out_file = std::env::temp_dir().join(format!(
         "gmp-benches-callgrind.{}.{}.out",
@@ -1021,8 +1051,10 @@ pub fn callgrind_instructions(valgrind: &Path, command: &[&OsStr]) -> Result<u64
     let what = format!("valgrind --tool=callgrind {shown}");
     let output = Command::new(valgrind)
         .arg("--tool=callgrind")
+        .args(options)
         .arg(format!("--callgrind-out-file={}", out_file.display()))
         .args(command)
+        .envs(env.iter().copied())
         .output()
         .map_err(|e| BenchError::new(&format!("starting {what}"), e))?;
     let text = std::fs::read_to_string(&out_file);
@@ -1040,12 +1072,7 @@ pub fn callgrind_instructions(valgrind: &Path, command: &[&OsStr]) -> Result<u64
         ));
     }
     let text = text.map_err(|e| BenchError::new(&format!("reading {}", out_file.display()), e))?;
-    parse_callgrind_total(&text).ok_or_else(|| {
-        BenchError::new(
-            &what,
-            "its output file has no `totals:` or `summary:` line with an Ir count",
-        )
-    })
+    Ok((what, text))
 }
 
 /// The total `Ir` (instructions executed) of a callgrind output file: the `totals:` line,

@@ -12,12 +12,11 @@
 //! class bench's "one locked read-modify-write" row).
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::{BenchError, NO_VALGRIND, parse_callgrind_total, valgrind_on_path};
+use crate::{BenchError, NO_VALGRIND, callgrind_output, parse_callgrind_total, valgrind_on_path};
 
 /// `objdump` is missing: it comes with binutils.
 pub const NO_OBJDUMP: &str =
@@ -219,42 +218,11 @@ fn callgrind_text(
     args: &[String],
     env: &[(&str, &str)],
 ) -> Result<String, BenchError> {
-    static RUN: AtomicUsize = AtomicUsize::new(0);
-    let out_file = std::env::temp_dir().join(format!(
-        "gmp-benches-locked.{}.{}.out",
-        std::process::id(),
-        RUN.fetch_add(1, Ordering::Relaxed)
-    ));
-    let what = format!(
-        "valgrind --tool=callgrind {} {}",
-        program.display(),
-        args.join(" ")
-    );
-    let mut flag = OsString::from("--callgrind-out-file=");
-    flag.push(&out_file);
-    let output = Command::new(valgrind)
-        .args(["--tool=callgrind", "--dump-instr=yes", "--compress-pos=no"])
-        .arg(flag)
-        .arg(program)
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .map_err(|e| BenchError::new(&format!("starting {what}"), e))?;
-    let text = std::fs::read_to_string(&out_file);
-    let _ = std::fs::remove_file(&out_file);
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-        return Err(BenchError::new(
-            &what,
-            format!(
-                "it exited with {}: {}",
-                output.status,
-                tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-            ),
-        ));
-    }
-    text.map_err(|e| BenchError::new(&format!("reading {}", out_file.display()), e))
+    let command: Vec<&OsStr> = std::iter::once(program.as_os_str())
+        .chain(args.iter().map(OsStr::new))
+        .collect();
+    let options = ["--dump-instr=yes", "--compress-pos=no"];
+    callgrind_output(valgrind, &options, &command, env).map(|(_, text)| text)
 }
 
 fn on_path(program: &str) -> Option<PathBuf> {

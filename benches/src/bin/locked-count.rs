@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use gmp_benches::go::{GO_SKIP_LINE, GoBench, go_on_path};
 use gmp_benches::locked::{LockedCount, count};
+use gmp_benches::target_dir;
 
 const USAGE: &str = "usage: locked-count [gmp|go] [N]   (N links and 2N, default 100000)";
 
@@ -98,16 +99,5 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
             "{} is not built: `cargo build --release -p gmp-benches --bin {name}` first",
             path.display()
         ))
-    }
-}
-
-/// The workspace's target dir: `CARGO_TARGET_DIR` if set, else `<workspace>/target`.
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if !dir.is_empty() => std::path::absolute(&dir).unwrap_or_else(|_| dir.into()),
-        _ => {
-            let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-            manifest.parent().unwrap_or(&manifest).join("target")
-        }
     }
 }

@@ -50,7 +50,7 @@ use gmp_benches::{
     C_DEFAULT_STACK, Engine, InstructionCount, Mechanism, NO_VALGRIND, Placement, Plan,
     SleeperStack, callgrind_round_trip, handoff, handoff_solution_parker, median,
     osthread_spawn_join, process_spawn_wait, sleeping_threads, std_spawn_join, switch_round_trip,
-    valgrind_on_path,
+    target_dir, valgrind_on_path,
 };
 
 mod blocking;
@@ -552,18 +552,6 @@ fn switch_count(args: &[String]) -> ExitCode {
         Err(e) => {
             eprintln!("class-bench --switch-count: {e}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// The workspace's target dir: `CARGO_TARGET_DIR` if set (relative to the current dir, as
-/// cargo takes it), else `<workspace>/target`.
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if !dir.is_empty() => std::path::absolute(&dir).unwrap_or_else(|_| dir.into()),
-        _ => {
-            let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-            manifest.parent().unwrap_or(&manifest).join("target")
         }
     }
 }
