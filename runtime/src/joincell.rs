@@ -209,6 +209,16 @@ impl<T, W: Wake> JoinCell<T, W> {
         }
     }
 
+    /// Loom only: what freeing the allocation does to the cells and the word, as loom sees
+    /// it: a write, which loom checks against every access not ordered before it (the
+    /// models here, and `task.rs`'s free under loom).
+    #[cfg(all(test, loom))]
+    pub(crate) fn free_for_the_model(&self) {
+        self.result.with_mut(|_| ());
+        self.waiter.with_mut(|_| ());
+        self.alive.with_mut(|_| ());
+    }
+
     /// The state word, to leave through (`leave_filler`): all the filler's side needs.
     pub(crate) fn word(&self) -> &AtomicUsize {
         // SAFETY: `self` is a live reference.
@@ -402,16 +412,6 @@ mod loom_model {
     impl Wake for Flag {
         fn wake(self) {
             self.0.store(true, SeqCst);
-        }
-    }
-
-    impl<T, W> JoinCell<T, W> {
-        /// What freeing the allocation does to the cells and the word, as loom sees it: a
-        /// write.
-        fn free_for_the_model(&self) {
-            self.result.with_mut(|_| ());
-            self.waiter.with_mut(|_| ());
-            self.alive.with_mut(|_| ());
         }
     }
 

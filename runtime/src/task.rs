@@ -172,8 +172,11 @@ impl Drop for Runner {
         // SAFETY: the allocation is live (we have not left); the filler's side leaves once,
         // here, after the fill above, the body's, or the handle's leave.
         if unsafe { joincell::leave_filler(word) }.0 {
+            #[cfg(all(test, loom))]
+            job.free_for_the_model();
             // SAFETY: both sides left: nothing reaches the allocation any more, and it came
             // from `Box::leak` in `task::new`.
+            #[cfg(not(all(test, loom)))]
             drop(unsafe { Box::from_raw(self.0.as_ptr()) });
         }
     }
@@ -245,6 +248,9 @@ trait Task: Send + Sync {
     fn awaits_fill(&self) -> bool;
     /// The slot's state word, which the runner leaves through (`joincell::leave_filler`).
     fn word(&self) -> &Word;
+    /// Loom only: the free, as the models see it (`JoinCell::free_for_the_model`).
+    #[cfg(all(test, loom))]
+    fn free_for_the_model(&self);
 }
 
 /// The joiner's view of a G's allocation: its result slot.
@@ -325,6 +331,11 @@ where
 
     fn word(&self) -> &Word {
         self.cell.word()
+    }
+
+    #[cfg(all(test, loom))]
+    fn free_for_the_model(&self) {
+        self.cell.free_for_the_model();
     }
 }
 
@@ -420,8 +431,14 @@ impl<T> Drop for JoinHandle<T> {
         // SAFETY: live until we leave; the handle's owner, once, after its last join look.
         let (unjoined, last) = unsafe { JoinCell::leave_handle(cell) };
         if last.0 {
+            // The loom models (below) leak the job and mark it freed instead: loom then
+            // reports any access by the other side that is not ordered before this free.
+            #[cfg(all(test, loom))]
+            // SAFETY: under loom the job's memory is never freed, so the reference is valid.
+            unsafe { self.job.as_ref() }.cell().free_for_the_model();
             // SAFETY: both sides left: nothing reaches the allocation any more, and it came
             // from `Box::leak` in `task::new`.
+            #[cfg(not(all(test, loom)))]
             drop(unsafe { Box::from_raw(self.job.as_ptr()) });
         }
         // The G finished and nobody joined: its result is dropped here, by the code that
@@ -444,4 +461,63 @@ where
         cell: JoinCell::new(),
     })));
     (Runner(job), JoinHandle { task: id, job })
+}
+
+/// Loom models of the job itself: `task::new`'s runner (with or without running its body)
+/// against its handle (joined or only dropped), through the real `Runner`, `Body` and
+/// `JoinHandle` code. The free is modelled (`free_for_the_model`, above), so a free by the
+/// wrong side, or an access after the right side's free, is a reported race. The joiner
+/// here only looks (`is_finished`) and takes a filled result: registering a waiter needs a
+/// runtime, and `joincell.rs`'s models cover that path.
+/// `RUSTFLAGS="--cfg loom" cargo test -p gmp --release --lib task::loom_model`.
+#[cfg(all(test, loom))]
+mod loom_model {
+    use super::*;
+
+    fn runner_against_its_handle(run_body: bool, join: bool) {
+        ::loom::model(move || {
+            let (runner, handle) = new(7, || 5u32);
+            let g_side = ::loom::thread::spawn(move || {
+                if run_body {
+                    // SAFETY: the runner's one body, consumed by `run` before the runner drops.
+                    unsafe { runner.body() }.run();
+                }
+                drop(runner);
+            });
+            if join {
+                while !handle.is_finished() {
+                    ::loom::thread::yield_now();
+                }
+                // SAFETY: the handle's one owner, before it leaves.
+                let got = unsafe { handle.cell().try_join(|| -> Waiter { unreachable!() }) };
+                match got {
+                    Joined::Ready(Ok(v)) => assert!(run_body && v == 5),
+                    Joined::Ready(Err(p)) => assert!(!run_body, "unexpected panic: {p}"),
+                    Joined::Waiting => panic!("a finished G's slot said to wait"),
+                }
+            }
+            drop(handle);
+            g_side.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn a_runner_that_runs_its_body_against_a_joined_handle() {
+        runner_against_its_handle(true, true);
+    }
+
+    #[test]
+    fn a_runner_that_runs_its_body_against_a_dropped_handle() {
+        runner_against_its_handle(true, false);
+    }
+
+    #[test]
+    fn a_runner_dropped_unrun_against_a_joined_handle() {
+        runner_against_its_handle(false, true);
+    }
+
+    #[test]
+    fn a_runner_dropped_unrun_against_a_dropped_handle() {
+        runner_against_its_handle(false, false);
+    }
 }
