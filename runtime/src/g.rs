@@ -300,13 +300,11 @@ impl G {
     pub(crate) unsafe fn refuse(self: &Arc<Self>, why: String) {
         // SAFETY: the caller's promise.
         let run = unsafe { &mut *self.run.get() };
-        // The function's captures are user values: dropped as this G (see `tear_down`).
-        if let Some(task) = &run.task {
+        if let Some(task) = run.task.take() {
+            // The function's captures are user values: dropped as this G (see `tear_down`).
             // SAFETY: the G was never queued (the caller's promise): its body never runs.
             as_torn_down(self, || drop_contained(|| unsafe { task.discard() }));
-        }
-        if let Some(task) = run.task.take() {
-            // SAFETY: the G was never queued (the caller's promise): its body never runs.
+            // SAFETY: as above.
             unsafe { task.cancel(self.id(), why) };
         }
     }

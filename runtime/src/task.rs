@@ -431,11 +431,11 @@ impl<T> Drop for JoinHandle<T> {
         // SAFETY: live until we leave; the handle's owner, once, after its last join look.
         let (unjoined, last) = unsafe { JoinCell::leave_handle(cell) };
         if last.0 {
-            // The loom models (below) leak the job and mark it freed instead: loom then
-            // reports any access by the other side that is not ordered before this free.
+            // The loom models (below) leak the job and mark it freed instead (so `cell`
+            // still reaches it): loom then reports any access by the other side that is not
+            // ordered before this free.
             #[cfg(all(test, loom))]
-            // SAFETY: under loom the job's memory is never freed, so the reference is valid.
-            unsafe { self.job.as_ref() }.cell().free_for_the_model();
+            self.cell().free_for_the_model();
             // SAFETY: both sides left: nothing reaches the allocation any more, and it came
             // from `Box::leak` in `task::new`.
             #[cfg(not(all(test, loom)))]
