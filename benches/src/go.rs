@@ -23,10 +23,7 @@ use crate::BenchError;
 
 /// The `go` program on `PATH`, if there is one.
 pub fn go_on_path() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("go"))
-        .find(|p| p.is_file())
+    crate::on_path("go")
 }
 
 /// What to say when Go is missing.

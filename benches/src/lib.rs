@@ -963,12 +963,17 @@ impl InstructionCount {
     }
 }
 
-/// The `valgrind` program on `PATH`, if there is one.
-pub fn valgrind_on_path() -> Option<PathBuf> {
+/// The program named `program` on `PATH`, if there is one.
+pub fn on_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
-        .map(|dir| dir.join("valgrind"))
+        .map(|dir| dir.join(program))
         .find(|p| p.is_file())
+}
+
+/// The `valgrind` program on `PATH`, if there is one.
+pub fn valgrind_on_path() -> Option<PathBuf> {
+    on_path("valgrind")
 }
 
 /// What to say when valgrind is missing.

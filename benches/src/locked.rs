@@ -13,10 +13,12 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use crate::{BenchError, NO_VALGRIND, callgrind_output, parse_callgrind_total, valgrind_on_path};
+use crate::{
+    BenchError, NO_VALGRIND, callgrind_output, on_path, parse_callgrind_total, valgrind_on_path,
+};
 
 /// `objdump` is missing: it comes with binutils.
 pub const NO_OBJDUMP: &str =
@@ -223,13 +225,6 @@ fn callgrind_text(
         .collect();
     let options = ["--dump-instr=yes", "--compress-pos=no"];
     callgrind_output(valgrind, &options, &command, env).map(|(_, text)| text)
-}
-
-fn on_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
 }
 
 #[cfg(test)]

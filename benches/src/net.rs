@@ -102,10 +102,7 @@ pub struct WrkFigure {
 
 /// The `wrk` on PATH, if any.
 pub fn wrk_on_path() -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("wrk"))
-        .find(|p| p.is_file())
+    crate::on_path("wrk")
 }
 
 /// The line the bench prints when `wrk` is missing.
