@@ -65,6 +65,9 @@ pub(crate) struct JoinCell<T, W> {
     /// so loom checks each reach for the word against the free too.
     #[cfg(all(test, loom))]
     alive: UnsafeCell<()>,
+    /// Loom only: how many times the models freed the cell (`free_for_the_model`).
+    #[cfg(all(test, loom))]
+    frees: std::sync::atomic::AtomicUsize,
     result: UnsafeCell<Option<T>>,
     waiter: UnsafeCell<Option<W>>,
 }
@@ -86,6 +89,8 @@ impl<T, W: Wake> JoinCell<T, W> {
             state: AtomicUsize::new(0),
             #[cfg(all(test, loom))]
             alive: UnsafeCell::new(()),
+            #[cfg(all(test, loom))]
+            frees: std::sync::atomic::AtomicUsize::new(0),
             result: UnsafeCell::new(None),
             waiter: UnsafeCell::new(None),
         }
@@ -217,6 +222,14 @@ impl<T, W: Wake> JoinCell<T, W> {
         self.result.with_mut(|_| ());
         self.waiter.with_mut(|_| ());
         self.alive.with_mut(|_| ());
+        self.frees
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Loom only: how many times `free_for_the_model` ran (a plain count, not modelled).
+    #[cfg(all(test, loom))]
+    pub(crate) fn frees_for_the_model(&self) -> usize {
+        self.frees.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The state word, to leave through (`leave_filler`): all the filler's side needs.

@@ -374,7 +374,8 @@ impl<T> JoinHandle<T> {
 
     fn cell(&self) -> &ResultCell<T> {
         // SAFETY: the allocation lives until both sides left, and this handle has not
-        // (drop).
+        // (drop); under loom the allocation is never freed (`loom_model`), so the modelled
+        // free in `drop` may call this after the leave.
         unsafe { self.job.as_ref() }.cell()
     }
 
@@ -465,22 +466,45 @@ where
 
 /// Loom models of the job itself: `task::new`'s runner (with or without running its body)
 /// against its handle (joined or only dropped), through the real `Runner`, `Body` and
-/// `JoinHandle` code. The free is modelled (`free_for_the_model`, above), so a free by the
-/// wrong side, or an access after the right side's free, is a reported race. The joiner
-/// here only looks (`is_finished`) and takes a filled result: registering a waiter needs a
-/// runtime, and `joincell.rs`'s models cover that path.
+/// `JoinHandle` code. The free is modelled (`free_for_the_model`, above) and the job
+/// leaked, so a free by the wrong side, or an access to the join cell after the right
+/// side's free, is a reported race (the function's cell `f` is a std `UnsafeCell`, which
+/// loom does not see). Each model also checks that exactly one side freed, and that the
+/// function's capture, which the function returns as the result, was dropped exactly once.
+/// The joiner here only looks (`is_finished`) and takes a filled result: registering a
+/// waiter needs a runtime, and `joincell.rs`'s models cover that path.
 /// `RUSTFLAGS="--cfg loom" cargo test -p gmp --release --lib task::loom_model`.
 #[cfg(all(test, loom))]
 mod loom_model {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    /// Counts its drops: the capture of the G's function, and then its result.
+    struct Counted(Arc<AtomicUsize>);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
 
     fn runner_against_its_handle(run_body: bool, join: bool) {
         ::loom::model(move || {
-            let (runner, handle) = new(7, || 5u32);
+            let drops = Arc::new(AtomicUsize::new(0));
+            let capture = Counted(drops.clone());
+            let (runner, handle) = new(7, move || capture);
+            // The job is never freed under loom: its cell can be read after both left.
+            let cell: *const ResultCell<Counted> = handle.cell();
             let g_side = ::loom::thread::spawn(move || {
                 if run_body {
                     // SAFETY: the runner's one body, consumed by `run` before the runner drops.
                     unsafe { runner.body() }.run();
+                } else {
+                    // As `G::tear_down` and `G::refuse` do before the runner goes (under loom
+                    // the leaked job would never drop the function otherwise).
+                    // SAFETY: no body was made, so none runs.
+                    unsafe { runner.discard() };
                 }
                 drop(runner);
             });
@@ -491,16 +515,26 @@ mod loom_model {
                 // SAFETY: the handle's one owner, before it leaves.
                 let got = unsafe { handle.cell().try_join(|| -> Waiter { unreachable!() }) };
                 match got {
-                    Joined::Ready(Ok(v)) => assert!(run_body && v == 5),
+                    Joined::Ready(Ok(v)) => {
+                        assert!(run_body);
+                        drop(v);
+                    }
                     Joined::Ready(Err(p)) => assert!(!run_body, "unexpected panic: {p}"),
                     Joined::Waiting => panic!("a finished G's slot said to wait"),
                 }
             }
             drop(handle);
             g_side.join().unwrap();
+            // SAFETY: leaked under loom (above), so still valid.
+            let frees = unsafe { &*cell }.frees_for_the_model();
+            assert_eq!(frees, 1, "exactly one side must free the job");
+            assert_eq!(
+                drops.load(SeqCst),
+                1,
+                "the capture (or result) dropped once"
+            );
         });
     }
-
     #[test]
     fn a_runner_that_runs_its_body_against_a_joined_handle() {
         runner_against_its_handle(true, true);
