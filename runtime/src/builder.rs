@@ -239,7 +239,11 @@ impl Builder {
     /// a yield, any blocking call of this crate): a borrow from a `thread_local!` (its
     /// `with` closure), a `!Send` value such as `Rc`, a `MutexGuard` of std, or a panic being
     /// unwound. After the switch it may run on another thread, which Rust's types cannot
-    /// see: another thread's thread-local, or a guard unlocked on the wrong thread.
+    /// see: another thread's thread-local, or a guard unlocked on the wrong thread. Nor may
+    /// a function that can switch read a thread-local (std's too, such as
+    /// `std::thread::current`) both before and after the switch: the compiler may compute
+    /// the thread-local's address once for the whole function, inlining included. Read it
+    /// in a function of its own marked `#[inline(never)]`, as the runtime does.
     pub unsafe fn migrate_gs(mut self) -> Builder {
         self.migrate = true;
         self

@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
 use std::sync::atomic::{
     AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed,
 };
@@ -279,19 +280,28 @@ thread_local! {
     static M_CTX: RefCell<Option<MCtx>> = const { RefCell::new(None) };
 }
 
+/// This thread's `M_CTX`, or null once its thread-locals are being destroyed. Never
+/// inlined, and opaque to the optimizer (`black_box`), so no two calls are merged: inlined
+/// into a G's function, a thread-local's address may be computed once and reused after a
+/// switch, on another M when Gs migrate (see `g::current_g`).
+#[inline(never)]
+fn m_ctx_here() -> *const RefCell<Option<MCtx>> {
+    std::hint::black_box(M_CTX.try_with(ptr::from_ref).unwrap_or(ptr::null()))
+}
+
 /// Runs `f` on this thread's M context if the thread is an M of runtime `rt` and nobody
 /// else has it borrowed (g0 between Gs, or user code on g0); `None` otherwise.
 pub(crate) fn with_m<R>(rt: u64, f: impl FnOnce(&mut MCtx) -> R) -> Option<R> {
-    M_CTX
-        .try_with(|ctx| {
-            let mut ctx = ctx.try_borrow_mut().ok()?;
-            match ctx.as_mut() {
-                Some(m) if m.rt == rt => Some(f(m)),
-                _ => None,
-            }
-        })
-        .ok()
-        .flatten()
+    let here = m_ctx_here();
+    // SAFETY: `here` is null or this thread's `M_CTX`, found just now on this thread, which
+    // this call does not leave (`f` never switches): a thread-local outlives every call
+    // made on its thread before its destructors run, and `try_with` said they had not.
+    let ctx = unsafe { here.as_ref() }?;
+    let mut ctx = ctx.try_borrow_mut().ok()?;
+    match ctx.as_mut() {
+        Some(m) if m.rt == rt => Some(f(m)),
+        _ => None,
+    }
 }
 
 /// g0's loop on M `index`, which starts with the P handed to it in `next_p` (if any).

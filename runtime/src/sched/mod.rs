@@ -858,12 +858,15 @@ impl Shared {
     }
 }
 
-/// The calling thread's Parker, for waits outside a G.
+/// The calling thread's Parker, for waits outside a G. Never inlined (see `m::m_ctx_here`).
+#[inline(never)]
 pub(crate) fn thread_parker() -> Arc<Parker> {
     THREAD_PARKER.with(Arc::clone)
 }
 
 /// Sleeps on the calling thread's Parker until it is unparked (`Waiter::Thread`'s wake).
+/// Never inlined (see `m::m_ctx_here`).
+#[inline(never)]
 pub(crate) fn park_thread() {
     THREAD_PARKER.with(|p| p.park());
 }

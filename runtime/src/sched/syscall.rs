@@ -117,9 +117,18 @@ thread_local! {
     static IN_CALL: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Is this thread inside the function of a [`blocking`](crate::blocking) call?
+/// Is this thread inside the function of a [`blocking`](crate::blocking) call? Never
+/// inlined (see `m::m_ctx_here`).
+#[inline(never)]
 pub(crate) fn in_call() -> bool {
     IN_CALL.with(Cell::get)
+}
+
+/// Marks this thread as inside (or out of) a blocking call's function. Never inlined (see
+/// `with_m`): the caller may have switched since it last touched a thread-local.
+#[inline(never)]
+fn set_in_call(inside: bool) {
+    IN_CALL.with(|c| c.set(inside));
 }
 
 /// A panic's message, for a named error.
@@ -191,9 +200,9 @@ impl Shared {
         };
         self.ms[index].call_since_ns.store(self.now_ns(), Relaxed);
         self.ms[index].in_call.store(true, Relaxed);
-        IN_CALL.with(|c| c.set(true));
+        set_in_call(true);
         let out = panic::catch_unwind(AssertUnwindSafe(f));
-        IN_CALL.with(|c| c.set(false));
+        set_in_call(false);
         let exit = panic::catch_unwind(AssertUnwindSafe(|| call.slot.exit(ticket)));
         self.ms[index].in_call.store(false, Relaxed);
         calls.in_flight.fetch_sub(1, Ordering::SeqCst);
