@@ -352,6 +352,8 @@ fn drop_contained(discard: impl FnOnce()) {
 }
 
 /// Drops a caught panic's payload, which may itself panic on drop: then leaks that one.
+/// Never inlined (see `task::drop_unjoined`).
+#[inline(never)]
 pub(crate) fn drop_payload(payload: Box<dyn Any + Send>) {
     if let Err(again) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
         std::mem::forget(again);

@@ -79,7 +79,10 @@ impl Wake for Waiter {
 
 /// The G's own result (or panic) that nobody can join, dropped by the G itself before it
 /// exits, so its destructor may park; a panic in it is told by the panic hook and contained
-/// like the G's own.
+/// like the G's own. Never inlined, nor is `drop_payload`: `catch_unwind` updates std's
+/// per-thread panic count, and two of them inlined into one function could share that
+/// count's address across the park (see `sched::m::m_ctx_here`).
+#[inline(never)]
 fn drop_unjoined<T>(result: Result<T, Panic>) {
     if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || drop(result))) {
         if g::tearing_down() {
