@@ -125,7 +125,7 @@ pub(crate) fn in_call() -> bool {
 }
 
 /// Marks this thread as inside (or out of) a blocking call's function. Never inlined (see
-/// `with_m`): the caller may have switched since it last touched a thread-local.
+/// `m::m_ctx_here`): the caller may have switched since it last touched a thread-local.
 #[inline(never)]
 fn set_in_call(inside: bool) {
     IN_CALL.with(|c| c.set(inside));
