@@ -12,11 +12,11 @@ use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
 
 use super::m::{MCtx, MState, with_m};
-use super::p::{P, Rng};
+use super::p::{P, Rng, Runq};
 use super::{Sched, Shared};
 use crate::g::G;
 use crate::lock;
-use crate::parts::runq::{CAPACITY, Local, Token};
+use crate::parts::runq::{CAPACITY, Token};
 use crate::parts::steal::Sources;
 
 /// How long a thief leaves a victim's runnext alone before taking it (Go: 3 µs, asked of
@@ -52,7 +52,7 @@ struct Look<'a> {
     shared: &'a Shared,
     m: usize,
     p: usize,
-    runq: &'a mut Local<CAPACITY>,
+    runq: &'a mut Runq,
     pinned_streak: &'a mut u32,
     rng: &'a mut Rng,
     runnable: &'a mut VecDeque<Token>,
@@ -122,9 +122,14 @@ impl Sources for Look<'_> {
             // behind a long G on its own P (`timer.rs`, "Who runs a P's timers").
             self.shared.run_due_timers(victim);
         }
-        let stealer = self.shared.stealer(victim)?;
-        let got = stealer.steal_into(self.runq, false);
-        if got.is_some() || !runnext_too || stealer.is_empty() {
+        let queues = self.shared.stealer(victim)?;
+        // The ring first, as Go; then the oldest of the victim's LIFO (`p.rs`): older
+        // siblings of the G it runs next, in a fork-join tree the biggest subtrees.
+        let got = queues
+            .ring
+            .steal_into(&mut self.runq.ring, false)
+            .or_else(|| queues.steal_oldest());
+        if got.is_some() || !runnext_too || queues.ring.is_empty() {
             return got;
         }
         // Only the victim's runnext holds a G: most likely its P's M is about to run it (a
@@ -140,10 +145,10 @@ impl Sources for Look<'_> {
         // spawns start no other M. Spinning through the grace instead made a spawn chain
         // at two Ps about an eighth slower, and spawn+join a tenth (book, chapter 8).
         std::thread::sleep(RUNNEXT_GRACE);
-        if stealer.is_empty() || self.shared.runnext_puts(victim) != seen {
+        if queues.ring.is_empty() || self.shared.runnext_puts(victim) != seen {
             return None;
         }
-        stealer.steal_into(self.runq, true)
+        queues.ring.steal_into(&mut self.runq.ring, true)
     }
 
     fn random(&mut self) -> u32 {
@@ -172,7 +177,7 @@ pub(super) fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
             if m.lockers > 0 {
                 // Locked by a G (`lock_os_thread`): only Gs that live here, and no spinning.
                 // Readied ones first; but before a yielded one, work this M may not run (its
-                // P's ring, the global queue) goes with the P to another M (`stop_m` ->
+                // P's queues, the global queue) goes with the P to another M (`stop_m` ->
                 // `handoff_p`), or a locked G that yields until that work is done would spin
                 // forever. Go: `stoplockedm`.
                 let own = m

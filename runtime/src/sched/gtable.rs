@@ -44,6 +44,13 @@ pub(crate) struct GTable {
     readers: Readers<G>,
 }
 
+/// Each slot on a cache line of its own. A G's slot is written when it is entered, queued,
+/// taken and freed, by whichever M does it, and slots move between the Ps' caches as Gs
+/// cross; packed four to a line, two Ps' slots shared lines, which cost a nested fib at two
+/// Ps several percent more CPU once the P's LIFO (`p.rs`) had removed the costs that hid it
+/// (book, chapter 8). A line pair (128 bytes) measured the same. The price: 48 bytes more
+/// per slot, so a chunk of 4,096 slots takes 256 KiB, written when it is made.
+#[repr(align(64))]
 struct Slot {
     /// The live G, for dumps and shutdown. Go: `allgs`. Filled at a G's start, taken at its
     /// end, read under the table's `readers` guard: no lock on the path every G takes.

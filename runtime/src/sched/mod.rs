@@ -1,6 +1,7 @@
-//! The scheduler, stage 2: Go's G-M-P. Each P has its own run queue (part 07) and each M
-//! looks for work in part 08's order, stealing from other Ps when its own are empty; an M
-//! with nothing to do gives its P back and parks until another M hands it one.
+//! The scheduler, stage 2: Go's G-M-P. Each P has its own run queue (part 07, with a small
+//! LIFO between `runnext` and the ring: `p.rs`) and each M looks for work in part 08's
+//! order, stealing from other Ps when its own are empty; an M with nothing to do gives its P
+//! back and parks until another M hands it one.
 //!
 //! Go's shape (`proc.go`): `schedule` -> `findRunnable` -> `execute`, here as
 //! [`m_main`](m::m_main) -> [`find_runnable`](find::find_runnable) ->
@@ -46,7 +47,7 @@
 //!    a spinning M if a P is idle and no M spins already.
 //! 2. An M that found nothing puts its P on the idle list (counting `npidle`), stops
 //!    spinning, and, after a SeqCst fence, looks again at the global queue, its own queue and
-//!    (if it was the last spinner) every P's ring, before parking.
+//!    (if it was the last spinner) every P's queues (ring and LIFO), before parking.
 //! 3. So of a push and an M giving up, at least one sees the other: the pusher sees the idle
 //!    P and wakes an M, or the M sees the G and takes a P back.
 //! 4. An M is woken only with a P in hand (`Sched::next_p`), given under the `sched` lock
@@ -80,7 +81,7 @@ use crate::lock;
 use crate::maps;
 use crate::parts::osthread::{MBuilder, MHandle};
 use crate::parts::parker::Parker;
-use crate::parts::runq::{CAPACITY, Stealer, Token};
+use crate::parts::runq::Token;
 use crate::parts::stack::{self, PoolConfig, StackPool};
 use crate::parts::steal::Spinning;
 use crate::task::{self, JoinHandle};
@@ -102,7 +103,7 @@ pub use dump::{dump, dump_all};
 use globrunq::GlobalQueue;
 use gtable::GTable;
 use m::{MAX_MS, MList, check_m_tids, m_main, with_m};
-use p::P;
+use p::{P, PQueues};
 use stackalloc::Refusal;
 
 /// A running runtime. Dropping it shuts it down (see "Shutdown" above).
@@ -147,7 +148,7 @@ pub(crate) struct Shared {
     ps_made: AtomicUsize,
     /// The thieves' end of every P's run queue, by P id, for every P ever made (a P retired
     /// by `set_procs` keeps its slot and is reused). Go: `allp[i].runq`.
-    stealers: Box<[OnceLock<Stealer<CAPACITY>>]>,
+    stealers: Box<[OnceLock<PQueues>]>,
     /// How many Gs each P's holder has put in its runnext, by P id: a thief waiting for a
     /// victim's runnext to be run (`find.rs`, `RUNNEXT_GRACE`) sees whether it is still the
     /// same G. Go compares the `runnext` pointer itself; part 07's ring does not show it.
@@ -493,8 +494,8 @@ impl Shared {
             unsafe { g.refuse(why) };
             return handle;
         }
-        // Go: `newproc` puts the new G in runnext, so a parent's children run depth first,
-        // and wakes an M for it (see `ready`).
+        // Go: `newproc` puts the new G in runnext and wakes an M for it (see `ready`); the G
+        // it displaces waits in the P's LIFO (`p.rs`), so a parent's children run depth first.
         self.ready(g);
         handle
     }
@@ -518,9 +519,9 @@ impl Shared {
     }
 
     /// Puts a G that part 06 said to enqueue (or a new one) where it will run: its M's
-    /// queue if it has started (it stays on that M), else runnext of the caller's P, else
-    /// the global queue; then wakes an M for it. Go: `ready` (`runqput(pp, gp, next=true)`
-    /// + `wakep`).
+    /// queue if it has started (it stays on that M), else runnext of the caller's P (the G
+    /// there before goes on top of the P's LIFO, `p.rs`), else the global queue; then wakes
+    /// an M for it. Go: `ready` (`runqput(pp, gp, next=true)` + `wakep`).
     pub(crate) fn ready(&self, g: Arc<G>) {
         let home = self.home_of(&g);
         let token = self.queue_token(g);
@@ -541,7 +542,7 @@ impl Shared {
                 let local = with_m(self.id, |me| match me.p.as_mut() {
                     Some(p) => {
                         let mut spill = Vec::new();
-                        p.runq.push_next(token, |t| spill.push(t));
+                        p.runq.push_next(token, &mut spill);
                         // Only this P's holder writes its count: a load and a store, no RMW.
                         let puts = &self.runnext_puts[p.id].0;
                         puts.store(puts.load(Relaxed).wrapping_add(1), Relaxed);
@@ -777,7 +778,7 @@ impl Shared {
     }
 
     /// The thieves' end of P `id`'s queue, if that P was ever made.
-    fn stealer(&self, id: usize) -> Option<&Stealer<CAPACITY>> {
+    fn stealer(&self, id: usize) -> Option<&PQueues> {
         self.stealers.get(id)?.get()
     }
 
@@ -1057,6 +1058,93 @@ mod tests {
         assert!(
             why.contains("was put in a run queue while already in one") && why.contains("part 06"),
             "{why}"
+        );
+    }
+
+    /// A fork-join tree runs depth first on one P: each parent's older children wait in its
+    /// P's LIFO (`p.rs`), not behind everything older in the ring, so about one G per level
+    /// is alive at once. Go's order (`runnext`, then the ring oldest first) left 5,105 alive
+    /// at the peak of fib(35) (book, chapter 8); here fib(24) down to fib(10).
+    #[test]
+    fn a_fork_join_tree_keeps_about_one_live_g_per_level_on_one_p() {
+        const CUTOFF: u64 = 10;
+        const N: u64 = 24;
+        fn fib(n: u64, shared: &Arc<Shared>, most: &Arc<AtomicUsize>) -> u64 {
+            if n <= CUTOFF {
+                most.fetch_max(shared.gtable.live().len(), Relaxed);
+                let (mut a, mut b) = (0, 1);
+                for _ in 0..n {
+                    (a, b) = (b, a + b);
+                }
+                return a;
+            }
+            let (s, m) = (shared.clone(), most.clone());
+            let child = crate::go(move || fib(n - 1, &s, &m));
+            let b = fib(n - 2, shared, most);
+            child.join().expect("a fib G panicked") + b
+        }
+        let most = testkit::watchdog("a fork-join tree", testkit::DEFAULT_LIMIT, || {
+            let rt = Runtime::builder().procs(1).build().unwrap();
+            let shared = rt.shared.clone();
+            let most = Arc::new(AtomicUsize::new(0));
+            let m = most.clone();
+            let sum = rt.block_on(move || fib(N, &shared, &m));
+            assert_eq!(sum, 46_368, "fib(24)");
+            most.load(Relaxed)
+        });
+        let depth = (N - CUTOFF) as usize;
+        assert!(
+            most <= 3 * depth,
+            "{most} Gs were alive at once in a tree {depth} levels deep: the tree ran breadth \
+             first (each parent's older children queued behind older work)"
+        );
+    }
+
+    /// The LIFO runs newest first, but not forever: Gs waiting in the ring and in the LIFO
+    /// still run while a spawn chain keeps `runnext` full (`NEWEST_STREAK` in `p.rs`), not
+    /// after it.
+    #[test]
+    fn a_g_in_the_ring_runs_while_a_spawn_chain_keeps_runnext_busy() {
+        const LINKS: u64 = 10_000;
+        fn link(k: u64, links: Arc<AtomicU64>) {
+            links.store(k, Relaxed);
+            if k < LINKS {
+                drop(crate::go(move || link(k + 1, links)));
+            }
+        }
+        let ran_at = testkit::watchdog("a G in the ring", testkit::DEFAULT_LIMIT, || {
+            let rt = Runtime::builder().procs(1).build().unwrap();
+            rt.block_on(|| {
+                let links = Arc::new(AtomicU64::new(0));
+                // Twenty Gs in a row: the oldest go through the LIFO on to the ring, the
+                // newest stay in the LIFO. Each notes how far the chain had got.
+                let ran_at = Arc::new(AtomicU64::new(0));
+                let oldest: Vec<_> = (0..20)
+                    .map(|_| {
+                        let (links, ran_at) = (links.clone(), ran_at.clone());
+                        crate::go(move || {
+                            ran_at.fetch_max(links.load(Relaxed), Relaxed);
+                        })
+                    })
+                    .collect();
+                let chain = {
+                    let links = links.clone();
+                    crate::go(move || link(1, links))
+                };
+                chain.join().expect("the chain's first link");
+                for h in oldest {
+                    h.join().expect("a queued G");
+                }
+                while links.load(Relaxed) < LINKS {
+                    crate::yield_now();
+                }
+                ran_at.load(Relaxed)
+            })
+        });
+        assert!(
+            ran_at < LINKS / 10,
+            "the last of 20 queued Gs ran when the chain was at link {ran_at} of {LINKS}: the \
+             ring's and the LIFO's Gs waited while runnext kept refilling"
         );
     }
 

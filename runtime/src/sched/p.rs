@@ -1,27 +1,30 @@
 //! A P: the right to run Gs, with what only its holder touches: the owner's end of its run
-//! queue (part 07), its `find_runnable` state (part 08's `Finder`: schedtick, victim order)
-//! and its cache of free G-table slots. Go: `type p struct` in `runtime2.go`.
+//! queues (part 07's ring, and the runtime's LIFO between `runnext` and the ring), its
+//! `find_runnable` state (part 08's `Finder`: schedtick, victim order) and its caches of
+//! free G-table slots, G ids and stacks. Go: `type p struct` in `runtime2.go`.
 //!
 //! A P is an owned `Box<P>`: an M holds at most one (in its thread-local context, `m.rs`),
 //! and it moves between Ms only by value, through the idle list or an M's `next_p` hand-off
 //! (`mod.rs`). So "only the P's holder touches its queue's owner end" is a type fact, as for
-//! tokio's `Box<Core>`. What thieves and dumps see of a P is its `Stealer`, in `Shared`.
+//! tokio's `Box<Core>`. What thieves and dumps see of a P is its [`PQueues`], in `Shared`.
 //!
 //! Not here: the ring itself (part 07), where a G is looked for (`find.rs`).
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crossbeam_deque::{Steal, Stealer as DequeStealer, Worker};
+
 use super::gtable::SlotCache;
-use crate::parts::runq::{self, CAPACITY, Local, Stealer};
+use crate::parts::runq::{self, CAPACITY, Local, Stealer, Token};
 use crate::parts::stack::GStack;
 use crate::parts::steal::Finder;
 
 pub(crate) struct P {
     /// Its index in `Shared::stealers`, 0..procs.
     pub(crate) id: usize,
-    /// Go: `runq`, `runqhead`, `runqtail`, `runnext`.
-    pub(crate) runq: Local<CAPACITY>,
+    /// Go: `runq`, `runqhead`, `runqtail`, `runnext`; and the LIFO between.
+    pub(crate) runq: Runq,
     /// Go: `schedtick` and the victim order of `findRunnable`'s steal loop.
     pub(crate) finder: Finder,
     pub(crate) slots: SlotCache,
@@ -42,12 +45,23 @@ pub(crate) struct P {
 const GOID_BATCH: u64 = 16;
 
 impl P {
-    /// A new P and the `Stealer` of its queue, for `Shared::stealers`.
-    pub(crate) fn new(id: usize, procs: usize) -> (Box<P>, Stealer<CAPACITY>) {
-        let (runq, stealer) = runq::new::<CAPACITY>();
+    /// A new P and the thieves' end of its queues, for `Shared::stealers`.
+    pub(crate) fn new(id: usize, procs: usize) -> (Box<P>, PQueues) {
+        let (ring, ring_stealer) = runq::new::<CAPACITY>();
+        let lifo = Worker::new_lifo();
+        let queues = PQueues {
+            ring: ring_stealer,
+            lifo: lifo.stealer(),
+        };
         let p = Box::new(P {
             id,
-            runq,
+            runq: Runq {
+                ring,
+                runnext_full: false,
+                ring_passed: 0,
+                lifo_passed: 0,
+                lifo,
+            },
             finder: Finder::new(id, procs),
             slots: SlotCache::default(),
             stacks: Vec::new(),
@@ -56,7 +70,7 @@ impl P {
             rng: Rng(0x9e37_79b9 ^ (id as u32).wrapping_mul(0x85eb_ca6b) | 1),
             goids: 0..0,
         });
-        (p, stealer)
+        (p, queues)
     }
 
     /// A new G's id from this P's batch, refilled from the runtime's `counter`.
@@ -68,6 +82,175 @@ impl P {
         let id = self.goids.start;
         self.goids.start += 1;
         id
+    }
+}
+
+/// Gs the LIFO holds; when it is full, they move on to the ring. A fork-join tree's parent
+/// leaves one waiting child per level it descends (fib(35) to fib(10): 12 at most), so 16
+/// keep a descent depth first (book, chapter 8). Below crossbeam's smallest buffer (64), so
+/// the LIFO never resizes.
+pub(crate) const LIFO_DEPTH: usize = 16;
+
+/// A P's run queues, as its holder uses them: part 07's `runnext` and ring, and between
+/// them the runtime's LIFO, where a G pushed out of `runnext` waits, newest on top.
+///
+/// Go's `runnext` holds one G and sends the one it displaces to the ring's tail, to run
+/// after everything older: a parent that descends a fork-join tree leaves its older children
+/// to come out oldest first, and parks behind each of them, holding its stack (at the peak of
+/// fib(35), thousands of parked Gs). The LIFO keeps up to [`LIFO_DEPTH`] displaced Gs for
+/// this P to run newest first, so the tree runs depth first, as Cilk and rayon run it.
+/// Thieves take from the ring first, then the LIFO's oldest, the biggest subtrees
+/// (`PQueues`).
+pub(crate) struct Runq {
+    pub(crate) ring: Local<CAPACITY>,
+    /// This P's holder put a G in `runnext` that has not come back out through `pop`. A thief
+    /// may have taken it since: then the next `pop` or `push_next` takes the ring's head
+    /// where it meant `runnext` (part 07's `pop` gives the one, else the other), so that G
+    /// runs early or waits in the LIFO. Only the order changes; no G is lost or run twice.
+    runnext_full: bool,
+    /// Pops in a row that passed by Gs waiting in the ring, and in the LIFO (`NEWEST_STREAK`).
+    ring_passed: u32,
+    lifo_passed: u32,
+    lifo: Worker<Token>,
+}
+
+/// Pops in a row that pass by the Gs waiting in the ring (taking newer ones), or leave the
+/// LIFO's Gs waiting (taking `runnext`), before the oldest there gets a turn. A program that
+/// keeps spawning refills `runnext` and the LIFO as fast as they empty; without a bound the
+/// older Gs would wait for as long as it does. A fork-join tree rarely reaches it: its
+/// descents are shorter, and each return to a parent takes from the LIFO. (tokio bounds its
+/// LIFO slot the same way; Go relies on preemption.)
+const NEWEST_STREAK: u32 = 61;
+
+impl Runq {
+    /// Queues a G to run next on this P: into `runnext`, and the G it displaces on top of the
+    /// LIFO (a full LIFO first moves to the ring's tail, oldest first); a full ring's half
+    /// (part 07's overflow) goes into `spill`. Go: `runqput(pp, gp, next=true)`.
+    ///
+    /// Runs on the spawning G's own stack, which may be small: it calls crossbeam's `push`
+    /// and `pop` only, which at this size never resize, so never pin crossbeam's epoch (a
+    /// thread-local, deep frames in a debug build). Stealing, which pins, is for thieves on
+    /// g0 (`PQueues`).
+    pub(crate) fn push_next(&mut self, token: Token, spill: &mut Vec<Token>) {
+        if self.runnext_full
+            && let Some(displaced) = self.ring.pop()
+        {
+            if self.lifo.len() >= LIFO_DEPTH {
+                // Full: the LIFO's Gs, all older than `displaced`, go on to the ring's tail,
+                // oldest first, as Go's ring would have had them.
+                let older: Vec<Token> = std::iter::from_fn(|| self.lifo.pop()).collect();
+                for t in older.into_iter().rev() {
+                    self.ring.push_back(t, |t| spill.push(t));
+                }
+            }
+            self.lifo.push(displaced);
+        }
+        self.ring.push_next(token, |t| spill.push(t));
+        self.runnext_full = true;
+    }
+
+    /// At the ring's tail (a batch from the global queue). Go: `runqput(pp, gp, next=false)`.
+    pub(crate) fn push_back(&mut self, token: Token, overflow: impl FnMut(Token)) {
+        self.ring.push_back(token, overflow);
+    }
+
+    /// The next G to run: `runnext`, the LIFO's newest, the ring's head; but the oldest Gs
+    /// waiting get a turn after `NEWEST_STREAK` pops passed them by. Go: `runqget`.
+    pub(crate) fn pop(&mut self) -> Option<Token> {
+        let ring_turn = self.ring_passed >= NEWEST_STREAK;
+        if ring_turn || self.lifo_passed >= NEWEST_STREAK {
+            // Part 07's `pop` gives `runnext` while it holds a G: set that one (the newest)
+            // aside on the LIFO, so the ring's head or the LIFO's bottom can come out.
+            if std::mem::take(&mut self.runnext_full)
+                && let Some(next) = self.ring.pop()
+            {
+                self.lifo.push(next);
+            }
+            let oldest = if ring_turn {
+                self.ring.pop()
+            } else {
+                self.pop_lifo_bottom()
+            };
+            if let Some(t) = oldest {
+                self.passed(false, !ring_turn);
+                return Some(t);
+            }
+        }
+        if std::mem::take(&mut self.runnext_full)
+            && let Some(next) = self.ring.pop()
+        {
+            self.passed(true, false);
+            return Some(next);
+        }
+        if let Some(newest) = self.lifo.pop() {
+            self.passed(true, true);
+            return Some(newest);
+        }
+        self.ring_passed = 0;
+        self.ring.pop()
+    }
+
+    /// Counts a pop for the fairness bound: one that passed by the ring's Gs (`newer`), one
+    /// that took from the LIFO (which then did not wait) or passed by its Gs.
+    fn passed(&mut self, newer: bool, from_lifo: bool) {
+        if !newer || self.ring.is_empty() {
+            self.ring_passed = 0;
+        } else {
+            self.ring_passed += 1;
+        }
+        if from_lifo || self.lifo.is_empty() {
+            self.lifo_passed = 0;
+        } else {
+            self.lifo_passed += 1;
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ring.is_empty() && self.lifo.is_empty()
+    }
+
+    /// The LIFO's oldest G, by the owner's end alone: every G off, the rest back in order.
+    /// (A `Stealer` would reach it directly, but pins crossbeam's epoch: see `push_next`.)
+    fn pop_lifo_bottom(&mut self) -> Option<Token> {
+        let mut newest_first: Vec<Token> = std::iter::from_fn(|| self.lifo.pop()).collect();
+        let oldest = newest_first.pop();
+        for t in newest_first.into_iter().rev() {
+            self.lifo.push(t);
+        }
+        oldest
+    }
+}
+
+/// What other Ms see of a P's queues: the thieves' end of its ring (part 07) and of its LIFO.
+#[derive(Clone)]
+pub(crate) struct PQueues {
+    pub(crate) ring: Stealer<CAPACITY>,
+    pub(crate) lifo: DequeStealer<Token>,
+}
+
+impl PQueues {
+    pub(crate) fn len(&self) -> usize {
+        self.ring.len() + self.lifo.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ring.is_empty() && self.lifo.is_empty()
+    }
+
+    /// The LIFO's oldest G, if it has one.
+    pub(crate) fn steal_oldest(&self) -> Option<Token> {
+        steal_one(&self.lifo)
+    }
+}
+
+/// One G from the far end of a LIFO, retrying while another thief races for it.
+fn steal_one(from: &DequeStealer<Token>) -> Option<Token> {
+    loop {
+        match from.steal() {
+            Steal::Success(t) => return Some(t),
+            Steal::Empty => return None,
+            Steal::Retry => std::hint::spin_loop(),
+        }
     }
 }
 
