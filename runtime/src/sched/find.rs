@@ -268,6 +268,16 @@ pub(super) fn find_runnable(shared: &Shared, index: usize) -> Option<Arc<G>> {
                     shared.wakep();
                 }
             }
+            // A fairness turn (`Runq::pop`) held Gs outside the queues for a moment, where
+            // the last spinner's look before parking may have missed them: make sure an M
+            // looks, as after a push (`ready`).
+            if m.p
+                .as_mut()
+                .is_some_and(|p| p.runq.take_turned() && !p.runq.is_empty())
+            {
+                fence(Ordering::SeqCst);
+                shared.wakep();
+            }
             token
         })
         .expect("an M's context is set by m_main and free between Gs");

@@ -1105,7 +1105,7 @@ mod tests {
     /// after it.
     #[test]
     fn a_g_in_the_ring_runs_while_a_spawn_chain_keeps_runnext_busy() {
-        const LINKS: u64 = 10_000;
+        const LINKS: u64 = 100_000;
         fn link(k: u64, links: Arc<AtomicU64>) {
             links.store(k, Relaxed);
             if k < LINKS {
@@ -1141,10 +1141,54 @@ mod tests {
                 ran_at.load(Relaxed)
             })
         });
+        // Each ring G waits `NEWEST_STREAK` pops, each LIFO G `BOTTOM_WAIT`: about 17,000.
         assert!(
-            ran_at < LINKS / 10,
+            ran_at < LINKS / 2,
             "the last of 20 queued Gs ran when the chain was at link {ran_at} of {LINKS}: the \
              ring's and the LIFO's Gs waited while runnext kept refilling"
+        );
+    }
+
+    /// The LIFO's bottom gets a turn even when its top keeps turning over: each step spawns
+    /// the next step and a leaf, so pops alternate between `runnext` (the leaf) and the
+    /// LIFO's top (the step), and the G below them would wait for the whole run
+    /// (`BOTTOM_WAIT` in `p.rs`).
+    #[test]
+    fn a_g_at_the_bottom_of_the_lifo_runs_while_its_top_turns_over() {
+        const STEPS: u64 = 100_000;
+        fn step(k: u64, steps: Arc<AtomicU64>) {
+            steps.store(k, Relaxed);
+            if k < STEPS {
+                let next = steps.clone();
+                drop(crate::go(move || step(k + 1, next)));
+                drop(crate::go(|| {}));
+            }
+        }
+        let ran_at = testkit::watchdog("a G at the LIFO's bottom", testkit::DEFAULT_LIMIT, || {
+            let rt = Runtime::builder().procs(1).build().unwrap();
+            rt.block_on(|| {
+                let steps = Arc::new(AtomicU64::new(0));
+                let ran_at = Arc::new(AtomicU64::new(u64::MAX));
+                let bottom = {
+                    let (steps, ran_at) = (steps.clone(), ran_at.clone());
+                    crate::go(move || ran_at.store(steps.load(Relaxed), Relaxed))
+                };
+                let first = {
+                    let steps = steps.clone();
+                    crate::go(move || step(1, steps))
+                };
+                first.join().expect("the first step");
+                bottom.join().expect("the G at the bottom");
+                while steps.load(Relaxed) < STEPS {
+                    crate::yield_now();
+                }
+                ran_at.load(Relaxed)
+            })
+        });
+        assert!(
+            ran_at < STEPS / 2,
+            "the G at the LIFO's bottom ran at step {ran_at} of {STEPS}: it waited while the \
+             LIFO's top kept turning over"
         );
     }
 

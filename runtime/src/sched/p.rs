@@ -59,7 +59,8 @@ impl P {
                 ring,
                 runnext_full: false,
                 ring_passed: 0,
-                lifo_passed: 0,
+                bottom_passed: 0,
+                turned: false,
                 lifo,
             },
             finder: Finder::new(id, procs),
@@ -87,8 +88,8 @@ impl P {
 
 /// Gs the LIFO holds; when it is full, they move on to the ring. A fork-join tree's parent
 /// leaves one waiting child per level it descends (fib(35) to fib(10): 12 at most), so 16
-/// keep a descent depth first (book, chapter 8). Below crossbeam's smallest buffer (64), so
-/// the LIFO never resizes.
+/// keep a descent depth first (book, chapter 8). A fairness turn may stack two more; 18 is
+/// below crossbeam's smallest buffer (64), so the LIFO never resizes.
 pub(crate) const LIFO_DEPTH: usize = 16;
 
 /// A P's run queues, as its holder uses them: part 07's `runnext` and ring, and between
@@ -108,19 +109,31 @@ pub(crate) struct Runq {
     /// where it meant `runnext` (part 07's `pop` gives the one, else the other), so that G
     /// runs early or waits in the LIFO. Only the order changes; no G is lost or run twice.
     runnext_full: bool,
-    /// Pops in a row that passed by Gs waiting in the ring, and in the LIFO (`NEWEST_STREAK`).
+    /// Pops since the ring's head last ran while Gs waited there (`NEWEST_STREAK`).
     ring_passed: u32,
-    lifo_passed: u32,
+    /// Pops since the LIFO's bottom last changed while it held Gs (`BOTTOM_WAIT`).
+    bottom_passed: u32,
+    /// A fairness turn happened since `take_turned` last asked.
+    turned: bool,
     lifo: Worker<Token>,
 }
 
-/// Pops in a row that pass by the Gs waiting in the ring (taking newer ones), or leave the
-/// LIFO's Gs waiting (taking `runnext`), before the oldest there gets a turn. A program that
-/// keeps spawning refills `runnext` and the LIFO as fast as they empty; without a bound the
-/// older Gs would wait for as long as it does. A fork-join tree rarely reaches it: its
-/// descents are shorter, and each return to a parent takes from the LIFO. (tokio bounds its
-/// LIFO slot the same way; Go relies on preemption.)
-const NEWEST_STREAK: u32 = 61;
+/// Pops that pass by the Gs waiting in the ring (taking newer ones) before its head gets a
+/// turn. A program that keeps spawning refills `runnext` and the LIFO as fast as they empty;
+/// without a bound the ring's Gs would wait for as long as it does. Go's cadence for its
+/// global queue; in a fork-join tree the ring holds what a full LIFO moved there, and these
+/// turns cost fib(35) at P=1 a few percent (book, chapter 8). (tokio allows a few polls of
+/// its LIFO slot in a row; Go relies on preemption.)
+pub(crate) const NEWEST_STREAK: u32 = 61;
+
+/// Pops while the same G stays at the LIFO's bottom before it gets a turn: about a million,
+/// a fraction of a second. In a fork-join tree at one P the bottom is the oldest sibling of
+/// the descent, the biggest subtree, which rightly waits for most of the run: a turn every
+/// ~10 ms (Go's time slice, about 32,000 pops here) started subtrees early, pushed their
+/// siblings into the ring, and cost fib(35) at P=1 a fifth more time (book, chapter 8).
+/// So this bound is only a backstop against a program that spawns forever; with two Ps or
+/// more, an idle M steals the bottom first anyway. (The unit tests use a smaller one.)
+pub(crate) const BOTTOM_WAIT: u32 = if cfg!(test) { 4096 } else { 1 << 20 };
 
 impl Runq {
     /// Queues a G to run next on this P: into `runnext`, and the G it displaces on top of the
@@ -142,6 +155,7 @@ impl Runq {
                 for t in older.into_iter().rev() {
                     self.ring.push_back(t, |t| spill.push(t));
                 }
+                self.bottom_passed = 0;
             }
             self.lifo.push(displaced);
         }
@@ -154,11 +168,17 @@ impl Runq {
         self.ring.push_back(token, overflow);
     }
 
-    /// The next G to run: `runnext`, the LIFO's newest, the ring's head; but the oldest Gs
-    /// waiting get a turn after `NEWEST_STREAK` pops passed them by. Go: `runqget`.
+    /// The next G to run: `runnext`, the LIFO's newest, the ring's head; but the ring's head
+    /// gets a turn once [`NEWEST_STREAK`] pops have passed it by, and the LIFO's bottom once
+    /// [`BOTTOM_WAIT`] have. Go: `runqget`.
+    ///
+    /// A turn takes Gs out of the queues for a moment (the one in `runnext` is set aside, the
+    /// LIFO is unstacked), where a thief's last look before parking could miss them; the
+    /// caller then makes sure an M is looking (`take_turned`).
     pub(crate) fn pop(&mut self) -> Option<Token> {
         let ring_turn = self.ring_passed >= NEWEST_STREAK;
-        if ring_turn || self.lifo_passed >= NEWEST_STREAK {
+        if ring_turn || self.bottom_passed >= BOTTOM_WAIT {
+            self.turned = true;
             // Part 07's `pop` gives `runnext` while it holds a G: set that one (the newest)
             // aside on the LIFO, so the ring's head or the LIFO's bottom can come out.
             if std::mem::take(&mut self.runnext_full)
@@ -166,43 +186,52 @@ impl Runq {
             {
                 self.lifo.push(next);
             }
-            let oldest = if ring_turn {
-                self.ring.pop()
+            if ring_turn {
+                self.ring_passed = 0;
+                if let Some(head) = self.ring.pop() {
+                    self.count_pop(false);
+                    return Some(head);
+                }
             } else {
-                self.pop_lifo_bottom()
-            };
-            if let Some(t) = oldest {
-                self.passed(false, !ring_turn);
-                return Some(t);
+                self.bottom_passed = 0;
+                if let Some(bottom) = self.pop_lifo_bottom() {
+                    self.count_pop(true);
+                    return Some(bottom);
+                }
             }
         }
-        if std::mem::take(&mut self.runnext_full)
-            && let Some(next) = self.ring.pop()
-        {
-            self.passed(true, false);
-            return Some(next);
-        }
-        if let Some(newest) = self.lifo.pop() {
-            self.passed(true, true);
-            return Some(newest);
+        let newest = if std::mem::take(&mut self.runnext_full) {
+            self.ring.pop()
+        } else {
+            None
+        };
+        if let Some(t) = newest.or_else(|| self.lifo.pop()) {
+            self.ring_passed = if self.ring.is_empty() {
+                0
+            } else {
+                self.ring_passed + 1
+            };
+            self.count_pop(false);
+            return Some(t);
         }
         self.ring_passed = 0;
+        self.bottom_passed = 0;
         self.ring.pop()
     }
 
-    /// Counts a pop for the fairness bound: one that passed by the ring's Gs (`newer`), one
-    /// that took from the LIFO (which then did not wait) or passed by its Gs.
-    fn passed(&mut self, newer: bool, from_lifo: bool) {
-        if !newer || self.ring.is_empty() {
-            self.ring_passed = 0;
+    /// Counts a pop that left the LIFO's bottom waiting, unless it took the bottom
+    /// (`bottom`) or the LIFO is empty now.
+    fn count_pop(&mut self, bottom: bool) {
+        self.bottom_passed = if bottom || self.lifo.is_empty() {
+            0
         } else {
-            self.ring_passed += 1;
-        }
-        if from_lifo || self.lifo.is_empty() {
-            self.lifo_passed = 0;
-        } else {
-            self.lifo_passed += 1;
-        }
+            self.bottom_passed + 1
+        };
+    }
+
+    /// Whether a `pop` since the last call made a fairness turn (see `pop`).
+    pub(crate) fn take_turned(&mut self) -> bool {
+        std::mem::take(&mut self.turned)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
