@@ -109,9 +109,9 @@ pub(crate) struct Runq {
     /// where it meant `runnext` (part 07's `pop` gives the one, else the other), so that G
     /// runs early or waits in the LIFO. Only the order changes; no G is lost or run twice.
     runnext_full: bool,
-    /// Pops since the ring's head last ran while Gs waited there (`NEWEST_STREAK`).
+    /// Pops since the ring's head last had a turn or every queue was empty (`NEWEST_STREAK`).
     ring_passed: u32,
-    /// Pops since the LIFO's bottom last changed while it held Gs (`BOTTOM_WAIT`).
+    /// Pops since the LIFO's bottom last had a turn or moved on (`BOTTOM_WAIT`).
     bottom_passed: u32,
     /// A fairness turn happened since `take_turned` last asked.
     turned: bool,
@@ -176,8 +176,17 @@ impl Runq {
     /// LIFO is unstacked), where a thief's last look before parking could miss them; the
     /// caller then makes sure an M is looking (`take_turned`).
     pub(crate) fn pop(&mut self) -> Option<Token> {
-        let ring_turn = self.ring_passed >= NEWEST_STREAK;
-        if ring_turn || self.bottom_passed >= BOTTOM_WAIT {
+        // The counts go up on every pop, empty queues or not (asking costs a spawn chain a
+        // twentieth of its time); a turn finds out whether anyone waits, and is then reset.
+        let ring_turn = self.ring_passed >= NEWEST_STREAK && !self.ring.is_empty();
+        let bottom_turn = !ring_turn && self.bottom_passed >= BOTTOM_WAIT && !self.lifo.is_empty();
+        if self.ring_passed >= NEWEST_STREAK && !ring_turn {
+            self.ring_passed = 0;
+        }
+        if self.bottom_passed >= BOTTOM_WAIT && !bottom_turn {
+            self.bottom_passed = 0;
+        }
+        if ring_turn || bottom_turn {
             self.turned = true;
             // Part 07's `pop` gives `runnext` while it holds a G: set that one (the newest)
             // aside on the LIFO, so the ring's head or the LIFO's bottom can come out.
@@ -186,18 +195,15 @@ impl Runq {
             {
                 self.lifo.push(next);
             }
-            if ring_turn {
+            let oldest = if ring_turn {
                 self.ring_passed = 0;
-                if let Some(head) = self.ring.pop() {
-                    self.count_pop(false);
-                    return Some(head);
-                }
+                self.ring.pop()
             } else {
                 self.bottom_passed = 0;
-                if let Some(bottom) = self.pop_lifo_bottom() {
-                    self.count_pop(true);
-                    return Some(bottom);
-                }
+                self.pop_lifo_bottom()
+            };
+            if oldest.is_some() {
+                return oldest;
             }
         }
         let newest = if std::mem::take(&mut self.runnext_full) {
@@ -206,27 +212,13 @@ impl Runq {
             None
         };
         if let Some(t) = newest.or_else(|| self.lifo.pop()) {
-            self.ring_passed = if self.ring.is_empty() {
-                0
-            } else {
-                self.ring_passed + 1
-            };
-            self.count_pop(false);
+            self.ring_passed += 1;
+            self.bottom_passed += 1;
             return Some(t);
         }
         self.ring_passed = 0;
         self.bottom_passed = 0;
         self.ring.pop()
-    }
-
-    /// Counts a pop that left the LIFO's bottom waiting, unless it took the bottom
-    /// (`bottom`) or the LIFO is empty now.
-    fn count_pop(&mut self, bottom: bool) {
-        self.bottom_passed = if bottom || self.lifo.is_empty() {
-            0
-        } else {
-            self.bottom_passed + 1
-        };
     }
 
     /// Whether a `pop` since the last call made a fairness turn (see `pop`).
