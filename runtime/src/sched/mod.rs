@@ -1083,13 +1083,9 @@ mod tests {
             let b = fib(n - 2, shared, most);
             child.join().expect("a fib G panicked") + b
         }
-        let most = testkit::watchdog("a fork-join tree", testkit::DEFAULT_LIMIT, || {
-            let rt = Runtime::builder().procs(1).build().unwrap();
-            let shared = rt.shared.clone();
+        let most = on_one_p("a fork-join tree", |shared| {
             let most = Arc::new(AtomicUsize::new(0));
-            let m = most.clone();
-            let sum = rt.block_on(move || fib(N, &shared, &m));
-            assert_eq!(sum, 46_368, "fib(24)");
+            assert_eq!(fib(N, &shared, &most), 46_368, "fib(24)");
             most.load(Relaxed)
         });
         let depth = (N - CUTOFF) as usize;
@@ -1112,34 +1108,29 @@ mod tests {
                 drop(crate::go(move || link(k + 1, links)));
             }
         }
-        let ran_at = testkit::watchdog("a G in the ring", testkit::DEFAULT_LIMIT, || {
-            let rt = Runtime::builder().procs(1).build().unwrap();
-            rt.block_on(|| {
-                let links = Arc::new(AtomicU64::new(0));
-                // Twenty Gs in a row: the oldest go through the LIFO on to the ring, the
-                // newest stay in the LIFO. Each notes how far the chain had got.
-                let ran_at = Arc::new(AtomicU64::new(0));
-                let oldest: Vec<_> = (0..20)
-                    .map(|_| {
-                        let (links, ran_at) = (links.clone(), ran_at.clone());
-                        crate::go(move || {
-                            ran_at.fetch_max(links.load(Relaxed), Relaxed);
-                        })
+        let ran_at = on_one_p("a G in the ring", |_| {
+            let links = Arc::new(AtomicU64::new(0));
+            // Twenty Gs in a row: the oldest go through the LIFO on to the ring, the
+            // newest stay in the LIFO. Each notes how far the chain had got.
+            let ran_at = Arc::new(AtomicU64::new(0));
+            let oldest: Vec<_> = (0..20)
+                .map(|_| {
+                    let (links, ran_at) = (links.clone(), ran_at.clone());
+                    crate::go(move || {
+                        ran_at.fetch_max(links.load(Relaxed), Relaxed);
                     })
-                    .collect();
-                let chain = {
-                    let links = links.clone();
-                    crate::go(move || link(1, links))
-                };
-                chain.join().expect("the chain's first link");
-                for h in oldest {
-                    h.join().expect("a queued G");
-                }
-                while links.load(Relaxed) < LINKS {
-                    crate::yield_now();
-                }
-                ran_at.load(Relaxed)
-            })
+                })
+                .collect();
+            let chain = {
+                let links = links.clone();
+                crate::go(move || link(1, links))
+            };
+            chain.join().expect("the chain's first link");
+            for h in oldest {
+                h.join().expect("a queued G");
+            }
+            yield_until(&links, LINKS);
+            ran_at.load(Relaxed)
         });
         // Each ring G waits `NEWEST_STREAK` pops, each LIFO G `BOTTOM_WAIT`: about 17,000.
         assert!(
@@ -1164,32 +1155,46 @@ mod tests {
                 drop(crate::go(|| {}));
             }
         }
-        let ran_at = testkit::watchdog("a G at the LIFO's bottom", testkit::DEFAULT_LIMIT, || {
-            let rt = Runtime::builder().procs(1).build().unwrap();
-            rt.block_on(|| {
-                let steps = Arc::new(AtomicU64::new(0));
-                let ran_at = Arc::new(AtomicU64::new(u64::MAX));
-                let bottom = {
-                    let (steps, ran_at) = (steps.clone(), ran_at.clone());
-                    crate::go(move || ran_at.store(steps.load(Relaxed), Relaxed))
-                };
-                let first = {
-                    let steps = steps.clone();
-                    crate::go(move || step(1, steps))
-                };
-                first.join().expect("the first step");
-                bottom.join().expect("the G at the bottom");
-                while steps.load(Relaxed) < STEPS {
-                    crate::yield_now();
-                }
-                ran_at.load(Relaxed)
-            })
+        let ran_at = on_one_p("a G at the LIFO's bottom", |_| {
+            let steps = Arc::new(AtomicU64::new(0));
+            let ran_at = Arc::new(AtomicU64::new(u64::MAX));
+            let bottom = {
+                let (steps, ran_at) = (steps.clone(), ran_at.clone());
+                crate::go(move || ran_at.store(steps.load(Relaxed), Relaxed))
+            };
+            let first = {
+                let steps = steps.clone();
+                crate::go(move || step(1, steps))
+            };
+            first.join().expect("the first step");
+            bottom.join().expect("the G at the bottom");
+            yield_until(&steps, STEPS);
+            ran_at.load(Relaxed)
         });
         assert!(
             ran_at < STEPS / 2,
             "the G at the LIFO's bottom ran at step {ran_at} of {STEPS}: it waited while the \
              LIFO's top kept turning over"
         );
+    }
+
+    /// `f` as the main G of a one-P runtime, under a watchdog; `f` gets the runtime's state.
+    fn on_one_p<T: Send + 'static>(
+        what: &'static str,
+        f: impl FnOnce(Arc<Shared>) -> T + Send + 'static,
+    ) -> T {
+        testkit::watchdog(what, testkit::DEFAULT_LIMIT, move || {
+            let rt = Runtime::builder().procs(1).build().unwrap();
+            let shared = rt.shared.clone();
+            rt.block_on(move || f(shared))
+        })
+    }
+
+    /// Yields until `counter` reaches `n` (another G counts up to it).
+    fn yield_until(counter: &AtomicU64, n: u64) {
+        while counter.load(Relaxed) < n {
+            crate::yield_now();
+        }
     }
 
     /// A parked G's handle, from inside a runtime.

@@ -151,8 +151,7 @@ impl Runq {
             if self.lifo.len() >= LIFO_DEPTH {
                 // Full: the LIFO's Gs, all older than `displaced`, go on to the ring's tail,
                 // oldest first, as Go's ring would have had them.
-                let older: Vec<Token> = std::iter::from_fn(|| self.lifo.pop()).collect();
-                for t in older.into_iter().rev() {
+                for t in self.drain_lifo().into_iter().rev() {
                     self.ring.push_back(t, |t| spill.push(t));
                 }
                 self.bottom_passed = 0;
@@ -178,33 +177,17 @@ impl Runq {
     pub(crate) fn pop(&mut self) -> Option<Token> {
         // The counts go up on every pop, empty queues or not (asking costs a spawn chain a
         // twentieth of its time); a turn finds out whether anyone waits, and is then reset.
-        let ring_turn = self.ring_passed >= NEWEST_STREAK && !self.ring.is_empty();
-        let bottom_turn = !ring_turn && self.bottom_passed >= BOTTOM_WAIT && !self.lifo.is_empty();
-        if self.ring_passed >= NEWEST_STREAK && !ring_turn {
+        let turn = if self.ring_passed >= NEWEST_STREAK {
             self.ring_passed = 0;
-        }
-        if self.bottom_passed >= BOTTOM_WAIT && !bottom_turn {
+            self.turn(Turn::RingHead)
+        } else if self.bottom_passed >= BOTTOM_WAIT {
             self.bottom_passed = 0;
-        }
-        if ring_turn || bottom_turn {
-            self.turned = true;
-            // Part 07's `pop` gives `runnext` while it holds a G: set that one (the newest)
-            // aside on the LIFO, so the ring's head or the LIFO's bottom can come out.
-            if std::mem::take(&mut self.runnext_full)
-                && let Some(next) = self.ring.pop()
-            {
-                self.lifo.push(next);
-            }
-            let oldest = if ring_turn {
-                self.ring_passed = 0;
-                self.ring.pop()
-            } else {
-                self.bottom_passed = 0;
-                self.pop_lifo_bottom()
-            };
-            if oldest.is_some() {
-                return oldest;
-            }
+            self.turn(Turn::LifoBottom)
+        } else {
+            None
+        };
+        if turn.is_some() {
+            return turn;
         }
         let newest = if std::mem::take(&mut self.runnext_full) {
             self.ring.pop()
@@ -221,6 +204,42 @@ impl Runq {
         self.ring.pop()
     }
 
+    /// The oldest G of the ring or of the LIFO, if one waits there, ahead of the newer ones.
+    fn turn(&mut self, turn: Turn) -> Option<Token> {
+        let waiting = match turn {
+            Turn::RingHead => !self.ring.is_empty(),
+            Turn::LifoBottom => !self.lifo.is_empty(),
+        };
+        if !waiting {
+            return None;
+        }
+        self.turned = true;
+        // Part 07's `pop` gives `runnext` while it holds a G: set that one (the newest) aside
+        // on the LIFO, so the ring's head or the LIFO's bottom can come out.
+        if std::mem::take(&mut self.runnext_full)
+            && let Some(next) = self.ring.pop()
+        {
+            self.lifo.push(next);
+        }
+        match turn {
+            Turn::RingHead => self.ring.pop(),
+            Turn::LifoBottom => {
+                let mut newest_first = self.drain_lifo();
+                let oldest = newest_first.pop();
+                for t in newest_first.into_iter().rev() {
+                    self.lifo.push(t);
+                }
+                oldest
+            }
+        }
+    }
+
+    /// Every G of the LIFO, newest first, by the owner's end alone. (A `Stealer` would reach
+    /// the oldest directly, but pins crossbeam's epoch: see `push_next`.)
+    fn drain_lifo(&mut self) -> Vec<Token> {
+        std::iter::from_fn(|| self.lifo.pop()).collect()
+    }
+
     /// Whether a `pop` since the last call made a fairness turn (see `pop`).
     pub(crate) fn take_turned(&mut self) -> bool {
         std::mem::take(&mut self.turned)
@@ -229,17 +248,12 @@ impl Runq {
     pub(crate) fn is_empty(&self) -> bool {
         self.ring.is_empty() && self.lifo.is_empty()
     }
+}
 
-    /// The LIFO's oldest G, by the owner's end alone: every G off, the rest back in order.
-    /// (A `Stealer` would reach it directly, but pins crossbeam's epoch: see `push_next`.)
-    fn pop_lifo_bottom(&mut self) -> Option<Token> {
-        let mut newest_first: Vec<Token> = std::iter::from_fn(|| self.lifo.pop()).collect();
-        let oldest = newest_first.pop();
-        for t in newest_first.into_iter().rev() {
-            self.lifo.push(t);
-        }
-        oldest
-    }
+/// Which of the older Gs a fairness turn serves (`Runq::pop`).
+enum Turn {
+    RingHead,
+    LifoBottom,
 }
 
 /// What other Ms see of a P's queues: the thieves' end of its ring (part 07) and of its LIFO.
